@@ -1,0 +1,393 @@
+"""The option table: every uwsgigw option, declared once.
+
+Each ``Option`` carries its uWSGI name and aliases, short flag, kind (which
+parser in ``optypes`` reads it), default, help text and status:
+
+- ``implemented``: uwsgigw does what uWSGI does with it;
+- ``mapped``: accepted because real configs carry it, and ``maps_to`` says
+  what it amounts to in uwsgigw (``thunder-lock``: the kernel already wakes
+  one worker per connection).
+
+uWSGI options uwsgigw does not run at all live in ``uwsgi_compat`` with the
+advice to give instead. The click command line (``cli``), the INI reader
+(``ini``/``config``), the ``UWSGIGW_<NAME>`` environment variables and the
+settings reference in README.md are all generated from these two tables
+(gunicorn's ``config.py`` Setting table is the model).
+
+``python -m uwsgigw.options`` prints the settings reference;
+``python -m uwsgigw.options --write README.md`` refreshes the README block.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from . import optypes
+from .uwsgi_compat import UNSUPPORTED, Unsupported, groups
+
+IMPLEMENTED = "implemented"
+MAPPED = "mapped"
+
+# Kinds: which parser reads the text. Lists are ``multi=True`` of a kind.
+BOOL, INT, SIZE, MEGABYTES, SECONDS, BUFFER = "bool", "int", "size", "megabytes", "seconds", "buffer"
+TEXT, PATH, ANY, MODE, CHOICE, SOCKET = "text", "path", "any", "mode", "choice", "socket"
+KEYVALUE, MOUNT, OWNER, PLUGIN = "keyvalue", "mount", "owner", "plugin"
+
+README_START = "<!-- settings:start -->"
+README_END = "<!-- settings:end -->"
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str
+    kind: str
+    default: Any
+    help: str
+    group: str
+    aliases: tuple[str, ...] = ()
+    short: str | None = None
+    multi: bool = False
+    status: str = IMPLEMENTED
+    maps_to: str = ""
+    minimum: int | None = 0
+    choices: tuple[str, ...] = ()
+    # What --check looks for on this machine: "dir", "file", "parent",
+    # "socket", "pythonpath", "user", "group", "owner" (warnings only).
+    check: str | None = None
+    metavar: str = "VALUE"
+    flag_value: str | None = None  # CLI: the value of a bare --flag
+    cli: bool = True
+
+    @property
+    def attr(self) -> str:
+        return self.name.replace("-", "_")
+
+    @property
+    def env(self) -> str:
+        return "UWSGIGW_" + self.name.upper().replace("-", "_")
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return (self.name,) + self.aliases
+
+    def parse(self, text: str, warn: optypes.Warn) -> Any:
+        """One value (one INI line, one ``--flag VALUE``) -> its Python value."""
+        return _PARSERS[self.kind](self, text, warn)
+
+    def initial(self) -> Any:
+        return list(self.default) if self.multi else self.default
+
+
+def _plugin(opt: Option, text: str, warn: optypes.Warn) -> str:
+    # uWSGI needs "plugin = python3" in distro builds; uwsgigw *is* the
+    # Python plugin. Anything else (router_static, bonjour, a .so) is not here.
+    value = optypes.check_text(text)
+    for name in (p.strip() for p in value.split(",")):
+        base = name.rsplit("/", 1)[-1].removesuffix("_plugin.so").removesuffix(".so")
+        if name and not (base.startswith("python") or base in ("0", "wsgi")):
+            warn("plugin %r is not available: uwsgigw runs Python WSGI apps and "
+                 "has no uWSGI plugins" % name)
+    return value
+
+
+def _int(what: str, example: str) -> Callable[[Option, str, optypes.Warn], int]:
+    return lambda o, t, w: optypes.parse_int(t, w, minimum=o.minimum, what=what,
+                                             example=example)
+
+
+_PARSERS: dict[str, Callable[[Option, str, optypes.Warn], Any]] = {
+    BOOL: lambda o, t, w: optypes.parse_bool(t),
+    INT: _int("a whole number", "4"),
+    SIZE: _int("a size in bytes", "8192"),
+    MEGABYTES: _int("a number of megabytes", "512"),
+    SECONDS: lambda o, t, w: optypes.parse_seconds(t, w),
+    BUFFER: lambda o, t, w: optypes.parse_buffer_size(t, w),
+    TEXT: lambda o, t, w: optypes.check_text(t),
+    PATH: lambda o, t, w: optypes.check_text(t),
+    ANY: lambda o, t, w: t,
+    MODE: lambda o, t, w: optypes.parse_mode(t, w),
+    CHOICE: lambda o, t, w: optypes.parse_choice(t, o.choices),
+    SOCKET: lambda o, t, w: optypes.check_socket(t, w),
+    KEYVALUE: lambda o, t, w: optypes.check_key_value(t),
+    MOUNT: lambda o, t, w: optypes.check_mount(t),
+    OWNER: lambda o, t, w: optypes.check_owner(t),
+    PLUGIN: _plugin,
+}
+
+SOCKETS, APP, PROCS, REQS, LOGS, RECYCLE, CONF = (
+    "Sockets", "Application", "Processes", "Requests", "Logging",
+    "Timeouts and recycling", "Configuration")
+
+OPTIONS: list[Option] = [
+    # -- sockets -------------------------------------------------------------
+    Option("socket", SOCKET, [], "bind to a unix socket path or TCP HOST:PORT / :PORT "
+           "(repeat for more); nginx connects with uwsgi_pass", SOCKETS,
+           aliases=("uwsgi-socket",), short="s", multi=True, check="socket",
+           metavar="ADDRESS"),
+    Option("chmod-socket", MODE, "660", "permissions of unix sockets, three octal "
+           "digits; given without a value: 666, as in uWSGI", SOCKETS,
+           aliases=("chmod",), short="C", metavar="MODE", flag_value="666"),
+    Option("chown-socket", OWNER, None, "owner of unix sockets, USER or USER:GROUP",
+           SOCKETS, check="owner", metavar="USER[:GROUP]"),
+    Option("listen", INT, 1024, "listen queue (backlog) of each socket; the kernel "
+           "caps it at net.core.somaxconn", SOCKETS, short="l", minimum=1,
+           metavar="N"),
+    Option("protocol", CHOICE, "uwsgi", "protocol of the sockets", SOCKETS,
+           aliases=("socket-protocol",), choices=("uwsgi",), status=MAPPED,
+           maps_to="uwsgigw speaks the uwsgi protocol only; protocol = uwsgi is "
+           "accepted, anything else is refused", metavar="uwsgi"),
+    Option("decoder", CHOICE, "auto", "uwsgi packet decoder: auto (C, else Python), "
+           "c (fail with an install hint if not built) or python", SOCKETS,
+           choices=("auto", "c", "python"), metavar="auto|c|python"),
+    # -- application ---------------------------------------------------------
+    Option("module", TEXT, None, "import the WSGI app from MODULE or MODULE:CALLABLE "
+           "(e.g. mysite.wsgi:application)", APP, aliases=("wsgi",), short="w",
+           metavar="MODULE[:CALLABLE]"),
+    Option("callable", TEXT, "application", "name of the WSGI callable when module or "
+           "wsgi-file does not name one", APP, metavar="NAME"),
+    Option("wsgi-file", PATH, None, "load the WSGI app from this Python file "
+           "(relative to chdir)", APP, aliases=("file",), check="file",
+           metavar="FILE"),
+    Option("mount", MOUNT, [], "serve another app under a URL prefix: "
+           "/PREFIX=module[:callable] (repeatable; the longest prefix wins)", APP,
+           multi=True, metavar="/PREFIX=APP"),
+    Option("manage-script-name", BOOL, False, "for mount: set SCRIPT_NAME to the "
+           "prefix and strip it from PATH_INFO", APP),
+    Option("chdir", PATH, None, "change to this directory before loading the app",
+           APP, check="dir", metavar="DIR"),
+    Option("home", PATH, None, "virtualenv to import the app from (its "
+           "site-packages go on sys.path)", APP,
+           aliases=("virtualenv", "venv", "pyhome"), short="H", check="dir",
+           metavar="DIR"),
+    Option("pythonpath", PATH, [], "add a directory (or a glob of them) to sys.path "
+           "(repeatable)", APP, aliases=("python-path", "pp"), multi=True,
+           check="pythonpath", metavar="DIR"),
+    Option("env", KEYVALUE, [], "set an environment variable for the app: KEY=VALUE "
+           "(repeatable)", APP, multi=True, metavar="KEY=VALUE"),
+    Option("need-app", BOOL, True, "stop start-up when no app can be loaded", APP),
+    Option("lazy-apps", BOOL, False, "load the app in each worker instead of once "
+           "in the master before forking", APP, aliases=("lazy",)),
+    Option("single-interpreter", BOOL, False, "use one Python interpreter", APP,
+           short="i", status=MAPPED,
+           maps_to="uwsgigw always runs one interpreter per process"),
+    Option("enable-threads", BOOL, False, "let the app start threads", APP, short="T",
+           status=MAPPED, maps_to="Python threads always work in uwsgigw"),
+    Option("plugin", PLUGIN, [], "uWSGI plugins to load", APP,
+           aliases=("plugins", "need-plugin", "need-plugins"), multi=True,
+           status=MAPPED, maps_to="uwsgigw is itself the Python plugin: python/python3 "
+           "is accepted, other plugins are not available", metavar="NAME"),
+    # -- processes -----------------------------------------------------------
+    Option("master", BOOL, False, "run a master process that supervises the workers",
+           PROCS, short="M"),
+    Option("processes", INT, 1, "number of worker processes", PROCS,
+           aliases=("workers",), short="p", minimum=1, metavar="N"),
+    Option("threads", INT, 1, "threads per worker (wsgi.multithread is true above 1)",
+           PROCS, minimum=1, metavar="N"),
+    Option("thunder-lock", BOOL, False, "serialize accept()", PROCS, status=MAPPED,
+           maps_to="the kernel already wakes one worker per connection"),
+    Option("die-on-term", BOOL, False, "exit on SIGTERM instead of reloading", PROCS,
+           status=MAPPED, maps_to="SIGTERM is always a graceful stop in uwsgigw "
+           "(what systemd and docker send)"),
+    Option("uid", TEXT, None, "run the workers as this user (dropped after binding "
+           "the sockets)", PROCS, check="user", metavar="USER"),
+    Option("gid", TEXT, None, "run the workers as this group (dropped after binding "
+           "the sockets)", PROCS, check="group", metavar="GROUP"),
+    Option("pidfile", PATH, None, "write the master's pid to this file", PROCS,
+           check="parent", metavar="FILE"),
+    Option("vacuum", BOOL, False, "remove the unix sockets and the pidfile on exit",
+           PROCS),
+    Option("daemonize", PATH, None, "detach from the terminal and log to this file",
+           PROCS, short="d", check="parent", metavar="LOGFILE"),
+    Option("stats", TEXT, None, "serve stats as JSON (the uwsgitop schema) on this "
+           "unix path or HOST:PORT", PROCS, aliases=("stats-server",),
+           metavar="ADDRESS"),
+    # -- requests ------------------------------------------------------------
+    Option("buffer-size", BUFFER, 4096, "largest uwsgi vars block (request headers) "
+           "accepted, in bytes; 65536 is read as 65535, the protocol maximum", REQS,
+           short="b", metavar="BYTES"),
+    Option("post-buffering", SIZE, 0, "request bodies of this many bytes or more are "
+           "spooled to a temp file before the app runs (0: off)", REQS,
+           metavar="BYTES"),
+    Option("post-buffering-bufsize", SIZE, 8192, "read size while buffering a request "
+           "body", REQS, minimum=1, metavar="BYTES"),
+    Option("socket-timeout", SECONDS, 4.0, "timeout in seconds for every read and "
+           "write on the nginx connection", REQS, short="z", metavar="SECONDS"),
+    Option("limit-post", SIZE, 0, "refuse request bodies larger than this many bytes "
+           "with 413 (0: no limit)", REQS, metavar="BYTES"),
+    # -- logging -------------------------------------------------------------
+    Option("logto", PATH, None, "write the log to this file instead of stderr", LOGS,
+           check="parent", metavar="FILE"),
+    Option("disable-logging", BOOL, False, "do not log requests (errors still are)",
+           LOGS, short="L"),
+    Option("log-format", ANY, None, "request log line with uWSGI's %(var) "
+           "placeholders, e.g. %(addr) %(method) %(uri) %(status) %(msecs)", LOGS,
+           aliases=("logformat",), metavar="FORMAT"),
+    Option("log-4xx", BOOL, False, "log 4xx responses even with disable-logging", LOGS),
+    Option("log-5xx", BOOL, False, "log 5xx responses even with disable-logging", LOGS),
+    Option("log-slow", INT, 0, "log requests slower than this many milliseconds "
+           "even with disable-logging (0: off)", LOGS, metavar="MSECS"),
+    Option("memory-report", BOOL, False, "add the worker's memory use to request "
+           "log lines", LOGS, short="m"),
+    # -- timeouts and recycling ----------------------------------------------
+    Option("harakiri", INT, 0, "kill a worker whose request runs longer than this "
+           "many seconds, after dumping its threads' tracebacks (0: off)", RECYCLE,
+           short="t", metavar="SECONDS"),
+    Option("harakiri-verbose", BOOL, False, "log details about harakiri kills",
+           RECYCLE),
+    Option("max-requests", INT, 0, "recycle a worker gracefully after this many "
+           "requests (0: never)", RECYCLE, short="R", metavar="N"),
+    Option("max-requests-delta", INT, 0, "add worker id * this to each worker's "
+           "max-requests, so they do not all recycle at once", RECYCLE, metavar="N"),
+    Option("reload-on-rss", MEGABYTES, 0, "recycle a worker after a request when its "
+           "resident memory exceeds this many megabytes (0: off)", RECYCLE,
+           metavar="MB"),
+    Option("reload-on-as", MEGABYTES, 0, "recycle a worker after a request when its "
+           "address space exceeds this many megabytes (0: off)", RECYCLE,
+           metavar="MB"),
+    Option("worker-reload-mercy", INT, 60, "seconds a recycled or reloaded worker "
+           "gets to finish its request before it is killed", RECYCLE,
+           metavar="SECONDS"),
+    Option("reload-mercy", INT, 60, "seconds the master waits for all workers "
+           "during a reload or stop", RECYCLE, metavar="SECONDS"),
+    # -- configuration -------------------------------------------------------
+    Option("ini", TEXT, [], "load options from FILE or FILE:SECTION (default section "
+           "[uwsgi]); repeatable, later files win", CONF, multi=True,
+           metavar="FILE[:SECTION]"),
+    Option("strict", BOOL, False, "make unknown options errors (uWSGI's strict "
+           "mode; strict = true in an INI file does the same)", CONF),
+    Option("set-placeholder", KEYVALUE, [], "define %(NAME) for INI files without "
+           "making it an option: NAME=VALUE", CONF, aliases=("set-ph",),
+           multi=True, metavar="NAME=VALUE"),
+]
+
+BY_NAME: dict[str, Option] = {}
+for _opt in OPTIONS:
+    for _name in _opt.names:
+        if _name in BY_NAME or _name in UNSUPPORTED:
+            raise RuntimeError("option name declared twice: %s" % _name)
+        BY_NAME[_name] = _opt
+BY_ATTR: dict[str, Option] = {o.attr: o for o in OPTIONS}
+BY_ENV: dict[str, Option] = {o.env: o for o in OPTIONS}
+
+
+def find(key: str) -> Option | None:
+    return BY_NAME.get(key)
+
+
+def unsupported(key: str) -> Unsupported | None:
+    return UNSUPPORTED.get(key)
+
+
+def known_names() -> list[str]:
+    """Every name uwsgigw recognises, for "did you mean" suggestions."""
+    return sorted(set(BY_NAME) | set(UNSUPPORTED))
+
+
+# -- settings reference ------------------------------------------------------
+
+def _default_text(opt: Option) -> str:
+    if opt.multi:
+        return "(none)"
+    if opt.default is None:
+        return "(not set)"
+    if isinstance(opt.default, bool):
+        return "true" if opt.default else "false"
+    if isinstance(opt.default, float) and opt.default.is_integer():
+        return str(int(opt.default))
+    return str(opt.default)
+
+
+def _row(opt: Option) -> str:
+    names = ", ".join("`%s`" % a for a in opt.aliases)
+    if opt.short:
+        names = ", ".join(filter(None, [names, "`-%s`" % opt.short]))
+    text = opt.help
+    if opt.multi:
+        text += " (list)"
+    if opt.status == MAPPED:
+        text += ". **Accepted:** " + opt.maps_to
+    return "| `%s` | %s | %s | %s |" % (opt.name, names or "", _default_text(opt),
+                                        text.replace("|", "\\|"))
+
+
+_INTRO = """\
+Generated from `uwsgigw/options.py` by `python -m uwsgigw.options`; do not edit
+by hand.
+
+Every option can be set in the `[uwsgi]` section of an INI file
+(`name = value`), on the command line (`--name value`, or `--name` for a
+boolean) or in the environment as `UWSGIGW_<NAME>` (upper case, dashes as
+underscores: `UWSGIGW_BUFFER_SIZE=8192`). Precedence: defaults < INI files
+(in the order given) < environment < command line; every value goes through
+the same validator. List options accumulate across INI lines and across
+repeated command-line flags; a higher layer replaces a lower layer's list;
+scalars take the last value. Booleans: `false`, `off`, `no` and `0` are off,
+anything else (even an empty value, or the bare key) is on.
+
+INI files follow uWSGI: `--ini FILE[:SECTION]` (default `[uwsgi]`), `ini =`
+includes, `;`/`#` comment lines, magic variables (`%d %n %p %s %e %c %x %h %k
+%%` ...), `$(ENV)`, `@(file)`, `%(key)` references to any key (also your own
+placeholders) with uWSGI's `%(a + b)` arithmetic, and the
+`if-env`/`if-not-env`/`if-opt`/`if-not-opt`/`if-exists`/`if-not-exists`/
+`for`...`endif`/`endfor` blocks with `%(_)`. As in uWSGI, `%(key)` is
+resolved after every file is read: the first value of that exact key wins
+(it may be defined further down), and a reference to nothing is left as
+written, which keeps `log-format`'s request-time `%(addr)`. Unlike uWSGI, a
+` # comment` or ` ; comment` after a value is removed, Unicode blanks such as
+U+00A0 count as spaces, and an unset `$(VAR)` leaves the line out with a
+warning (uWSGI would use the text `$(VAR)` as the value).
+
+Unknown keys are warnings naming the file and line (with the closest known
+name); `--strict` or `strict = true` makes them errors. A key used only as a
+`%(placeholder)` is not unknown. uWSGI options uwsgigw does not run are
+warnings (never errors: the file is valid uWSGI) that say what to do instead;
+they are listed after the options.
+
+`uwsgigw --ini FILE --check` validates without serving and exits 0 or 1.
+Paths, users and groups missing on this machine are warnings there. A
+configuration without a uwsgi socket is a warning for `--check` (the socket
+can still come from `--socket`, `UWSGIGW_SOCKET` or systemd socket
+activation) and an error at start-up. `--print-config` prints the effective
+configuration, with where each value came from."""
+
+
+def settings_markdown() -> str:
+    """The README's settings reference, generated from the tables."""
+    out = [_INTRO]
+    for group in (SOCKETS, APP, PROCS, REQS, LOGS, RECYCLE, CONF):
+        out += ["", "### " + group, "", "| option | also | default | meaning |",
+                "|---|---|---|---|"]
+        out += [_row(o) for o in OPTIONS if o.group == group]
+    out += ["", "### uWSGI options uwsgigw does not support", "",
+            "| options | what to do instead |", "|---|---|"]
+    for advice, names in groups():
+        out.append("| %s | %s |" % (", ".join("`%s`" % n for n in names), advice))
+    return "\n".join(out) + "\n"
+
+
+def replace_readme_block(readme: str) -> str:
+    head, sep, rest = readme.partition(README_START)
+    _, sep2, tail = rest.partition(README_END)
+    if not sep or not sep2:
+        raise ValueError("README has no %s ... %s block" % (README_START, README_END))
+    return head + README_START + "\n" + settings_markdown() + README_END + tail
+
+
+def main(argv: list[str]) -> int:
+    if argv[:1] == ["--write"] and len(argv) == 2:
+        with open(argv[1], encoding="utf-8") as f:
+            text = f.read()
+        with open(argv[1], "w", encoding="utf-8") as f:
+            f.write(replace_readme_block(text))
+        return 0
+    if argv:
+        sys.stderr.write("usage: python -m uwsgigw.options [--write README.md]\n")
+        return 2
+    sys.stdout.write(settings_markdown())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
