@@ -1,0 +1,170 @@
+"""``wsgi.input``: the request body, exactly CONTENT_LENGTH bytes.
+
+Three shapes, chosen per request by :func:`open_input`:
+
+* the body already arrived with the vars block -> ``io.BytesIO``;
+* ``post-buffering N`` is set -> read whole before the app runs, into memory
+  below N bytes, into an unlinked temp file at N and above (uWSGI semantics);
+* otherwise -> :class:`SocketInput`, streaming from the socket and never
+  reading past CONTENT_LENGTH (the next bytes are not ours to read).
+"""
+
+from __future__ import annotations
+
+import io
+import socket
+import tempfile
+import time
+
+
+class ClientDisconnected(OSError):
+    """nginx closed the connection before sending the whole body."""
+
+
+def _recv_some(sock: socket.socket, limit: int) -> bytes:
+    data = sock.recv(limit)
+    if not data:
+        raise ClientDisconnected("client closed the connection while sending the body")
+    return data
+
+
+class SocketInput(io.RawIOBase):
+    """A read-only file over the socket, bounded by CONTENT_LENGTH.
+
+    ``io.RawIOBase`` supplies readline/readlines/iteration on top of
+    ``readinto``; ``read`` and ``readline`` are overridden because the
+    generic versions read one byte at a time.
+    """
+
+    _CHUNK = 65536
+
+    def __init__(self, sock: socket.socket, prefix: bytes, length: int):
+        super().__init__()
+        self._sock = sock
+        self._buf = prefix  # bytes received but not yet given to the app
+        self._left = length - len(prefix)  # bytes still on the socket
+
+    @property
+    def unread_on_socket(self) -> int:
+        return self._left
+
+    def readable(self) -> bool:
+        return True
+
+    def _fill(self) -> bool:
+        if self._left <= 0:
+            return False
+        data = _recv_some(self._sock, min(self._CHUNK, self._left))
+        self._left -= len(data)
+        self._buf = self._buf + data if self._buf else data
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0:
+            parts = [self._buf]
+            self._buf = b""
+            while self._left > 0:
+                data = _recv_some(self._sock, min(1 << 20, self._left))
+                self._left -= len(data)
+                parts.append(data)
+            return b"".join(parts)
+        while len(self._buf) < size and self._fill():
+            pass
+        out, self._buf = self._buf[:size], self._buf[size:]
+        return out
+
+    def readinto(self, b) -> int:
+        data = self.read(len(b))
+        b[: len(data)] = data
+        return len(data)
+
+    def readline(self, size: int | None = -1) -> bytes:
+        if size is None:
+            size = -1
+        while True:
+            newline = self._buf.find(b"\n")
+            if newline >= 0:
+                end = newline + 1
+                break
+            if 0 <= size <= len(self._buf):
+                end = size
+                break
+            if not self._fill():
+                end = len(self._buf)
+                break
+        if 0 <= size < end:
+            end = size
+        out, self._buf = self._buf[:end], self._buf[end:]
+        return out
+
+    def drain(self, deadline: float) -> bool:
+        """Discard what the app left unread, until ``deadline``; True if done.
+
+        Closing a socket with unread data makes the kernel send RST, and
+        nginx turns a reset into a 502 even though the answer was sent.
+        """
+        self._buf = b""
+        return drain_socket(self._sock, self._left, deadline)
+
+
+def drain_socket(sock: socket.socket, left: int, deadline: float) -> bool:
+    """Read and drop ``left`` bytes (-1: until EOF) before ``deadline``."""
+    scratch = bytearray(65536)
+    while left != 0:
+        if time.monotonic() > deadline:
+            return False
+        try:
+            n = sock.recv_into(scratch, len(scratch) if left < 0 else min(left, len(scratch)))
+        except OSError:
+            return False
+        if n == 0:
+            return True
+        if left > 0:
+            left -= n
+    return True
+
+
+def read_to_memory(sock: socket.socket, prefix: bytes, length: int) -> io.BytesIO:
+    parts = [prefix]
+    left = length - len(prefix)
+    while left > 0:
+        data = _recv_some(sock, min(1 << 20, left))
+        left -= len(data)
+        parts.append(data)
+    return io.BytesIO(b"".join(parts))
+
+
+def read_to_tempfile(sock: socket.socket, prefix: bytes, length: int, bufsize: int):
+    """Spool the body to an anonymous temp file (mode 0600, unlinked at birth).
+
+    ``tempfile.TemporaryFile`` uses O_TMPFILE on Linux, so the file never has
+    a name another user could open, and vanishes if the worker is killed.
+    """
+    spool = tempfile.TemporaryFile()
+    try:
+        spool.write(prefix)
+        left = length - len(prefix)
+        buf = bytearray(max(bufsize, 4096))
+        view = memoryview(buf)
+        while left > 0:
+            n = sock.recv_into(buf, min(len(buf), left))
+            if n == 0:
+                raise ClientDisconnected("client closed the connection while sending the body")
+            spool.write(view[:n])
+            left -= n
+        spool.seek(0)
+    except BaseException:
+        spool.close()
+        raise
+    return spool
+
+
+def open_input(sock, prefix: bytes, length: int, post_buffering: int, bufsize: int):
+    """Pick the ``wsgi.input`` for a body of ``length`` bytes."""
+    if post_buffering and length >= post_buffering:
+        return read_to_tempfile(sock, prefix[:length], length, bufsize)
+    if len(prefix) >= length:
+        return io.BytesIO(prefix[:length])
+    if post_buffering:
+        return read_to_memory(sock, prefix, length)
+    return SocketInput(sock, prefix, length)

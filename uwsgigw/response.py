@@ -1,0 +1,133 @@
+"""The response side of PEP 3333: ``start_response``, header validation and
+the response head nginx parses.
+
+The status line is always ``HTTP/1.1 <code> <reason>``: we never echo a
+client-supplied SERVER_PROTOCOL there. A status or header carrying CR, LF or
+NUL would let an app (or the user input it copies into a header) split the
+response; such a response is never sent.
+"""
+
+from __future__ import annotations
+
+import operator
+import os
+import re
+import stat
+
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+").fullmatch
+_STATUS = re.compile(r"[1-9][0-9][0-9](?: [^\r\n\0]*)?").fullmatch
+_FORBIDDEN = re.compile(r"[\r\n\0]").search
+_first = operator.itemgetter(0)
+
+
+class ResponseError(Exception):
+    """The app's status or headers cannot be sent; the client gets a 500."""
+
+
+class HeadersAlreadySent(AssertionError):
+    """start_response called again without exc_info (PEP 3333 says: error)."""
+
+
+def _find_bad_header(headers) -> str:
+    """Explain which header is unsendable (slow path, only after a failure)."""
+    for i, header in enumerate(headers):
+        if not (isinstance(header, tuple) and len(header) == 2):
+            return "header #%d is %r, not a (name, value) tuple" % (i, header)
+        name, value = header
+        if not isinstance(name, str) or not isinstance(value, str):
+            return "header %r: name and value must be str, got %s/%s" % (
+                name, type(name).__name__, type(value).__name__)
+        if not _TOKEN(name):
+            return "header name %r is not an HTTP token" % name
+        if _FORBIDDEN(value):
+            return "header %r: value contains CR, LF or NUL: %r" % (name, value[:80])
+        try:
+            name.encode("latin-1")
+            value.encode("latin-1")
+        except UnicodeEncodeError:
+            return "header %r: value %r is not latin-1" % (name, value[:80])
+    return "headers %r are invalid" % (headers,)
+
+
+def build_head(status, headers) -> tuple[bytes, int]:
+    """Validate and serialise; return (head bytes, header count).
+
+    The common case costs a few builtin calls: headers are joined first and
+    the join is checked for stray line breaks, names against the token
+    grammar (RFC 9110 5.1); only a failure walks the list to name the culprit.
+    """
+    if not isinstance(status, str) or not _STATUS(status):
+        raise ResponseError("invalid status %r: expected '<3 digits> <reason>' "
+                            "without CR, LF or NUL" % (status,))
+    if not headers:
+        if type(headers) is not list:
+            raise ResponseError("headers must be a list of (name, value) tuples, got %r"
+                                % (headers,))
+        return ("HTTP/1.1 %s\r\n\r\n" % status).encode("latin-1"), 0
+    try:
+        lines = "\r\n".join(map(": ".join, headers))
+        if (
+            lines.count("\n") != len(headers) - 1
+            or lines.count("\r") != len(headers) - 1
+            or "\0" in lines
+            or not all(map(_TOKEN, map(_first, headers)))
+            or set(map(len, headers)) != {2}
+        ):
+            raise ValueError
+        head = ("HTTP/1.1 %s\r\n%s\r\n\r\n" % (status, lines)).encode("latin-1")
+    except (TypeError, ValueError):
+        raise ResponseError(_find_bad_header(headers)) from None
+    return head, len(headers)
+
+
+def simple_response(status: str, body: str, extra: str = "") -> bytes:
+    """A complete server-generated answer (errors, rejections)."""
+    data = body.encode("utf-8")
+    return (
+        "HTTP/1.1 %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        "Content-Length: %d\r\n%s\r\n" % (status, len(data), extra)
+    ).encode("latin-1") + data
+
+
+class FileWrapper:
+    """``wsgi.file_wrapper``: lets the server ``sendfile()`` a real file.
+
+    Iterating it (what middleware that rewrites bodies does) still works.
+    """
+
+    __slots__ = ("filelike", "blksize")
+
+    def __init__(self, filelike, blksize: int = 65536):
+        self.filelike = filelike
+        self.blksize = blksize
+
+    def __iter__(self):
+        read = self.filelike.read
+        while True:
+            data = read(self.blksize)
+            if not data:
+                return
+            yield data
+
+    def close(self) -> None:
+        close = getattr(self.filelike, "close", None)
+        if close is not None:
+            close()
+
+
+def sendfile_fd(wrapper: FileWrapper) -> int | None:
+    """The descriptor to ``sendfile()`` from, or None to iterate instead.
+
+    Only regular files qualify: sendfile from a pipe or socket would block
+    or fail, and a BytesIO has no descriptor at all.
+    """
+    fileno = getattr(wrapper.filelike, "fileno", None)
+    if fileno is None:
+        return None
+    try:
+        fd = fileno()
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            return fd
+    except (OSError, ValueError):  # io.UnsupportedOperation is both
+        pass
+    return None

@@ -1,0 +1,263 @@
+"""Start-up: from a validated Config to serving processes.
+
+Order matters and follows uWSGI: log set-up, decoder choice, process
+environment (env, chdir, virtualenv), sockets bound once, app loaded (before
+fork unless ``lazy-apps``), then workers.
+"""
+
+from __future__ import annotations
+
+import grp
+import mmap
+import os
+import pwd
+import struct
+import sys
+import traceback
+
+from . import __version__, exitcodes, log
+from . import systemd
+from .app import AppLoadError, AppTable, load_apps, prepare_process
+from .decoder import DecoderUnavailable, select
+from .environ import base_environ
+from .handler import WorkerContext
+from .log import ErrorStream
+from .response import FileWrapper
+from .master import Master, inherited_fds, take_reexec_state
+from .sockets import SocketError, adopt, bind_all, close_all
+from .worker import Worker
+
+MAX_BLOCK = 65535  # the vars block size is a 16-bit field
+
+
+class SharedCounter:
+    """The server-wide request total (``req: R/T`` in the log), in shared memory.
+
+    Increments are plain memory writes without a lock: like uWSGI's own
+    counters, a rare lost update skews a log figure, never behaviour.
+    """
+
+    def __init__(self) -> None:
+        self._mem = mmap.mmap(-1, 8)
+
+    def incr(self) -> int:
+        value = struct.unpack_from("Q", self._mem)[0] + 1
+        struct.pack_into("Q", self._mem, 0, value)
+        return value
+
+
+def make_context(cfg, backend, apps, counter: SharedCounter) -> WorkerContext:
+    return WorkerContext(
+        decode=backend.decode,
+        max_block=min(cfg.buffer_size, MAX_BLOCK),
+        socket_timeout=float(cfg.socket_timeout),
+        post_buffering=cfg.post_buffering or 0,
+        post_buffering_bufsize=cfg.post_buffering_bufsize,
+        limit_post=cfg.limit_post or 0,
+        pick_app=apps.picker(),
+        base_environ=base_environ(
+            errors=ErrorStream(),
+            file_wrapper=FileWrapper,
+            multithread=cfg.threads > 1,
+            multiprocess=cfg.processes > 1,
+        ),
+        log_requests=not cfg.disable_logging,
+        worker_id=1,
+        count_request=counter.incr,
+    )
+
+
+def _load(cfg):
+    try:
+        return load_apps(cfg)
+    except AppLoadError as exc:
+        log.error("cannot load the application: %s" % exc)
+    except BaseException:  # the app's own import error: show where it broke
+        log.error("cannot load the application (%s):\n%s" % (
+            cfg.module or cfg.wsgi_file, traceback.format_exc().rstrip()))
+    return None
+
+
+def serve(cfg) -> int:
+    inherited = take_reexec_state()  # set when a reloading master re-executed us
+    if getattr(cfg, "daemonize", None) and inherited is None:
+        daemonize()
+    log.setup(cfg.logto or getattr(cfg, "daemonize", None))
+    for warning in getattr(cfg, "warnings", ()):
+        log.warning(warning)
+    try:
+        backend = select(cfg.decoder)
+    except DecoderUnavailable as exc:
+        log.error(str(exc))
+        return exitcodes.CONFIG_ERROR
+    log.info("uwsgigw %s (decoder: %s, Python %s) %s, pid %d" % (
+        __version__, backend.name, sys.version.split()[0],
+        "reloading" if inherited else "starting", os.getpid()))
+    try:
+        prepare_process(cfg)
+    except AppLoadError as exc:
+        log.error(str(exc))
+        return exitcodes.APP_LOAD_ERROR
+    try:
+        listeners = open_sockets(cfg, inherited)
+    except (SocketError, OSError) as exc:
+        log.error(str(exc))
+        return exitcodes.SOCKET_ERROR
+    pidfile = getattr(cfg, "pidfile", None)
+    try:
+        if pidfile:
+            write_pidfile(pidfile)
+        drop_privileges(getattr(cfg, "uid", None), getattr(cfg, "gid", None))
+    except (OSError, PrivilegeError) as exc:
+        log.error(str(exc))
+        close_all(listeners, vacuum=inherited is None and bool(cfg.vacuum))
+        return exitcodes.CONFIG_ERROR
+    try:
+        sockets_text = ", ".join(l.spec for l in listeners)
+        if not _wants_master(cfg):
+            apps = _load(cfg) or (None if cfg_need_app(cfg) else AppTable(None, [], False))
+            if apps is None:
+                return exitcodes.APP_LOAD_ERROR
+            ctx = make_context(cfg, backend, apps, SharedCounter())
+            log.info("ready to accept requests: 1 worker on %s (decoder: %s)" % (
+                sockets_text, backend.name))
+            worker = Worker(ctx, listeners, cfg.threads)
+            worker.install_signals()
+            worker.run()
+            return exitcodes.OK
+        return _prefork(cfg, backend, listeners, sockets_text, inherited)
+    finally:
+        close_all(listeners, vacuum=bool(cfg.vacuum))
+        if pidfile and cfg.vacuum:
+            remove_pidfile(pidfile)
+
+
+def cfg_need_app(cfg) -> bool:
+    return bool(getattr(cfg, "need_app", True))
+
+
+def _wants_master(cfg) -> bool:
+    """A master runs with master=true, several workers, or any feature only a
+    master can provide (harakiri, recycling)."""
+    return bool(cfg.master or cfg.processes > 1 or any(
+        getattr(cfg, name, 0) for name in ("harakiri", "max_requests", "reload_on_rss",
+                                           "reload_on_as")))
+
+
+def _prefork(cfg, backend, listeners, sockets_text: str, inherited) -> int:
+    """Run the master (master.py): preload the app unless lazy-apps, then fork."""
+    counter = SharedCounter()
+
+    def make_ctx():
+        apps = _load(cfg)
+        if apps is None:
+            if cfg_need_app(cfg):
+                return None
+            log.warning("need-app is off: serving 500 until an app loads")
+            apps = AppTable(None, [], False)
+        return make_context(cfg, backend, apps, counter)
+
+    ctx = None
+    if not getattr(cfg, "lazy_apps", False):
+        ctx = make_ctx()
+        if ctx is None and not (inherited and inherited.get("workers")):
+            return exitcodes.APP_LOAD_ERROR
+    return Master(cfg, listeners, sockets_text, make_ctx, ctx, inherited).run()
+
+
+# -- process set-up hooks (daemonize, sockets, pidfile, privileges) -----------
+
+class PrivilegeError(Exception):
+    """uid/gid cannot be resolved or dropped."""
+
+
+def open_sockets(cfg, inherited) -> list:
+    """Sockets from a reloading master, from systemd, or bound here."""
+    if inherited:
+        fds, paths = inherited_fds(inherited)
+        return adopt(fds, paths)
+    activated = systemd.listen_fds()
+    if activated:
+        listeners = adopt([fd for fd, _ in activated])
+        log.info("socket activation: using %d socket%s from systemd (%s)%s" % (
+            len(listeners), "s" if len(listeners) > 1 else "",
+            ", ".join(l.spec for l in listeners),
+            "; socket= entries are ignored" if cfg.socket else ""))
+        return listeners
+    return bind_all(cfg.socket, cfg.listen, cfg.chmod_socket, cfg.chown_socket)
+
+
+def daemonize() -> None:
+    """Detach (double fork + setsid), as uWSGI's ``daemonize = LOGFILE``."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if os.fork():
+        os._exit(0)
+    os.setsid()
+    if os.fork():
+        os._exit(0)
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, 0)
+    os.close(null)
+
+
+def write_pidfile(path: str) -> None:
+    """The master's pid, written before privileges are dropped (uWSGI's pidfile)."""
+    text = "%d\n" % os.getpid()
+    try:
+        with open(path) as f:
+            if f.read() == text:
+                return  # a reload: same pid, maybe no longer allowed to write
+    except OSError:
+        pass
+    tmp = "%s.%d.tmp" % (path, os.getpid())
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
+def remove_pidfile(path: str) -> None:
+    try:
+        with open(path) as f:
+            if f.read().strip() != str(os.getpid()):
+                return  # not ours any more
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def drop_privileges(uid_spec, gid_spec) -> None:
+    """setgid/setuid after binding, like uWSGI: the app never runs as root."""
+    if not uid_spec and not gid_spec:
+        return
+    user = None
+    try:
+        if uid_spec:
+            user = (pwd.getpwuid(int(uid_spec)) if str(uid_spec).isdigit()
+                    else pwd.getpwnam(str(uid_spec)))
+        gid = None
+        if gid_spec:
+            gid = (int(gid_spec) if str(gid_spec).isdigit()
+                   else grp.getgrnam(str(gid_spec)).gr_gid)
+    except KeyError as exc:
+        raise PrivilegeError("uid/gid: unknown user or group %s" % exc) from None
+    if gid is None and user is not None:
+        gid = user.pw_gid
+    uid = user.pw_uid if user is not None else None
+    if (uid is None or os.getuid() == uid) and (gid is None or os.getgid() == gid):
+        return  # already there (e.g. after a reload)
+    try:
+        if gid is not None:
+            if os.getuid() == 0:
+                if user is not None:
+                    os.initgroups(user.pw_name, gid)
+                else:
+                    os.setgroups([gid])
+            os.setgid(gid)
+        if uid is not None:
+            os.setuid(uid)
+    except OSError as exc:
+        raise PrivilegeError("cannot drop privileges to uid %s gid %s: %s" % (
+            uid, gid, exc.strerror)) from None
+    log.info("dropped privileges to uid %d, gid %d" % (os.getuid(), os.getgid()))
