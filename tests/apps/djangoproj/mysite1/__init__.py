@@ -1,0 +1,1 @@
+"""mysite1: the minimal Django project the seed's uWSGI INI deploys."""

@@ -1,0 +1,402 @@
+"""Run a private nginx in front of a uwsgigw socket (tests and ``make run``).
+
+The site configuration is the shipped ``nginx/site.conf`` itself: only the
+lines that name machine-specific things are rewritten (the listen port, the
+``uwsgi_pass`` target, the ``include uwsgi_params`` path and the static
+directory), so the tests exercise the file users copy to /etc/nginx. A main
+``nginx.conf`` around it keeps every path nginx writes (pid, logs, temp
+files) inside one private directory, so no root, no system nginx and no
+fixed port is needed, and any number can run side by side.
+
+    python -m uwsgigw.devnginx --demo --port 8080        # what `make run` does
+    python -m uwsgigw.devnginx --upstream unix:/tmp/app.sock --port 8080
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO_NGINX_DIR = Path(__file__).resolve().parent.parent / "nginx"
+
+# The literal lines of nginx/site.conf that get rewritten. If site.conf
+# changes one of them, templating fails loudly instead of testing a config
+# that differs from the shipped one.
+LISTEN_LINE = "listen 80;"
+UPSTREAM_LINE = "uwsgi_pass unix:/run/uwsgigw/site.sock;"
+INCLUDE_LINE = "include uwsgi_params;"
+STATIC_LINE = "alias /srv/mysite1/static/;"
+
+MIME_TYPES = "/etc/nginx/mime.types"
+TEMP_DIRS = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+
+
+class DevNginxError(RuntimeError):
+    """nginx could not be configured or started; the message has its log."""
+
+
+def find_nginx() -> str:
+    """The nginx binary: $NGINX, PATH, then the usual sbin locations."""
+    candidates = [os.environ.get("NGINX"), shutil.which("nginx"),
+                  "/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/local/nginx/sbin/nginx"]
+    for path in candidates:
+        if path and os.path.isfile(path) and os.access(path, os.X_OK):
+            return path
+    raise DevNginxError("nginx not found: install it (apt-get install nginx-light) "
+                        "or set NGINX=/path/to/nginx")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that was free a moment ago (callers retry on a lost race)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def normalize_upstream(target: str) -> str:
+    """``unix:/p``, ``/p``, ``host:port``, ``[v6]:port`` or ``:port`` -> uwsgi_pass form."""
+    if target.startswith("unix:"):
+        return "unix:" + os.path.abspath(target[5:])
+    if "/" in target or not re.search(r":\d+$", target):
+        return "unix:" + os.path.abspath(target)
+    if target.startswith(":"):
+        return "127.0.0.1" + target
+    return target
+
+
+def connect_address(target: str):
+    """(family, address) to connect() to for a uwsgi_pass-style target."""
+    target = normalize_upstream(target)
+    if target.startswith("unix:"):
+        return socket.AF_UNIX, target[5:]
+    host, _, port = target.rpartition(":")
+    if host.startswith("["):
+        return socket.AF_INET6, (host[1:-1], int(port))
+    return socket.AF_INET, (host, int(port))
+
+
+def can_connect(family: int, address, timeout: float = 1.0) -> bool:
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            s.settimeout(timeout)
+            s.connect(address)
+        return True
+    except OSError:
+        return False
+
+
+def _replace_line(text: str, literal: str, replacement: str, source: str) -> str:
+    """Replace the one non-comment line whose content is ``literal``."""
+    lines = text.splitlines(keepends=True)
+    hits = [i for i, line in enumerate(lines) if line.strip() == literal]
+    if len(hits) != 1:
+        raise DevNginxError("%s: expected exactly one line %r to template, found %d"
+                            % (source, literal, len(hits)))
+    i = hits[0]
+    indent = lines[i][: len(lines[i]) - len(lines[i].lstrip())]
+    body = "".join(indent + part + "\n" for part in replacement.splitlines())
+    lines[i] = body
+    return "".join(lines)
+
+
+def render_site(site_text: str, *, listen: str, upstream: str, params_path: str,
+                static_dir: str, source: str = "site.conf",
+                tls: tuple[str, str] | None = None) -> str:
+    """nginx/site.conf with its machine-specific lines rewritten."""
+    listen_lines = "listen %s%s;" % (listen, " ssl" if tls else "")
+    if tls:
+        listen_lines += "\nssl_certificate %s;\nssl_certificate_key %s;" % tls
+    text = _replace_line(site_text, LISTEN_LINE, listen_lines, source)
+    text = _replace_line(text, UPSTREAM_LINE, "uwsgi_pass %s;" % normalize_upstream(upstream),
+                         source)
+    text = _replace_line(text, INCLUDE_LINE, "include %s;" % params_path, source)
+    return _replace_line(text, STATIC_LINE, "alias %s/;" % static_dir.rstrip("/"), source)
+
+
+def render_main(workdir: str, site_path: str) -> str:
+    """The main nginx.conf: one worker, foreground, everything under workdir."""
+    lines = [
+        "# generated by uwsgigw.devnginx",
+        "daemon off;",
+        "master_process on;",
+        "worker_processes 1;",
+        "pid %s/nginx.pid;" % workdir,
+        "error_log %s/error.log info;" % workdir,
+    ]
+    if os.geteuid() == 0:
+        # Workers would drop to "nobody" and then could not open a 0660 socket
+        # owned by root (uwsgigw's default socket mode).
+        lines.append("user root;")
+    lines += ["events {", "    worker_connections 256;", "}", "http {"]
+    if os.path.exists(MIME_TYPES):
+        lines.append("    include %s;" % MIME_TYPES)
+    lines += [
+        "    default_type application/octet-stream;",
+        "    access_log %s/access.log;" % workdir,
+    ]
+    lines += ["    %s_temp_path %s/%s;" % (d, workdir, d) for d in TEMP_DIRS]
+    lines += ["    include %s;" % site_path, "}", ""]
+    return "\n".join(lines)
+
+
+class DevNginx:
+    """A private nginx process in front of one uwsgi upstream.
+
+    ``upstream`` is a unix socket path (``unix:/p`` or ``/p``) or ``host:port``.
+    ``port=0`` picks a free port (retrying if another process takes it first).
+    """
+
+    def __init__(self, upstream: str, *, port: int = 0, host: str = "127.0.0.1",
+                 workdir: str | None = None, nginx_dir: str | os.PathLike | None = None,
+                 static_dir: str | None = None, tls: tuple[str, str] | None = None):
+        self.upstream = upstream
+        self.host = host
+        self.requested_port = port
+        self.port = port
+        self.tls = tls
+        self.nginx_dir = Path(nginx_dir) if nginx_dir else REPO_NGINX_DIR
+        self._own_workdir = workdir is None
+        self.workdir = workdir or tempfile.mkdtemp(prefix="uwsgigw-nginx-")
+        self.static_dir = static_dir or os.path.join(self.workdir, "static")
+        self.proc: subprocess.Popen | None = None
+        self.binary = find_nginx()
+
+    # -- paths and logs ------------------------------------------------------
+
+    @property
+    def conf_path(self) -> str:
+        return os.path.join(self.workdir, "nginx.conf")
+
+    @property
+    def error_log_path(self) -> str:
+        return os.path.join(self.workdir, "error.log")
+
+    @property
+    def access_log_path(self) -> str:
+        return os.path.join(self.workdir, "access.log")
+
+    @property
+    def url(self) -> str:
+        host = "[%s]" % self.host if ":" in self.host else self.host
+        return "%s://%s:%d" % ("https" if self.tls else "http", host, self.port)
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def error_log(self) -> str:
+        return _read(self.error_log_path)
+
+    def access_log(self) -> str:
+        return _read(self.access_log_path)
+
+    # -- configuration -------------------------------------------------------
+
+    def write_config(self) -> None:
+        site_src = self.nginx_dir / "site.conf"
+        params_src = self.nginx_dir / "uwsgi_params"
+        for path in (site_src, params_src):
+            if not path.is_file():
+                raise DevNginxError("missing %s (run from a uwsgigw checkout)" % path)
+        os.makedirs(self.static_dir, exist_ok=True)
+        for d in TEMP_DIRS:
+            os.makedirs(os.path.join(self.workdir, d), exist_ok=True)
+        params_path = os.path.join(self.workdir, "uwsgi_params")
+        shutil.copyfile(params_src, params_path)
+        listen = "%s:%d" % ("[%s]" % self.host if ":" in self.host else self.host, self.port)
+        site = render_site(site_src.read_text(), listen=listen, upstream=self.upstream,
+                           params_path=params_path, static_dir=self.static_dir,
+                           source=str(site_src), tls=self.tls)
+        site_path = os.path.join(self.workdir, "site.conf")
+        Path(site_path).write_text(site)
+        Path(self.conf_path).write_text(render_main(self.workdir, site_path))
+
+    # -- life cycle ----------------------------------------------------------
+
+    def start(self, timeout: float = 15.0) -> "DevNginx":
+        attempts = 5 if self.requested_port == 0 else 1
+        for attempt in range(attempts):
+            if self.requested_port == 0:
+                self.port = free_port(self.host)
+            self.write_config()
+            try:
+                self._start_once(timeout)
+                return self
+            except DevNginxError as exc:
+                if "Address already in use" in str(exc) and attempt + 1 < attempts:
+                    continue
+                raise
+        raise AssertionError("unreachable")
+
+    def _start_once(self, timeout: float) -> None:
+        # Truncate the log so a retry's error is not confused with an old one.
+        open(self.error_log_path, "w").close()
+        out = open(os.path.join(self.workdir, "nginx.stdout"), "wb")
+        cmd = [self.binary, "-p", self.workdir + "/", "-c", self.conf_path,
+               "-e", self.error_log_path]
+        try:
+            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out,
+                                         stderr=subprocess.STDOUT, start_new_session=True)
+        finally:
+            out.close()
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                self.proc = None
+                raise DevNginxError("nginx exited at start-up:\n%s%s" % (
+                    self.error_log(), _read(os.path.join(self.workdir, "nginx.stdout"))))
+            if can_connect(family, (self.host, self.port), timeout=0.5):
+                return
+            time.sleep(0.02)
+        log = self.error_log()
+        self.stop()
+        raise DevNginxError("nginx did not answer on %s within %gs:\n%s"
+                            % (self.url, timeout, log))
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop nginx (master and workers: its whole process group) by pid."""
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        stop_process_group(proc, signal.SIGTERM, timeout)
+
+    def cleanup(self) -> None:
+        self.stop()
+        if self._own_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self) -> "DevNginx":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.cleanup()
+
+
+def stop_process_group(proc: subprocess.Popen, sig: int = signal.SIGTERM,
+                       timeout: float = 10.0) -> int | None:
+    """Signal the group ``proc`` leads (start_new_session=True), escalate to SIGKILL.
+
+    Returns the exit status. The group id is the pid we started, never a name.
+    """
+    pgid = proc.pid
+    if proc.poll() is None:
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            pass
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pass
+    # Leftovers in the group (workers of a killed master) go too.
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    try:
+        return proc.wait(5)
+    except subprocess.TimeoutExpired:
+        return None
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return f.read()
+    except FileNotFoundError:
+        return ""
+
+
+# -- the demo (`make run`) ------------------------------------------------------
+
+def _start_demo_server(workdir: str, processes: int) -> tuple[subprocess.Popen, str]:
+    sock = os.path.join(workdir, "demo.sock")
+    cmd = [sys.executable, "-m", "uwsgigw", "--socket", sock, "--module", "uwsgigw.demo",
+           "--processes", str(processes)]
+    if processes > 1:
+        cmd.append("--master")
+    # The server's log goes to this terminal, so the request lines show up live.
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise DevNginxError("uwsgigw exited with status %s at start-up" % proc.returncode)
+        if os.path.exists(sock) and can_connect(socket.AF_UNIX, sock):
+            return proc, sock
+        time.sleep(0.05)
+    stop_process_group(proc)
+    raise DevNginxError("uwsgigw did not listen on %s within 30 s" % sock)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m uwsgigw.devnginx",
+        description="Run a private nginx (from nginx/site.conf) in front of a uwsgigw socket.")
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("--demo", action="store_true",
+                      help="also start uwsgigw with the built-in demo app")
+    what.add_argument("--upstream", help="uwsgi socket to pass to: unix:/path or host:port")
+    parser.add_argument("--port", type=int, default=8080, help="HTTP port (0 = any free)")
+    parser.add_argument("--host", default="127.0.0.1", help="address nginx listens on")
+    parser.add_argument("--processes", type=int, default=2, help="demo worker processes")
+    parser.add_argument("--nginx-dir", default=None,
+                        help="directory with site.conf and uwsgi_params (default: the repo's nginx/)")
+    args = parser.parse_args(argv)
+
+    workdir = tempfile.mkdtemp(prefix="uwsgigw-run-")
+    server = None
+    nginx = None
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+    try:
+        if args.demo:
+            server, upstream = _start_demo_server(workdir, args.processes)
+        else:
+            upstream = args.upstream
+        nginx = DevNginx(upstream, port=args.port, host=args.host,
+                         workdir=os.path.join(workdir, "nginx"), nginx_dir=args.nginx_dir)
+        os.makedirs(nginx.workdir, exist_ok=True)
+        nginx.start()
+        pids = "nginx pid %d" % nginx.pid
+        if server is not None:
+            pids += ", uwsgigw pid %d" % server.pid
+        print("\nuwsgigw %sis served through nginx at %s/\n"
+              "  nginx config: %s\n  nginx logs:   %s\n  (%s)\n"
+              "  Ctrl-C stops everything.\n"
+              % ("demo " if args.demo else "", nginx.url, nginx.workdir,
+                 nginx.error_log_path, pids), flush=True)
+        while not stop:
+            if server is not None and server.poll() is not None:
+                print("uwsgigw exited with status %s" % server.returncode, file=sys.stderr)
+                return 1
+            if nginx.proc is None or nginx.proc.poll() is not None:
+                print("nginx exited:\n%s" % nginx.error_log(), file=sys.stderr)
+                return 1
+            time.sleep(0.5)
+        return 0
+    except KeyboardInterrupt:
+        return 0
+    except DevNginxError as exc:
+        print("error: %s" % exc, file=sys.stderr)
+        return 1
+    finally:
+        if nginx is not None:
+            nginx.stop()
+        if server is not None:
+            stop_process_group(server, signal.SIGTERM)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
