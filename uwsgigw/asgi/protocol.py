@@ -1,0 +1,523 @@
+"""One nginx connection on the event loop: the uwsgi packet in, an ASGI app
+run, the answer out.
+
+The request side keeps the WSGI path's rules (handler.py / body.py): the same
+decoder and environ builder, ``limit-post`` answered with 413 before the app
+runs, ``post-buffering`` reading the whole body first (to memory below N
+bytes, to an unlinked temp file at N and above), otherwise ``http.request``
+messages streamed from the socket, never past CONTENT_LENGTH. The response
+side runs the same :func:`uwsgigw.response.build_head`, so a status or header
+with CR, LF or NUL is never sent: the app gets a :class:`ResponseError` from
+``send`` and the client a 500, with the header named in the log.
+
+nginx never half-closes an upstream connection, so once the body has been
+read, EOF on the socket means nginx (and its client) went away: a pending
+``receive()`` gets ``http.disconnect``, a task not listening is cancelled, and
+``send()`` raises :class:`ClientDisconnected` (ASGI spec 2.4: an ``OSError``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import struct
+import tempfile
+import time
+from http import HTTPStatus
+
+from .. import log
+from ..environ import build_environ
+from ..errors import BodyTooLarge, ProtocolError
+from ..response import ResponseError, build_head, simple_response
+from .scope import build_scope
+
+_CHUNK = 65536
+_LINGER_RESET = struct.pack("ii", 1, 0)
+_STATUS_TEXT = {400: "400 Bad Request", 413: "413 Content Too Large",
+                431: "431 Request Header Fields Too Large",
+                500: "500 Internal Server Error", 504: "504 Gateway Timeout"}
+_REASONS = {s.value: "%d %s" % (s.value, s.phrase) for s in HTTPStatus}
+_DISCONNECT = {"type": "http.disconnect"}
+
+
+class ClientDisconnected(OSError):
+    """nginx closed the connection; raised by ``send()`` (ASGI spec 2.4)."""
+
+
+def status_line(status) -> str:
+    """An ASGI int status -> ``"200 OK"`` for build_head (which validates it)."""
+    if type(status) is not int:
+        raise ResponseError("invalid status %r: ASGI wants an int" % (status,))
+    text = _REASONS.get(status)
+    return text if text is not None else "%d Unknown" % status
+
+
+def str_headers(headers) -> list:
+    """ASGI ``[(bytes, bytes)]`` -> build_head's ``[(str, str)]`` (latin-1)."""
+    try:
+        return [(name.decode("latin-1"), value.decode("latin-1")) for name, value in headers]
+    except (AttributeError, TypeError, ValueError):
+        if not isinstance(headers, (list, tuple)):
+            raise ResponseError("headers must be a list of (bytes, bytes) pairs, got %r"
+                                % (headers,)) from None
+        for i, header in enumerate(headers):
+            if not (isinstance(header, (tuple, list)) and len(header) == 2
+                    and all(isinstance(x, (bytes, bytearray)) for x in header)):
+                raise ResponseError("header #%d is %r, not a (bytes, bytes) pair"
+                                    % (i, header)) from None
+        raise ResponseError("headers %r are invalid" % (headers,)) from None
+
+
+class Exchange:
+    """The state of one ASGI request/response on one connection."""
+
+    def __init__(self, worker, conn: socket.socket, started: float):
+        self.worker = worker
+        self.ctx = worker.ctx
+        self.loop = worker.loop
+        self.conn = conn
+        self.fd = conn.fileno()
+        self.started = started
+        self.env: dict = {}
+        self.task: asyncio.Task | None = None
+        self.body = b""  # received but not yet given to the app
+        self.left = 0  # body bytes still on the socket
+        self.spool = None  # post-buffering temp file
+        self.spool_left = 0
+        self.more_body = True
+        self.watching = False
+        self.waiter: asyncio.Future | None = None
+        self.disconnected = False
+        self.cancelled_for = ""  # "disconnect" or "harakiri"
+        self.head: bytes | None = None  # validated, not sent yet
+        self.head_only = False
+        self.sent = False  # the head went out
+        self.complete = False
+        self.closed = False
+        self.status = 0
+        self.tx = 0
+        self.head_size = 0
+        self.headers_count = 0
+        self.vars_count = 0
+        self.vars_size = 0
+
+    # -- socket helpers ------------------------------------------------------
+
+    async def _recv(self, size: int) -> bytes:
+        try:
+            return self.conn.recv(size)
+        except BlockingIOError:
+            pass
+        async with asyncio.timeout(self.ctx.socket_timeout):
+            return await self.loop.sock_recv(self.conn, size)
+
+    async def _write(self, data) -> None:
+        try:
+            n = self.conn.send(data)
+        except BlockingIOError:
+            n = 0
+        if n < len(data):
+            async with asyncio.timeout(self.ctx.socket_timeout):
+                await self.loop.sock_sendall(self.conn, memoryview(data)[n:])
+        self.tx += len(data)
+
+    # -- reading the request -------------------------------------------------
+
+    async def read_packet(self):
+        """Return (packet, bytes read) or (None, n) on EOF."""
+        ctx = self.ctx
+        data = b""
+        while True:
+            chunk = await self._recv(_CHUNK if len(data) < 65539 else 2 * _CHUNK)
+            if not chunk:
+                return None, data
+            data = data + chunk if data else chunk
+            packet = ctx.decode(data, ctx.max_block)
+            if packet is not None:
+                return packet, data
+
+    async def read_body_before_app(self, length: int) -> None:
+        """post-buffering: the whole body before the app runs (uWSGI semantics)."""
+        ctx = self.ctx
+        if length >= ctx.post_buffering:
+            spool = tempfile.TemporaryFile()  # O_TMPFILE: never has a name
+            try:
+                spool.write(self.body)
+                bufsize = max(ctx.post_buffering_bufsize, 4096)
+                while self.left > 0:
+                    data = await self._recv(min(bufsize, self.left))
+                    if not data:
+                        raise ClientDisconnected("client closed the connection while "
+                                                 "sending the body")
+                    spool.write(data)
+                    self.left -= len(data)
+                spool.seek(0)
+            except BaseException:
+                spool.close()
+                raise
+            self.spool, self.spool_left, self.body = spool, length, b""
+            return
+        parts = [self.body]
+        while self.left > 0:
+            data = await self._recv(min(1 << 20, self.left))
+            if not data:
+                raise ClientDisconnected("client closed the connection while sending the body")
+            parts.append(data)
+            self.left -= len(data)
+        self.body = b"".join(parts)
+
+    # -- ASGI receive ----------------------------------------------------------
+
+    async def receive(self) -> dict:
+        if self.more_body and not self.complete and not self.disconnected:
+            return await self._next_body()
+        if not (self.complete or self.disconnected):
+            # Body done, response pending: wait until nginx goes away.
+            self._watch()
+            self.waiter = self.loop.create_future()
+            try:
+                await self.waiter
+            finally:
+                self.waiter = None
+        return _DISCONNECT
+
+    async def _next_body(self) -> dict:
+        if self.spool is not None:
+            data = self.spool.read(min(_CHUNK, self.spool_left))
+            self.spool_left -= len(data)
+            if self.spool_left <= 0 or not data:
+                self.spool.close()
+                self.spool = None
+                self._body_done()
+            return {"type": "http.request", "body": data, "more_body": self.more_body}
+        if self.body or self.left <= 0:
+            data, self.body = self.body, b""
+        else:
+            try:
+                data = await self._recv(min(_CHUNK, self.left))
+            except (OSError, TimeoutError) as exc:
+                data, why = b"", str(exc) or type(exc).__name__
+            else:
+                why = "client closed the connection while sending the body"
+            if not data:
+                log.info("%s: body not received: %s" % (self.describe(), why))
+                self._disconnect()
+                return _DISCONNECT
+            self.left -= len(data)
+        if self.left <= 0 and not self.body:
+            self._body_done()
+        return {"type": "http.request", "body": data, "more_body": self.more_body}
+
+    def _body_done(self) -> None:
+        self.more_body = False
+        self._watch()
+
+    # -- disconnect detection ----------------------------------------------------
+
+    def _watch(self) -> None:
+        """After the body: readability now means EOF (or an error)."""
+        if not self.watching and not self.closed and not self.disconnected:
+            self.watching = True
+            self.loop.add_reader(self.fd, self._readable)
+
+    def _unwatch(self) -> None:
+        if self.watching:
+            self.watching = False
+            self.loop.remove_reader(self.fd)
+
+    def _readable(self) -> None:
+        try:
+            data = self.conn.recv(4096)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if data:
+            return  # nothing is expected after the body; not ours to read
+        self._disconnect()
+        if self.waiter is not None:
+            if not self.waiter.done():
+                self.waiter.set_result(None)
+        elif not self.complete and self.task is not None and not self.cancelled_for:
+            self.cancel("disconnect")
+
+    def _disconnect(self) -> None:
+        self._unwatch()
+        self.disconnected = True
+
+    def cancel(self, why: str) -> None:
+        self.cancelled_for = why
+        self.task.cancel()
+
+    # -- ASGI send ---------------------------------------------------------------
+
+    async def send(self, message: dict) -> None:
+        kind = message["type"]
+        if kind == "http.response.body":
+            if self.head is None and not self.sent:
+                raise RuntimeError("http.response.body before http.response.start")
+            if self.complete:
+                raise RuntimeError("http.response.body after the response completed")
+            if self.disconnected:
+                raise ClientDisconnected("the client went away")
+            body = message.get("body", b"")
+            more = message.get("more_body", False)
+            if self.head_only:
+                body = b""
+            if self.head is not None:
+                data = self.head + body if body else self.head
+                self.head = None
+                self.sent = True
+            else:
+                data = body
+            if data:
+                try:
+                    await self._write(data)
+                except (OSError, TimeoutError) as exc:
+                    self._disconnect()
+                    raise ClientDisconnected("the client went away: %s" % (
+                        str(exc) or type(exc).__name__)) from None
+            if not more:
+                self._finish()
+        elif kind == "http.response.start":
+            if self.head is not None or self.sent:
+                raise RuntimeError("http.response.start sent twice")
+            status = message["status"]
+            self.head, self.headers_count = build_head(
+                status_line(status), str_headers(message.get("headers", ())))
+            self.head_size = len(self.head)
+            self.status = status
+        elif kind in ("http.response.trailers", "http.response.zerocopysend",
+                      "http.response.pathsend"):
+            raise RuntimeError("%s is not supported (no extension was offered)" % kind)
+        else:
+            raise RuntimeError("unexpected ASGI message %r for an http scope" % kind)
+
+    def _finish(self) -> None:
+        """The response is complete: let nginx see EOF now, even if the app
+        keeps running (Starlette's background tasks run inside the call)."""
+        self.complete = True
+        self._unwatch()
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+        self.close_connection()
+
+    def close_connection(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self._unwatch()
+        conn = self.conn
+        try:
+            conn.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+        if self.left > 0 and not self.disconnected:
+            # Unread body: read it (bounded) so our close is not a reset,
+            # which nginx would turn into a 502.
+            self.worker.spawn(drain_and_close(self.loop, conn, self.left, min(
+                self.ctx.socket_timeout, 2.0)))
+        else:
+            conn.close()
+
+    def abort(self) -> None:
+        """The head went out but the body cannot be completed: RST, so nginx
+        does not take a truncated body for a complete one."""
+        if not self.closed:
+            try:
+                self.conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+            except OSError:
+                pass
+            self._unwatch()
+            self.closed = True
+            self.conn.close()
+
+    async def fail(self, status: int, why: str) -> None:
+        """Answer ``status`` if nothing was sent yet; else abort."""
+        self.status = status
+        self.head = None
+        if self.sent or self.closed:
+            self.abort()
+            return
+        if not self.disconnected:
+            data = simple_response(_STATUS_TEXT.get(status, "%d Error" % status), why + "\n")
+            try:
+                await self._write(data)
+                self.sent = True
+            except (OSError, TimeoutError):
+                pass
+        self.complete = True
+        self.close_connection()
+
+    def describe(self) -> str:
+        env = self.env
+        return "%s %s" % (env.get("REQUEST_METHOD", "-"),
+                          env.get("REQUEST_URI", env.get("PATH_INFO", "")))
+
+
+async def drain_and_close(loop, conn: socket.socket, left: int, timeout: float) -> None:
+    try:
+        async with asyncio.timeout(timeout):
+            while left != 0:
+                data = await loop.sock_recv(conn, _CHUNK if left < 0 else min(left, _CHUNK))
+                if not data:
+                    break
+                if left > 0:
+                    left -= len(data)
+    except (OSError, TimeoutError):
+        pass
+    finally:
+        conn.close()
+
+
+async def reject(ex: Exchange, exc: ProtocolError, body_left: int) -> None:
+    """Refuse a request we will not run: log, answer, drain, close."""
+    log.rate_limited(type(exc).__name__, "bad request (%s): %s" % (exc.reason, exc),
+                     level="WARNING")
+    status = _STATUS_TEXT.get(exc.status_hint, "%d Error" % exc.status_hint)
+    ex.closed = True
+    try:
+        await ex._write(simple_response(status, str(exc) + "\n", "Connection: close\r\n"))
+        ex.conn.shutdown(socket.SHUT_WR)
+    except (OSError, TimeoutError):
+        ex.conn.close()
+        return
+    await drain_and_close(ex.loop, ex.conn, body_left, min(ex.ctx.socket_timeout, 2.0))
+
+
+async def serve_connection(worker, conn: socket.socket) -> None:
+    """The whole life of one connection (one task)."""
+    ex = Exchange(worker, conn, time.time())
+    try:
+        await _serve(worker, ex)
+    except Exception:  # a bug here must cost one connection, not the worker
+        log.exception("internal error while serving a connection")
+    finally:
+        if not ex.closed:
+            ex._unwatch()
+            ex.closed = True
+            conn.close()
+        if ex.spool is not None:
+            ex.spool.close()
+
+
+async def _serve(worker, ex: Exchange) -> None:
+    ctx = worker.ctx
+    try:
+        packet, data = await ex.read_packet()
+    except ProtocolError as exc:
+        await reject(ex, exc, -1)
+        return
+    except TimeoutError:
+        log.rate_limited("read-timeout", "timeout reading the request vars after %gs "
+                         "(socket-timeout)" % ctx.socket_timeout)
+        return
+    except OSError as exc:
+        log.rate_limited("read-error", "error reading the request: %s" % exc)
+        return
+    if packet is None:
+        if data:
+            log.rate_limited("eof", "client closed the connection after %d bytes of an "
+                             "incomplete uwsgi packet" % len(data))
+        return
+    length = -1
+    prefix = len(data) - packet.consumed
+    try:
+        env, length = build_environ(ctx.base_environ, packet.items, packet.modifier1)
+        if ctx.limit_post and length > ctx.limit_post:
+            raise BodyTooLarge("request body of %d bytes exceeds limit-post %d"
+                               % (length, ctx.limit_post))
+    except ProtocolError as exc:
+        await reject(ex, exc, max(length - prefix, 0) if length >= 0 else -1)
+        return
+    ex.env = env
+    ex.vars_count = len(packet.items) // 2
+    ex.vars_size = packet.consumed - 4
+    app = ctx.pick_app(env)
+    if app is not None and ctx.kinds.get(id(app)) == "wsgi":
+        ex.closed = True  # the pool thread owns the socket from here
+        await worker.run_wsgi(app, ex.conn, env, data[packet.consumed:], length, ex)
+        return
+    ex.body = bytes(data[packet.consumed:packet.consumed + length]) if length > 0 else b""
+    ex.left = max(length - prefix, 0)
+    ex.more_body = length > 0
+    if ctx.post_buffering and ex.left > 0:
+        try:
+            await ex.read_body_before_app(length)
+        except (OSError, TimeoutError) as exc:
+            log.info("%s: body not received: %s" % (ex.describe(), str(exc) or
+                                                    type(exc).__name__))
+            return
+    ex.head_only = env["REQUEST_METHOD"] == "HEAD"
+    if app is None:
+        log.error("no application mounted for SCRIPT_NAME=%r PATH_INFO=%r" % (
+            env["SCRIPT_NAME"], env["PATH_INFO"]))
+        await ex.fail(500, "no application for this URL")
+        worker.request_done(ex)
+        return
+    scope = build_scope(env, ctx.states.get(id(app)))
+    ex.task = asyncio.current_task()
+    if ex.left <= 0:
+        ex._watch()  # the socket holds nothing more of this request
+    worker.request_started(ex)
+    try:
+        await run_app(ex, app, scope)
+    finally:
+        worker.request_done(ex)
+
+
+async def run_app(ex: Exchange, app, scope: dict) -> None:
+    try:
+        await app(scope, ex.receive, ex.send)
+    except asyncio.CancelledError:
+        if not ex.cancelled_for:
+            raise  # not ours (the loop is going away)
+        ex.task.uncancel()
+        if ex.cancelled_for == "harakiri":
+            await ex.fail(504, "request cancelled by harakiri after %d s"
+                          % ex.ctx.harakiri)
+        else:
+            log.info("%s: client went away; request cancelled" % ex.describe())
+            ex.status = ex.status or 499
+            ex.close_connection()
+        return
+    except ResponseError as exc:
+        log.error("invalid response from the app for %s: %s" % (ex.describe(), exc))
+        await ex.fail(500, "invalid response headers")
+        return
+    except ClientDisconnected as exc:
+        log.info("client went away during %s: %s" % (ex.describe(), exc))
+        ex.close_connection()
+        return
+    except Exception:
+        ex.worker.core.exceptions += 1
+        log.exception("exception in the app for %s" % ex.describe())
+        await ex.fail(500, "internal server error")
+        return
+    if not ex.complete:
+        if ex.disconnected:
+            ex.status = ex.status or 499
+            ex.close_connection()
+        elif ex.sent:
+            log.error("the app returned before completing the response to %s"
+                      % ex.describe())
+            ex.abort()
+        else:
+            log.error("the app returned without sending a response to %s"
+                      % ex.describe())
+            await ex.fail(500, "the application sent no response")
+
+
+def request_log_line(pid: int, requests: int, total: int, ex: Exchange, core: int) -> str:
+    """The default request line, the same as the WSGI path's (handler.py)."""
+    env = ex.env
+    msecs = int((time.time() - ex.started) * 1000)
+    return ("[pid: %d|app: 0|req: %d/%d] %s () {%d vars in %d bytes} [%s] %s %s => "
+            "generated %d bytes in %d msecs (%s %d) %d headers in %d bytes "
+            "(1 switches on core %d)" % (
+                pid, requests, total, env.get("REMOTE_ADDR", "-"), ex.vars_count,
+                ex.vars_size, time.ctime(ex.started), env.get("REQUEST_METHOD", "-"),
+                env.get("REQUEST_URI", env.get("PATH_INFO", "")),
+                max(ex.tx - ex.head_size, 0), msecs, env.get("SERVER_PROTOCOL", "-"),
+                ex.status, ex.headers_count, ex.head_size, core))
+

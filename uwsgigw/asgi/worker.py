@@ -1,0 +1,373 @@
+"""The async worker: one asyncio event loop per worker process.
+
+Accepting: the listening sockets are watched by the loop; each connection
+becomes one task (:func:`.protocol.serve_connection`). At
+``async-concurrency`` connections in flight the worker stops watching the
+listeners, so further connections wait in the kernel backlog -- where another
+worker can take them -- instead of piling up here (back-pressure on accept).
+
+Harakiri, two levels. The loop cancels a request task that runs longer than
+``harakiri`` seconds, logging the task's stack first; the worker lives on.
+A *blocked* loop (sync code in an ``async def``) cannot cancel anything, so
+the loop also keeps core 0 of its scoreboard slot fresh: every
+``HEARTBEAT`` seconds, while requests are in flight, it writes "now" to
+``busy_since``. If the loop stops beating, that time ages and the master's
+ordinary harakiri (master.py) dumps every thread's traceback and kills the
+worker. A WSGI request in the thread pool cannot be cancelled either: its
+start time is what the heartbeat writes, so the master treats it as the
+WSGI worker would.
+
+Signals as in the WSGI worker: TERM/HUP finish the requests in flight (and
+the tasks they run after the response, such as Starlette background tasks),
+run lifespan shutdown and exit; INT/QUIT exit at once; USR1 reopens the log;
+USR2 dumps tracebacks (faulthandler, from C) and the requests in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import errno
+import faulthandler
+import linecache
+import os
+import signal
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from .. import exitcodes, log, peers
+from ..body import ClientDisconnected, SocketInput, open_input
+from ..handler import ConnectionHandler
+from ..scoreboard import ACCEPTING, REQ_SIZE, STOPPING, CoreSlot, WorkerSlot
+from ..worker import Limits, Worker
+from .lifespan import Lifespan, LifespanFailed
+from .protocol import Exchange, request_log_line, serve_connection
+
+HEARTBEAT = 0.2  # seconds between the loop's scoreboard writes (harakiri on)
+ACCEPT_BATCH = 16  # connections taken per wake-up, so other workers get some
+LIFESPAN_SHUTDOWN_TIMEOUT = 10.0
+
+
+def await_stack(coro) -> str:
+    """Where a suspended task waits: its coroutine and every awaitable it
+    awaits, outermost first (``Task.get_stack`` shows the outermost only)."""
+    lines = []
+    for _ in range(200):  # bounded: a cycle would be a bug elsewhere
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "ag_frame", None) or \
+            getattr(coro, "gi_frame", None)
+        if frame is None:
+            break
+        code = frame.f_code
+        lines.append('  File "%s", line %d, in %s' % (code.co_filename, frame.f_lineno,
+                                                      code.co_name))
+        source = linecache.getline(code.co_filename, frame.f_lineno).strip()
+        if source:
+            lines.append("    " + source)
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "ag_await", None) or \
+            getattr(coro, "gi_yieldfrom", None)
+        if coro is None:
+            break
+    return "\n".join(lines) if lines else "(no Python frames)"
+
+
+def new_event_loop() -> tuple[asyncio.AbstractEventLoop, str]:
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop(), "asyncio"
+    return uvloop.new_event_loop(), "uvloop"
+
+
+class AsyncWorker:
+    def __init__(self, ctx, listeners, threads: int = 1, slot: WorkerSlot | None = None,
+                 limits: Limits | None = None, verbose_dump: bool = False):
+        self.ctx = ctx
+        self.listeners = listeners
+        self.threads = max(1, threads, ctx.threads)
+        self.forked = slot is not None  # under a master (else: single process)
+        self.slot = slot if slot is not None else WorkerSlot()
+        if not ctx.cores:
+            ctx.cores = [CoreSlot()]
+        self.core = ctx.cores[0]  # the loop's slot: heartbeat and counters
+        self.limits = limits or Limits()
+        self.verbose_dump = verbose_dump
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.loop_name = ""
+        self.stopping = False
+        self.accepting = False
+        self.active = 0  # connection tasks (and drains) in flight
+        self.tasks: set = set()
+        self.inflight: set[Exchange] = set()  # requests an app is running
+        self.requests = 0
+        self.tx = 0
+        self.pool: ThreadPoolExecutor | None = None
+        self._local = threading.local()
+        self._done: asyncio.Future | None = None
+        self._heartbeat = None
+
+    # -- set-up -----------------------------------------------------------------
+
+    def _ensure_loop(self) -> asyncio.AbstractEventLoop:
+        if self.loop is None:
+            self.loop, self.loop_name = new_event_loop()
+            asyncio.set_event_loop(self.loop)
+        return self.loop
+
+    def install_signals(self) -> None:
+        loop = self._ensure_loop()
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            loop.add_signal_handler(sig, self.stop)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        signal.signal(signal.SIGQUIT, signal.SIG_DFL)
+        loop.add_signal_handler(signal.SIGUSR1, log.reopen)
+        signal.signal(signal.SIGTTIN, signal.SIG_IGN)
+        signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+        # faulthandler writes the tracebacks from C even while the loop is
+        # blocked, then chains to the loop's handler (requests + acknowledgement).
+        loop.add_signal_handler(signal.SIGUSR2, self.dump_requests)
+        faulthandler.register(signal.SIGUSR2, file=2, all_threads=True, chain=True)
+
+    def run(self) -> None:
+        loop = self._ensure_loop()
+        self.ctx.pid = os.getpid()
+        try:
+            loop.run_until_complete(self._main())
+        except LifespanFailed as exc:
+            log.error("%s; stopping (exit %d)" % (exc, exitcodes.APP_LOAD_ERROR))
+            if self.forked:
+                os._exit(exitcodes.APP_LOAD_ERROR)  # master.py: stop start-up
+            raise SystemExit(exitcodes.APP_LOAD_ERROR) from None
+        finally:
+            if self.pool is not None:
+                self.pool.shutdown(wait=False)
+
+    async def _main(self) -> None:
+        ctx = self.ctx
+        self._done = self.loop.create_future()
+        lifespans = []
+        seen = set()
+        for name, app in ctx.apps:
+            if id(app) in seen:
+                continue
+            seen.add(id(app))
+            lifespan = Lifespan(app, name)
+            await lifespan.startup()  # LifespanFailed stops the worker
+            if lifespan.supported:
+                ctx.states[id(app)] = lifespan.state
+                lifespans.append(lifespan)
+        if "wsgi" in ctx.kinds.values():
+            self.pool = ThreadPoolExecutor(self.threads, thread_name_prefix="uwsgigw-wsgi")
+        log.info("worker %d (pid %d): %s event loop, async-concurrency %d%s" % (
+            ctx.worker_id, os.getpid(), self.loop_name, ctx.concurrency,
+            ", %d thread%s for WSGI apps" % (self.threads, "s" if self.threads > 1 else "")
+            if self.pool is not None else ""))
+        if not self.stopping:
+            self.slot.state = ACCEPTING
+            self._resume()
+            if ctx.harakiri or ctx.track_requests:
+                self._heartbeat = self.loop.call_later(HEARTBEAT, self._beat)
+            await self._done
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+        for lifespan in reversed(lifespans):
+            await lifespan.shutdown(LIFESPAN_SHUTDOWN_TIMEOUT)
+
+    # -- accepting ----------------------------------------------------------------
+
+    def _resume(self) -> None:
+        if self.accepting or self.stopping:
+            return
+        self.accepting = True
+        allow = getattr(self.ctx, "peers", None)  # uwsgi-allow-from (peers.py)
+        for listener in self.listeners:
+            self.loop.add_reader(listener.fileno(), self._accept,
+                                 peers.guard(listener.sock, allow))
+
+    def _pause(self) -> None:
+        if not self.accepting:
+            return
+        self.accepting = False
+        for listener in self.listeners:
+            self.loop.remove_reader(listener.fileno())
+
+    def _accept(self, sock) -> None:
+        for _ in range(ACCEPT_BATCH):
+            if self.active >= self.ctx.concurrency or self.stopping:
+                self._pause()
+                return
+            try:
+                conn, _ = sock.accept()
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                self._accept_failed(exc)
+                return
+            conn.setblocking(False)
+            self.spawn(serve_connection(self, conn))
+
+    def spawn(self, coro) -> None:
+        """Run ``coro`` as a task counted against async-concurrency."""
+        self.active += 1
+        task = self.loop.create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        self.tasks.discard(task)
+        self.active -= 1
+        if self.stopping:
+            if self.active == 0 and not self._done.done():
+                self._done.set_result(None)
+        elif not self.accepting and self.active < self.ctx.concurrency:
+            self._resume()
+
+    def stop(self) -> None:
+        """Finish the requests in flight, accept no more."""
+        if self.stopping:
+            return
+        self.stopping = True
+        self.slot.state = STOPPING
+        self._pause()
+        if self.active == 0 and self._done is not None and not self._done.done():
+            self._done.set_result(None)
+
+    def _accept_failed(self, exc: OSError) -> None:
+        if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+            log.rate_limited("accept", "accept() failed: %s; raise the open files limit "
+                             "(ulimit -n / LimitNOFILE=)" % exc.strerror, level="ERROR")
+            # Back off instead of spinning on a listener that stays readable.
+            self._pause()
+            self.loop.call_later(0.05, self._resume)
+        elif exc.errno not in (errno.EINTR, errno.ECONNABORTED, errno.EPROTO):
+            log.rate_limited("accept", "accept() failed: %s" % exc, level="ERROR")
+
+    # -- per request ------------------------------------------------------------
+
+    def request_started(self, ex: Exchange) -> None:
+        if not self.inflight:
+            self.core.busy_since = ex.started
+            if self.ctx.track_requests:
+                self.core.req = ex.describe().encode("latin-1", "replace")[:REQ_SIZE]
+        self.inflight.add(ex)
+
+    def request_done(self, ex: Exchange) -> None:
+        self.inflight.discard(ex)
+        if not self.inflight:
+            self.core.busy_since = 0.0
+        self.requests += 1
+        total = self.ctx.count_request()
+        self.tx += ex.tx
+        core = self.core
+        core.requests = self.requests
+        core.tx = self.tx
+        if self.ctx.log_requests:
+            core.rt_total += time.time() - ex.started
+            core.rt_count = self.requests
+            log.write_line(request_log_line(self.ctx.pid, self.requests, total, ex, 0))
+        if self.limits:
+            Worker._check_limits(self)  # sets self.stopping via self.stop()
+
+    def _beat(self) -> None:
+        """Keep the scoreboard fresh; cancel requests past harakiri."""
+        now = time.time()
+        harakiri = self.ctx.harakiri
+        oldest_sync = None
+        for ex in list(self.inflight):
+            if ex.task is None:  # a WSGI request in the pool
+                if oldest_sync is None or ex.started < oldest_sync.started:
+                    oldest_sync = ex
+            elif harakiri and now - ex.started > harakiri:
+                self._harakiri(ex, now)
+        if self.inflight:
+            current = oldest_sync or min(self.inflight, key=lambda e: e.started)
+            if self.ctx.track_requests:
+                self.core.req = current.describe().encode("latin-1", "replace")[:REQ_SIZE]
+            self.core.busy_since = oldest_sync.started if oldest_sync else now
+        self._heartbeat = self.loop.call_later(HEARTBEAT, self._beat)
+
+    def _harakiri(self, ex: Exchange, now: float) -> None:
+        harakiri = self.ctx.harakiri
+        if ex.cancelled_for == "harakiri":
+            if now - ex.started > 2 * harakiri and not ex.closed:
+                log.error("HARAKIRI: %s ignored its cancellation for %d s; resetting "
+                          "its connection" % (ex.describe(), harakiri))
+                ex.abort()
+            return
+        try:
+            stack = await_stack(ex.task.get_coro())
+        except Exception:  # a diagnostic must not break the loop
+            stack = "(stack unavailable)"
+        log.error("HARAKIRI ON WORKER %d (pid %d, task): %s running for %.2f s (harakiri "
+                  "%d s); cancelling the request, its stack:\n%s" % (
+                      self.ctx.worker_id, os.getpid(), ex.describe(), now - ex.started,
+                      harakiri, stack))
+        self.slot.harakiri_count += 1
+        ex.cancel("harakiri")
+
+    # -- WSGI apps in the thread pool ------------------------------------------------
+
+    async def run_wsgi(self, app, conn, env: dict, prefix: bytes, length: int,
+                       ex: Exchange) -> None:
+        self.request_started(ex)
+        try:
+            await self.loop.run_in_executor(self.pool, self._wsgi_in_thread, app, conn, env,
+                                            prefix, length, ex)
+        finally:
+            self.request_done(ex)
+
+    def _wsgi_in_thread(self, app, conn, env, prefix, length, ex) -> None:
+        """handler.py's request path, on a blocking socket, in a pool thread."""
+        ctx = self.ctx
+        handler = getattr(self._local, "handler", None)
+        if handler is None:
+            # The app was picked on the loop (picking again would see the
+            # SCRIPT_NAME it set); a private core slot: the loop owns core 0.
+            local = self._local
+            handler = local.handler = ConnectionHandler(
+                dataclasses.replace(ctx, pick_app=lambda env: local.app), core=len(ctx.cores))
+        self._local.app = app
+        try:
+            conn.setblocking(True)
+            conn.settimeout(ctx.socket_timeout)
+            try:
+                wsgi_input = open_input(conn, bytes(prefix), length, ctx.post_buffering,
+                                        ctx.post_buffering_bufsize)
+            except (ClientDisconnected, OSError) as exc:
+                log.info("%s: body not received: %s" % (ex.describe(), exc))
+                return
+            env["wsgi.input"] = wsgi_input
+            handler.env = env
+            before = handler.slot.exceptions
+            exchange = handler._run_app(conn, env)
+            self.core.exceptions += handler.slot.exceptions - before
+            if isinstance(wsgi_input, SocketInput) and wsgi_input.unread_on_socket > 0:
+                try:
+                    conn.shutdown(socket.SHUT_WR)
+                except OSError:
+                    pass
+                wsgi_input.drain(time.monotonic() + ctx.socket_timeout)
+            ex.tx, ex.status = exchange.tx, exchange.status
+            ex.head_size, ex.headers_count = exchange.head_size, exchange.headers_count
+        finally:
+            handler.env = None
+            conn.close()
+
+    # -- diagnostics --------------------------------------------------------------
+
+    def dump_requests(self) -> None:
+        """After faulthandler's traceback (USR2): the requests in flight."""
+        now = time.time()
+        lines = ["worker %d (pid %d): %d request%s in flight (%s loop)" % (
+            self.ctx.worker_id, os.getpid(), len(self.inflight),
+            "" if len(self.inflight) == 1 else "s", self.loop_name)]
+        for ex in sorted(self.inflight, key=lambda e: e.started):
+            lines.append("  %s running for %.3f s%s" % (
+                ex.describe(), now - ex.started, " (WSGI, thread pool)" if ex.task is None
+                else ""))
+            if self.verbose_dump:
+                lines.extend("    %s = %r" % (k, v) for k, v in sorted(ex.env.items())
+                             if not k.startswith("wsgi."))
+        log.warning("\n".join(lines))
+        self.slot.dump_ack += 1
