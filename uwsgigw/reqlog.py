@@ -1,0 +1,496 @@
+"""The request log and the master's event lines.
+
+One line per request, written with one ``os.write`` on the server log (see
+log.py for why that keeps concurrent writers apart):
+
+- the uWSGI default line (what log parsers such as goaccess expect)::
+
+    [pid: P|app: 0|req: R/T] ADDR (USER) {N vars in B bytes} [ctime] METHOD URI
+    => generated X bytes in Y msecs (PROTO STATUS) H headers in HB bytes
+    (1 switches on core C)
+
+  built by a single ``%`` format, as uWSGI's ``uwsgi_logit_simple`` does;
+- ``log-format`` with uWSGI's ``%(var)`` placeholders (``core/logging.c``,
+  ``uwsgi_register_logchunks``). The format is compiled once at start-up
+  into one generated function -- one ``%`` format over inline expressions,
+  no per-request parsing or dict lookups by name. As in uWSGI an empty value
+  is logged as ``-``, and a name uWSGI does not define (a "logvar" apps set
+  through the uwsgi module, which uwsgigw has not) logs as ``-`` too;
+- ``log-json``: one JSON object per line; with ``log-format`` its keys are
+  the placeholders used there, otherwise a fixed set. Strings are escaped by
+  the json module's C encoder (quotes, backslashes, control characters,
+  non-ASCII as ``\\uXXXX``); the latin-1 native strings of PEP 3333 are read
+  back as the UTF-8 the client almost always sent, when they are.
+
+Text lines are written as the bytes the client sent (latin-1 round trip),
+as uWSGI does, except ASCII control characters, which become ``\\xNN`` so a
+forged User-Agent cannot add fake lines or drive the reader's terminal.
+
+``disable-logging`` turns the request log off; ``log-4xx``, ``log-5xx`` and
+``log-slow`` then still log what they select (uWSGI's ``log_request``).
+``memory-report`` prefixes uWSGI's ``{address space usage: ...} {rss usage:
+...}`` (read from /proc/self/statm after the request).
+
+The handler calls :data:`emit` (logging on) or :data:`emit_filtered`
+(``disable-logging``); either is None when nothing can be logged, so a
+disabled log costs one attribute load and a comparison per request.
+
+Master events (spawn, death, harakiri, recycle, reload) go through
+:func:`event`: the usual text line, or with ``log-json`` the same message as
+a JSON object with its fields.
+"""
+
+from __future__ import annotations
+
+import codecs
+import itertools
+import json
+import os
+import re
+import time
+from typing import Any, Callable
+
+from . import log
+
+# handler.py calls emit(handler, env, packet, exchange, started, elapsed, total)
+Emit = Callable[..., None]
+
+_quote = json.encoder.encode_basestring_ascii  # C: '"..."' with \uXXXX escapes
+_time = time.time
+_CTRL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _ctrl_escape(match: re.Match) -> str:
+    return "\\x%02x" % ord(match.group())
+
+
+def write_text(line: str) -> None:
+    """One request line as the client's bytes, control characters escaped.
+
+    ``isprintable`` (C, ~0.3 us) passes the usual ASCII line; only a line
+    with something else in it (UTF-8 bytes read as latin-1, controls) pays
+    for the regex.
+    """
+    if not line.isprintable():
+        line = _CTRL.sub(_ctrl_escape, line)
+    try:
+        os.write(log._fd, (line + "\n").encode("latin-1", "backslashreplace"))
+    except OSError:
+        pass
+
+
+def write_json(line: str) -> None:
+    """A JSON line is pure ASCII by construction."""
+    try:
+        os.write(log._fd, (line + "\n").encode("ascii"))
+    except OSError:
+        pass
+
+
+# -- cheap per-second and per-process values ---------------------------------
+
+_ctime_cache: tuple[int, str] = (-1, "")
+_ltime_cache: tuple[int, str] = (-1, "")
+_iso_cache: tuple[int, str, str] = (-1, "", "")
+
+
+def ctime(t: float) -> str:
+    """``time.ctime`` (uWSGI's ``[ctime]``), formatted once per second."""
+    global _ctime_cache
+    sec = int(t)
+    cached = _ctime_cache  # one tuple read: safe against other threads
+    if cached[0] != sec:
+        cached = _ctime_cache = (sec, time.ctime(sec))
+    return cached[1]
+
+
+def ltime(t: float) -> str:
+    """Apache's time, uWSGI's ``%(ltime)``: ``09/May/2026:07:35:25 +0000``."""
+    global _ltime_cache
+    sec = int(t)
+    cached = _ltime_cache
+    if cached[0] != sec:
+        cached = _ltime_cache = (sec, time.strftime("%d/%b/%Y:%H:%M:%S %z",
+                                                    time.localtime(sec)))
+    return cached[1]
+
+
+def iso_time(t: float) -> str:
+    """ISO 8601 local time with milliseconds and offset, for JSON lines."""
+    global _iso_cache
+    sec = int(t)
+    cached = _iso_cache
+    if cached[0] != sec:
+        tm = time.localtime(sec)
+        z = time.strftime("%z", tm)
+        cached = _iso_cache = (sec, time.strftime("%Y-%m-%dT%H:%M:%S", tm),
+                               z[:3] + ":" + z[3:] if len(z) == 5 else "Z")
+    return "%s.%03d%s" % (cached[1], int((t - sec) * 1000), cached[2])
+
+
+class _Process:
+    """Per-process state, reset in a forked child (os.register_at_fork)."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        # Request ids: a random per-process prefix and a counter, ~0.1 us
+        # (uuid4 per request costs a getrandom() syscall and ~1.5 us).
+        self.prefix = os.urandom(6).hex()
+        self.ids = itertools.count(1)
+        self.statm_fd = -1
+
+
+_proc = _Process()
+os.register_at_fork(after_in_child=_proc.reset)
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def request_id(env: dict) -> str:
+    """X-Request-ID from nginx (``uwsgi_param HTTP_X_REQUEST_ID $request_id``
+    or the client's header), else ``<process prefix>-<n>``."""
+    rid = env.get("HTTP_X_REQUEST_ID")
+    if rid:
+        return rid[:200]
+    return "%s-%d" % (_proc.prefix, next(_proc.ids))
+
+
+def statm() -> tuple[int, int]:
+    """(vsz, rss) of this process in bytes: one pread of /proc/self/statm."""
+    fd = _proc.statm_fd
+    try:
+        if fd < 0:  # opened per process: /proc/self is resolved at open time
+            fd = _proc.statm_fd = os.open("/proc/self/statm", os.O_RDONLY | os.O_CLOEXEC)
+        fields = os.pread(fd, 128, 0).split()
+        return int(fields[0]) * _PAGE, int(fields[1]) * _PAGE
+    except (OSError, IndexError, ValueError):
+        return 0, 0
+
+
+def memory_prefix() -> str:
+    vsz, rss = statm()
+    return "{address space usage: %d bytes/%dMB} {rss usage: %d bytes/%dMB} " % (
+        vsz, vsz >> 20, rss, rss >> 20)
+
+
+def json_text(value: str | None) -> str:
+    """A PEP 3333 string as a JSON string (null when missing).
+
+    The environ holds the request's bytes decoded as latin-1; they are
+    almost always UTF-8, so non-ASCII values are shown as that text where
+    they decode, and byte for byte (U+0080-U+00FF) where they do not.
+    """
+    if value is None:
+        return "null"
+    if not value.isascii():
+        value = value.encode("latin-1", "replace").decode("utf-8", _BYTE_AS_LATIN1)
+    return _quote(value)
+
+
+def _byte_as_latin1(exc: UnicodeDecodeError) -> tuple[str, int]:
+    # A byte that is not part of valid UTF-8 stays what latin-1 said it was.
+    return exc.object[exc.start:exc.end].decode("latin-1"), exc.end
+
+
+_BYTE_AS_LATIN1 = "uwsgigw-byte-as-latin1"
+codecs.register_error(_BYTE_AS_LATIN1, _byte_as_latin1)
+
+
+# -- the %(var) table ----------------------------------------------------------
+#
+# Each variable is a Python expression over the names the generated function
+# receives: h (the ConnectionHandler), env, p (the decoded packet), x (the
+# response exchange), st (start, epoch seconds), el (elapsed seconds), tot
+# (the server-wide request count). "s" values log "-" when empty (uWSGI's
+# rule); "n" values are numbers; "j" values are strings but already JSON.
+
+VARS: dict[str, tuple[str, str]] = {
+    # uWSGI's "offsetof" variables: straight from the request
+    "uri": ('env.get("REQUEST_URI")', "s"),
+    "method": ('env.get("REQUEST_METHOD")', "s"),
+    "user": ('env.get("REMOTE_USER")', "s"),
+    "addr": ('env.get("REMOTE_ADDR")', "s"),
+    "host": ('env.get("HTTP_HOST")', "s"),
+    "proto": ('env.get("SERVER_PROTOCOL")', "s"),
+    "uagent": ('env.get("HTTP_USER_AGENT")', "s"),
+    "referer": ('env.get("HTTP_REFERER")', "s"),
+    # uWSGI's functions
+    "status": ("x.status", "n"),
+    "rsize": ("x.tx - x.head_size", "n"),  # response body bytes
+    "hsize": ("x.head_size", "n"),  # status line + headers bytes
+    "size": ("x.tx", "n"),  # both
+    "cl": ('int(env.get("CONTENT_LENGTH") or 0)', "n"),  # request body bytes
+    "micros": ("int(el * 1000000)", "n"),
+    "msecs": ("int(el * 1000)", "n"),
+    "secs": ('"%f" % el', "n"),
+    "tmsecs": ("int(st * 1000)", "n"),  # start, epoch milliseconds
+    "tmicros": ("int(st * 1000000)", "n"),
+    "time": ("int(st)", "n"),  # start, epoch seconds
+    "ltime": ("ltime(st)", "s"),
+    "ftime": ("ltime(st)", "s"),  # uWSGI: ltime unless logformat-strftime
+    "ctime": ("ctime(st)", "s"),
+    "epoch": ("int(_time())", "n"),  # now
+    "pid": ("h.ctx.pid", "n"),
+    "wid": ("h.ctx.worker_id", "n"),
+    "core": ("h.core", "n"),
+    "switches": ("1", "n"),
+    "vars": ("len(p.items)", "n"),  # uWSGI counts keys and values
+    "pktsize": ("p.consumed - 4", "n"),
+    "modifier1": ("p.modifier1", "n"),
+    "modifier2": ("p.modifier2", "n"),
+    "headers": ("x.headers_count", "n"),
+    "werr": ("0", "n"),
+    "rerr": ("0", "n"),
+    "ioerr": ("0", "n"),
+    "vsz": ("statm()[0]", "n"),
+    "rss": ("statm()[1]", "n"),
+    "vszM": ("statm()[0] >> 20", "n"),
+    "rssM": ("statm()[1] >> 20", "n"),
+    # uwsgigw's own
+    "request_id": ("request_id(env)", "s"),
+    "req": ("h.requests", "n"),  # this worker's requests (R in req: R/T)
+    "total": ("tot", "n"),  # the server's requests (T)
+}
+_NAMESPACE = {"ltime": ltime, "ctime": ctime, "statm": statm, "_time": _time,
+              "request_id": request_id, "json_text": json_text, "iso_time": iso_time}
+_PLACEHOLDER = re.compile(r"%\(([^)]*)\)")
+
+
+def _expr(name: str) -> tuple[str, str]:
+    """(expression, kind) for ``%(name)``; unknown names log "-" as in uWSGI."""
+    if name in VARS:
+        return VARS[name]
+    if name.startswith("var.") and len(name) > 4:  # any request var
+        return "env.get(%r)" % name[4:], "s"
+    return '""', "s"  # a uWSGI logvar or metric.*: not available here
+
+
+def unknown_names(fmt: str) -> list[str]:
+    return [n for n in _PLACEHOLDER.findall(fmt)
+            if n not in VARS and not (n.startswith("var.") and len(n) > 4)]
+
+
+def _generate(body: str) -> Callable[..., str]:
+    # The source is built only from the VARS table and repr() of the user's
+    # text and names, so eval runs nothing the configuration wrote.
+    return eval("lambda h, env, p, x, st, el, tot: " + body, dict(_NAMESPACE))
+
+
+def compile_format(fmt: str) -> Callable[..., str]:
+    """``log-format`` -> f(h, env, p, x, st, el, tot) -> the line."""
+    pieces, exprs, pos = [], [], 0
+    for m in _PLACEHOLDER.finditer(fmt):
+        pieces.append(fmt[pos:m.start()].replace("%", "%%"))
+        expr, kind = _expr(m.group(1))
+        pieces.append("%s")
+        exprs.append("(%s or '-')" % expr if kind == "s" else expr)
+        pos = m.end()
+    pieces.append(fmt[pos:].replace("%", "%%"))
+    template = "".join(pieces)
+    if not exprs:
+        return _generate(repr(template.replace("%%", "%")))
+    return _generate("%r %% (%s,)" % (template, ", ".join(exprs)))
+
+
+# The JSON keys when log-format does not choose them (uWSGI's names).
+JSON_FIELDS = ("request_id", "pid", "wid", "core", "addr", "user", "method", "uri",
+               "proto", "status", "rsize", "hsize", "headers", "cl", "micros", "msecs",
+               "host", "uagent", "referer", "req", "total")
+
+
+def compile_json(names: list[str] | tuple[str, ...], memory: bool = False) -> Callable[..., str]:
+    """The JSON line for ``names`` -> f(h, env, p, x, st, el, tot) -> the line."""
+    parts, exprs = ['{"timestamp":%s,"type":"request"'], ["json_text(iso_time(st))"]
+    seen = set()
+    for name in ["request_id", "wid"] + list(names):
+        if name in seen:
+            continue
+        seen.add(name)
+        expr, kind = _expr(name)
+        key = _quote(name).replace("%", "%%")
+        if kind == "s":
+            parts.append(",%s:%%s" % key)
+            exprs.append("json_text(%s)" % expr)
+        elif name == "secs":  # the only float
+            parts.append(",%s:%%.6f" % key)
+            exprs.append("el")
+        else:
+            parts.append(",%s:%%d" % key)
+            exprs.append(expr)
+    if memory:
+        parts.append(',"vsz":%d,"rss":%d')
+        exprs += ["statm()[0]", "statm()[1]"]
+    body = "%r %% (%s,)" % ("".join(parts) + "}", ", ".join(exprs))
+    return _generate(body)
+
+
+def _json_num(v: Any) -> str:
+    if isinstance(v, float):
+        return repr(round(v, 6))
+    return str(int(v)) if not isinstance(v, str) else _quote(v)
+
+
+# -- the default uWSGI line ----------------------------------------------------
+
+_DEFAULT = ("[pid: %d|app: 0|req: %d/%d] %s (%s) {%d vars in %d bytes} [%s] %s %s => "
+            "generated %d bytes in %d msecs (%s %d) %d headers in %d bytes "
+            "(1 switches on core %d)")
+
+
+def default_line(h, env, p, x, st, el, tot) -> str:
+    """uWSGI's default line: one ``%`` format (logging.c, uwsgi_logit_simple)."""
+    return _DEFAULT % (
+        h.ctx.pid, h.requests, tot, env.get("REMOTE_ADDR", ""), env.get("REMOTE_USER", ""),
+        len(p.items), p.consumed - 4, ctime(st), env["REQUEST_METHOD"],
+        env.get("REQUEST_URI") or env.get("PATH_INFO", ""), x.tx - x.head_size,
+        int(el * 1000), env.get("SERVER_PROTOCOL", ""), x.status, x.headers_count,
+        x.head_size, h.core)
+
+
+def _default_emit(h, env, p, x, st, el, tot) -> None:
+    # write_text inlined: this runs for every request of a default set-up.
+    line = default_line(h, env, p, x, st, el, tot)
+    if not line.isprintable():
+        line = _CTRL.sub(_ctrl_escape, line)
+    try:
+        os.write(log._fd, (line + "\n").encode("latin-1", "backslashreplace"))
+    except OSError:
+        pass
+
+
+# -- configuration -------------------------------------------------------------
+
+emit: Emit | None = _default_emit  # logging on (the default)
+emit_filtered: Emit | None = None  # disable-logging: log-4xx/5xx/slow, or nothing
+json_mode = False
+
+
+def build_emit(fmt: str | None = None, as_json: bool = False,
+               memory: bool = False) -> Emit:
+    """The function that formats and writes one request line."""
+    if as_json:
+        names = [n for n in _PLACEHOLDER.findall(fmt)] if fmt else list(JSON_FIELDS)
+        line = compile_json(names, memory)
+        writer = write_json
+    else:
+        line = compile_format(fmt) if fmt else default_line
+        writer = write_text
+        if memory:
+            base = line
+            line = lambda *a: memory_prefix() + base(*a)  # noqa: E731
+    if line is default_line and writer is write_text:
+        return _default_emit
+
+    def emit_line(h, env, p, x, st, el, tot) -> None:
+        writer(line(h, env, p, x, st, el, tot))
+    return emit_line
+
+
+def build_filter(inner: Emit, log_4xx: bool, log_5xx: bool, slow_ms: int) -> Emit | None:
+    """uWSGI's conditional logging: what still gets logged under disable-logging."""
+    if not (log_4xx or log_5xx or slow_ms):
+        return None
+    slow = slow_ms / 1000.0 if slow_ms else float("inf")
+
+    def emit_selected(h, env, p, x, st, el, tot) -> None:
+        status = x.status
+        if ((log_4xx and 400 <= status < 500) or (log_5xx and 500 <= status < 600)
+                or el >= slow):
+            inner(h, env, p, x, st, el, tot)
+    return emit_selected
+
+
+def setup(cfg) -> list[str]:
+    """Compile the request log for ``cfg``; returns warnings for the log.
+
+    With logging on, log-4xx/log-5xx/log-slow add nothing (every line is
+    logged already), as in uWSGI.
+    """
+    global emit, emit_filtered, json_mode
+    fmt = getattr(cfg, "log_format", None) or None
+    json_mode = bool(getattr(cfg, "log_json", False))
+    memory = bool(getattr(cfg, "memory_report", False))
+    line = build_emit(fmt, json_mode, memory)
+    disabled = bool(getattr(cfg, "disable_logging", False))
+    emit = None if disabled else line
+    emit_filtered = build_filter(line, bool(getattr(cfg, "log_4xx", False)),
+                                 bool(getattr(cfg, "log_5xx", False)),
+                                 int(getattr(cfg, "log_slow", 0) or 0))
+    return ["log-format: %%(%s) is not a uWSGI log variable uwsgigw knows; it logs as "
+            "'-' (known: %s, var.NAME)" % (name, ", ".join(sorted(VARS)))
+            for name in dict.fromkeys(unknown_names(fmt or ""))]
+
+
+# -- master events ---------------------------------------------------------------
+
+_LEVELS = {"info": log.info, "warning": log.warning, "error": log.error}
+
+
+def event(kind: str, msg: str, level: str = "info", **fields: Any) -> None:
+    """A master event: the text line, or with log-json a JSON object.
+
+    ``kind`` is spawn, death, harakiri, recycle or reload; ``fields`` are
+    JSON scalars (worker, worker_pid, reason, ...).
+    """
+    if not json_mode:
+        _LEVELS[level](msg)
+        return
+    now = _time()
+    parts = ['{"timestamp":%s,"type":"event","event":%s,"level":%s,"pid":%d' % (
+        _quote(iso_time(now)), _quote(kind), _quote(level), os.getpid())]
+    for key, value in fields.items():
+        if isinstance(value, bool) or value is None:
+            text = json.dumps(value)
+        elif isinstance(value, (int, float)):
+            text = _json_num(value)
+        else:
+            text = json_text(str(value))
+        parts.append(",%s:%s" % (_quote(key), text))
+    parts.append(',"msg":%s}' % json_text(msg))
+    write_json("".join(parts))
+
+
+# -- ``python -m uwsgigw.reqlog``: what a request line costs -----------------------------
+
+def _bench(number: int = 100000) -> None:  # pragma: no cover - a measuring tool
+    import timeit
+    import types
+
+    from .decoder_py import Packet
+    env = {"QUERY_STRING": "x=1&y=2", "REQUEST_METHOD": "GET", "CONTENT_TYPE": "",
+           "CONTENT_LENGTH": "", "REQUEST_URI": "/path/to/page?x=1&y=2",
+           "PATH_INFO": "/path/to/page", "SERVER_PROTOCOL": "HTTP/1.1",
+           "REMOTE_ADDR": "127.0.0.1", "REMOTE_PORT": "40000", "SERVER_PORT": "80",
+           "SERVER_NAME": "localhost", "HTTP_HOST": "localhost",
+           "HTTP_USER_AGENT": "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 "
+                              "(KHTML, like Gecko) Chrome/120.0 Safari/537.36",
+           "HTTP_REFERER": "http://localhost/"}
+    items = [s for kv in env.items() for s in kv]
+    p = Packet(0, 0, 4 + sum(4 + len(k) + len(v) for k, v in env.items()), items)
+    x = types.SimpleNamespace(status=200, tx=1234, head_size=120, headers_count=3)
+    h = types.SimpleNamespace(ctx=types.SimpleNamespace(pid=os.getpid(), worker_id=1),
+                              core=0, requests=10)
+    saved, log._fd = log._fd, os.open(os.devnull, os.O_WRONLY)
+    combined = ('%(addr) - %(user) [%(ltime)] "%(method) %(uri) %(proto)" %(status) '
+                '%(size) "%(referer)" "%(uagent)" %(msecs)')
+    st = _time()
+    cases = [("default uWSGI line", build_emit(None)),
+             ("log-format (Apache combined)", build_emit(combined)),
+             ("log-json", build_emit(None, as_json=True)),
+             ("log-json + memory-report", build_emit(None, as_json=True, memory=True)),
+             ("disable-logging + log-5xx, a 200", build_filter(build_emit(None), False,
+                                                               True, 0))]
+    try:
+        print("per request, formatting and os.write to /dev/null (%d runs):" % number)
+        for name, fn in cases:
+            seconds = min(timeit.repeat(lambda: fn(h, env, p, x, st, 0.00123, 5),
+                                        number=number, repeat=3))
+            print("  %-34s %6.2f us" % (name, seconds / number * 1e6))
+    finally:
+        os.close(log._fd)
+        log._fd = saved
+
+
+if __name__ == "__main__":  # pragma: no cover
+    _bench()
