@@ -10,6 +10,7 @@ option" with the closest name and exit code 78.
 
 Besides the options: ``--check`` (validate, exit 0 or 1), ``--print-config``,
 ``--version``, ``--reload PIDFILE`` (SIGHUP), ``--stop PIDFILE`` (SIGTERM).
+``uwsgigw healthcheck ADDRESS [PATH] ...`` is the client mode (healthcheck.py).
 """
 
 from __future__ import annotations
@@ -59,7 +60,16 @@ class CliError(click.ClickException):
 
 
 class UwsgiCommand(click.Command):
-    """click, but unknown flags get uWSGI-aware messages instead of click's."""
+    """click, but unknown flags get uWSGI-aware messages instead of click's,
+    and ``uwsgigw healthcheck ...`` runs the client mode (healthcheck.py)."""
+
+    def main(self, args=None, prog_name=None, **extra):
+        argv = list(sys.argv[1:] if args is None else args)
+        if argv[:1] == ["healthcheck"]:
+            from .healthcheck import command
+            return command.main(argv[1:], prog_name="%s healthcheck" % (
+                prog_name or "uwsgigw"), **extra)
+        return super().main(argv, prog_name=prog_name, **extra)
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         try:
@@ -130,7 +140,9 @@ def build_command() -> click.Command:
     return UwsgiCommand(
         "uwsgigw", params=params, callback=_run, epilog=_EPILOG,
         context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
-        help="Run a WSGI app behind nginx's uwsgi_pass, configured like uWSGI.")
+        help="Run a WSGI app behind nginx's uwsgi_pass, configured like uWSGI. "
+             "'uwsgigw healthcheck ADDRESS [PATH]' sends one request to a uwsgi socket "
+             "(see 'uwsgigw healthcheck --help').")
 
 
 def invocation_from_params(params: dict[str, Any]) -> Invocation:
@@ -252,6 +264,8 @@ def _run(**params: Any) -> None:
             click.echo("warning: " + message, err=True)
         click.echo(cfg.format(), nl=False)
         sys.exit(exitcodes.OK)
+    if getattr(cfg, "stats", None) or getattr(cfg, "stats_http", None) not in (None, "on"):
+        cfg.master = True  # the master serves the stats (stats.py), as in uWSGI
     from .server import serve  # the server is heavy and not needed for the above
     sys.exit(serve(cfg))
 

@@ -62,16 +62,16 @@ def request_vars(items: list[str]) -> dict[str, str]:
     request: remote code execution for anyone who can reach the socket. We
     drop every such var so no app or middleware can act on it either.
     """
-    keys = items[0::2]
-    env = dict(zip(keys, items[1::2]))
-    if len(env) != len(keys):
+    pairs = iter(items)
+    env = dict(zip(pairs, pairs))  # (k0, v0), (k1, v1), ... without slicing copies
+    if len(env) * 2 != len(items):
         env = merge_repeated(items)
     # nginx also passes Content-Type/-Length as HTTP_* vars; CGI (RFC 3875
     # 4.1.18) and PEP 3333 keep only CONTENT_*, and the body is never framed
     # from a client header.
     env.pop("HTTP_CONTENT_LENGTH", None)
     env.pop("HTTP_CONTENT_TYPE", None)
-    if _MAGIC_PREFIX in "\0" + "\0".join(keys):
+    if _MAGIC_PREFIX in "\0" + "\0".join(env):
         for key in [k for k in env if k.startswith("UWSGI_")]:
             del env[key]
     return env

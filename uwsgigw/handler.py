@@ -7,13 +7,15 @@ thread needs per request is preallocated in :class:`ConnectionHandler`.
 
 from __future__ import annotations
 
+import io
+import os
 import socket
 import struct
 import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from . import log
+from . import log, reqlog
 from .body import ClientDisconnected, SocketInput, drain_socket, open_input
 from .environ import build_environ
 from .errors import BodyTooLarge, ProtocolError
@@ -31,6 +33,7 @@ from .response import (
 # read buffer holds the start of the body, which nginx sends right behind.
 _READ_BUFFER = 4 + 65535 + 65536
 _LINGER_RESET = struct.pack("ii", 1, 0)
+_DONTWAIT = socket.MSG_DONTWAIT
 _STATUS_TEXT = {400: "400 Bad Request", 413: "413 Content Too Large",
                 431: "431 Request Header Fields Too Large",
                 500: "500 Internal Server Error"}
@@ -61,10 +64,11 @@ class _Exchange:
     """The response state of one request: PEP 3333's start_response/write."""
 
     __slots__ = ("conn", "head_only", "pending", "sent", "tx", "headers_count",
-                 "head_size", "status")
+                 "head_size", "status", "timeout")
 
-    def __init__(self, conn: socket.socket, head_only: bool):
+    def __init__(self, conn: socket.socket, head_only: bool, timeout: float):
         self.conn = conn
+        self.timeout = timeout
         self.head_only = head_only
         self.pending = None
         self.sent = False
@@ -95,18 +99,57 @@ class _Exchange:
             self.sent = True
             if self.head_only:
                 data = b""
-            self.conn.sendall(head + data if data else head)
+            send_all(self.conn, head + data if data else head, self.timeout)
             self.tx += len(head) + len(data)
         elif data and not self.head_only:
-            self.conn.sendall(data)
+            send_all(self.conn, data, self.timeout)
             self.tx += len(data)
 
     def sendfile(self, wrapper: FileWrapper, fd: int) -> None:
         self.write(b"")
         if self.head_only:
             return
-        with open(fd, "rb", closefd=False) as f:
-            self.tx += self.conn.sendfile(f, f.tell() if f.seekable() else 0)
+        self.tx += sendfile_all(self.conn, fd, os.lseek(fd, 0, os.SEEK_CUR), self.timeout)
+
+
+def sendfile_all(conn, fd: int, offset: int, timeout: float) -> int:
+    """``os.sendfile`` from ``offset`` to EOF; each wait bounded by ``timeout``.
+
+    The connection is a bare ``_socket.socket`` (no Python ``sendfile``):
+    blocking mode plus SO_SNDTIMEO gives the bound without a poll per chunk.
+    """
+    conn.settimeout(None)
+    seconds = int(timeout)
+    conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO,
+                    struct.pack("ll", seconds, int((timeout - seconds) * 1e6)))
+    out = conn.fileno()
+    total = 0
+    while True:
+        try:
+            sent = os.sendfile(out, fd, offset, 1 << 20)
+        except BlockingIOError:
+            raise socket.timeout("sendfile: no progress in %gs (socket-timeout)" % timeout)
+        if sent == 0:
+            return total
+        offset += sent
+        total += sent
+
+
+def send_all(conn: socket.socket, data: bytes, timeout: float) -> None:
+    """sendall(), trying one non-blocking send first.
+
+    The socket starts in blocking mode with no timeout: a Python timeout
+    costs an ioctl plus a poll() before every send and recv, and nearly every
+    response fits in the socket buffer in one go. Only a send that would
+    block switches to the socket-timeout-bounded sendall().
+    """
+    try:
+        sent = conn.send(data, _DONTWAIT)
+    except BlockingIOError:
+        sent = 0
+    if sent < len(data):
+        conn.settimeout(timeout)
+        conn.sendall(memoryview(data)[sent:])
 
 
 class ConnectionHandler:
@@ -126,10 +169,34 @@ class ConnectionHandler:
     # -- reading -----------------------------------------------------------
 
     def _read_packet(self, conn: socket.socket):
-        """Return (packet, bytes read) or (None, n) on early EOF."""
+        """Return (packet, bytes read) or (None, n) on early EOF.
+
+        nginx writes the packet right after connecting, so the first read
+        is tried without blocking (no timeout set-up, no poll); the socket
+        gets its socket-timeout only when a read would wait.
+        """
         ctx, view = self.ctx, self.view
         n = 0
+        try:
+            got = conn.recv_into(view, 0, _DONTWAIT)
+        except BlockingIOError:
+            got = -1
+        if got > 0:
+            n = got
+            packet = ctx.decode(view[:n], ctx.max_block)
+            if packet is not None:
+                return packet, n
+        elif got == 0:
+            return None, 0
+        # socket-timeout bounds the whole vars block, not each read: nginx
+        # sends it at once, and a client trickling a byte per read must not
+        # hold the worker indefinitely.
+        deadline = time.monotonic() + ctx.socket_timeout
         while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise socket.timeout("vars block not complete within socket-timeout")
+            conn.settimeout(left)
             got = conn.recv_into(view[n:])
             if got == 0:
                 return None, n
@@ -151,7 +218,6 @@ class ConnectionHandler:
 
     def _handle(self, conn: socket.socket) -> None:
         ctx = self.ctx
-        conn.settimeout(ctx.socket_timeout)
         started = time.time()
         try:
             packet, n = self._read_packet(conn)
@@ -181,14 +247,19 @@ class ConnectionHandler:
             left = length - (n - packet.consumed) if length >= 0 else -1
             self._reject(conn, exc, max(left, 0) if length >= 0 else -1)
             return
-        prefix = bytes(self.view[packet.consumed:n])
-        try:
-            wsgi_input = open_input(conn, prefix, length, ctx.post_buffering,
-                                    ctx.post_buffering_bufsize)
-        except (ClientDisconnected, OSError) as exc:
-            log.info("%s %s: body not received: %s" % (
-                env["REQUEST_METHOD"], env.get("REQUEST_URI", env["PATH_INFO"]), exc))
-            return
+        if length == 0:  # most requests: nothing to read, nothing to copy
+            wsgi_input = io.BytesIO()
+        else:
+            prefix = bytes(self.view[packet.consumed:n])
+            if length > len(prefix):  # the rest of the body is still to be read
+                conn.settimeout(ctx.socket_timeout)
+            try:
+                wsgi_input = open_input(conn, prefix, length, ctx.post_buffering,
+                                        ctx.post_buffering_bufsize)
+            except (ClientDisconnected, OSError) as exc:
+                log.info("%s %s: body not received: %s" % (
+                    env["REQUEST_METHOD"], env.get("REQUEST_URI", env["PATH_INFO"]), exc))
+                return
         env["wsgi.input"] = wsgi_input
         slot = self.slot
         if ctx.track_requests:
@@ -204,17 +275,16 @@ class ConnectionHandler:
             except OSError:
                 pass
             wsgi_input.drain(time.monotonic() + ctx.socket_timeout)
-        if ctx.log_requests:
-            self._log_request(env, packet, exchange, started)
-        else:
-            self.requests += 1
-            ctx.count_request()
+        if length:
+            wsgi_input.close()  # a spooled body must not hold its disk space until the next request
+        self.env = None
+        self._log_request(env, packet, exchange, started)
         self.tx += exchange.tx
         slot.tx = self.tx
         slot.requests = self.requests
 
     def _run_app(self, conn: socket.socket, env: dict) -> _Exchange:
-        exchange = _Exchange(conn, env["REQUEST_METHOD"] == "HEAD")
+        exchange = _Exchange(conn, env["REQUEST_METHOD"] == "HEAD", self.ctx.socket_timeout)
         app = self.ctx.pick_app(env)
         if app is None:
             log.error("no application mounted for SCRIPT_NAME=%r PATH_INFO=%r" % (
@@ -269,6 +339,7 @@ class ConnectionHandler:
         if not exchange.sent:
             data = simple_response("500 Internal Server Error", why + "\n")
             try:
+                exchange.conn.settimeout(self.ctx.socket_timeout)
                 exchange.conn.sendall(data)
                 exchange.sent = True
                 exchange.tx = len(data)
@@ -288,6 +359,7 @@ class ConnectionHandler:
             exc.reason, exc), level="WARNING")
         status = _STATUS_TEXT.get(exc.status_hint, "%d Error" % exc.status_hint)
         try:
+            conn.settimeout(self.ctx.socket_timeout)
             conn.sendall(simple_response(status, str(exc) + "\n", "Connection: close\r\n"))
             conn.shutdown(socket.SHUT_WR)
         except OSError:
@@ -299,21 +371,15 @@ class ConnectionHandler:
     # -- logging -----------------------------------------------------------
 
     def _log_request(self, env: dict, packet, exchange: _Exchange, started: float) -> None:
+        """Count the request, time it for the stats (avg_rt, running_time),
+        then hand it to the request log (reqlog.py) if it logs anything."""
         self.requests += 1
         total = self.ctx.count_request()
         elapsed = time.time() - started
-        msecs = int(elapsed * 1000)
         slot = self.slot
         slot.rt_total += elapsed
         slot.rt_count = self.requests
-        log.write_line(
-            "[pid: %d|app: 0|req: %d/%d] %s () {%d vars in %d bytes} [%s] %s %s => "
-            "generated %d bytes in %d msecs (%s %d) %d headers in %d bytes "
-            "(1 switches on core %d)" % (
-                self.ctx.pid, self.requests, total, env.get("REMOTE_ADDR", "-"),
-                len(packet.items) // 2, packet.consumed - 4, time.ctime(started),
-                env["REQUEST_METHOD"], env.get("REQUEST_URI", env["PATH_INFO"]),
-                exchange.tx - exchange.head_size, msecs, env["SERVER_PROTOCOL"],
-                exchange.status, exchange.headers_count, exchange.head_size, self.core,
-            )
-        )
+        # disable-logging (log_requests false): only log-4xx/5xx/slow, if set.
+        emit = reqlog.emit if self.ctx.log_requests else reqlog.emit_filtered
+        if emit is not None:
+            emit(self, env, packet, exchange, started, elapsed, total)

@@ -38,8 +38,10 @@ import sys
 import time
 from dataclasses import dataclass
 
-from . import exitcodes, log
+from . import exitcodes, log, reqlog
+from .reqlog import event
 from .scoreboard import ACCEPTING, BOOTING, STOPPING, Scoreboard
+from .stats import StatsServer
 from .systemd import Notifier
 from .worker import Limits, Worker, stop_with_parent
 
@@ -130,6 +132,10 @@ class Master:
         self.workers: dict[int, WorkerProc] = {}
         self.generation = 1
         self.counts: dict[int, list[int]] = {}  # worker id -> [respawns, harakiris]
+        # worker id -> [requests, exceptions, tx, rt seconds, timed requests] of
+        # its dead processes, so the stats server's counters never go back.
+        self.carried: dict[int, list] = {}
+        self.stats: StatsServer | None = None
         self.stopping = ""  # "", "graceful" or "immediate"
         self.exit_code = exitcodes.OK
         self.ready = False  # the current generation accepts (READY=1 sent)
@@ -162,6 +168,7 @@ class Master:
                 worker.kill_at = now + mercy_left
             self.workers[pid] = worker
         self.counts = {int(k): v for k, v in state.get("counts", {}).items()}
+        self.carried = {int(k): v for k, v in state.get("carried", {}).items()}
         self.reload_started = now
         if self.ctx is None and not self.lazy:
             self.spawn_disabled = "the app failed to load"
@@ -192,6 +199,7 @@ class Master:
             self.ready = True
             self.notifier.ready("reload failed: %s; serving with the old workers"
                                 % self.spawn_disabled)
+        self.stats = StatsServer.start(self)
         log.info("master (pid %d) starting %d worker%s%s" % (
             self.pid, self.target, "s" if self.target > 1 else "",
             " next to %d old one%s (reload)" % (old, "s" if old > 1 else "") if old else ""))
@@ -214,6 +222,8 @@ class Master:
                 break
             self._sleep(self._timeout())
         self.notifier.stopping()
+        if self.stats is not None:
+            self.stats.close()
         for board in self.boards:
             board.close()
         log.info("master (pid %d) exiting (code %d)" % (self.pid, self.exit_code))
@@ -238,16 +248,25 @@ class Master:
         return max(timeout, 0.005)
 
     def _sleep(self, timeout: float) -> None:
+        reads, writes = [self._wake_r], []
+        if self.stats is not None:  # stats.py: non-blocking, served from this loop
+            more, writes = self.stats.fds()
+            reads += more
         try:
-            ready, _, _ = select.select([self._wake_r], [], [], timeout)
+            ready, writable, _ = select.select(reads, writes, [], timeout)
         except InterruptedError:
             return
-        if ready:
+        if self._wake_r in ready:
             try:
                 while os.read(self._wake_r, 4096):
                     pass
             except BlockingIOError:
                 pass
+        if self.stats is not None and (len(ready) > (self._wake_r in ready) or writable):
+            try:
+                self.stats.handle(ready, writable)
+            except Exception:
+                log.exception("internal error in the stats server")
 
     def dispatch(self, signum: int) -> None:
         name = signal.Signals(signum).name
@@ -348,24 +367,46 @@ class Master:
             if w is not None:
                 self._exited(w, status)
 
+    def _carry(self, w: WorkerProc) -> None:
+        """Keep a dead process's counters under its worker id (stats.py)."""
+        carried = self.carried.setdefault(w.id, [0, 0, 0, 0.0, 0])
+        for core in w.cores():
+            carried[0] += core.requests
+            carried[1] += core.exceptions
+            carried[2] += core.tx
+            carried[3] += core.rt_total
+            carried[4] += core.rt_count
+
     def _exited(self, w: WorkerProc, status: int) -> None:
         slot_state = w.slot.state
+        self._carry(w)
+        if slot_state == STOPPING and not w.retiring and reqlog.json_mode:
+            # It recycled itself and exited before _watch saw it stopping.
+            event("recycle", "%s recycling" % w.name(), worker=w.id, worker_pid=w.pid,
+                  reason=self._recycle_reason(w))
         w.board.release(w.index)
         how = describe_status(status)
         code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else -1
+        fields = {"worker": w.id, "worker_pid": w.pid, "generation": w.generation,
+                  "status": how}
+        respawning = w.generation == self.generation and not self.spawn_disabled
         if w.killed_for:
-            log.error("%s %s (%s)" % (w.name(), how, w.killed_for))
+            event("death", "%s %s (%s)" % (w.name(), how, w.killed_for), "error",
+                  reason=w.killed_for, **fields)
         elif w.retiring:
-            log.info("%s exited (%s; %s)" % (w.name(), w.retiring, how))
+            event("death", "%s exited (%s; %s)" % (w.name(), w.retiring, how),
+                  reason=w.retiring, **fields)
         elif not w.booted and slot_state == BOOTING and not self.stopping:
             self._boot_failed(w, code, how)
             return
         elif code == 0 and slot_state == STOPPING:
-            log.info("%s stopped (recycled or told to stop)%s" % (w.name(), "; respawning" if (
-                w.generation == self.generation and not self.spawn_disabled) else ""))
+            event("death", "%s stopped (recycled or told to stop)%s" % (
+                w.name(), "; respawning" if respawning else ""), reason="recycled",
+                respawning=respawning, **fields)
         else:
-            log.error("%s died (%s)%s" % (w.name(), how, "; respawning" if (
-                w.generation == self.generation and not self.spawn_disabled) else ""))
+            event("death", "%s died (%s)%s" % (w.name(), how, "; respawning" if respawning
+                                               else ""), "error", reason="died",
+                  respawning=respawning, **fields)
         if w.generation == self.generation and w.retiring in ("", "recycled"):
             self.counts.setdefault(w.id, [0, 0])[0] += 1
 
@@ -376,7 +417,9 @@ class Master:
             # Running for a while (e.g. lazy-apps after a bad deploy): keep
             # serving with the others and keep retrying, slower and slower.
             delay = min(0.1 * 2 ** (self.boot_failures - 1), 10.0)
-            log.error("%s died while booting (%s); retrying in %.1fs" % (w.name(), how, delay))
+            event("death", "%s died while booting (%s); retrying in %.1fs" % (
+                w.name(), how, delay), "error", worker=w.id, worker_pid=w.pid,
+                reason="died while booting", status=how, retry_in=delay)
             self.next_spawn = time.monotonic() + delay
             return
         if code == exitcodes.APP_LOAD_ERROR:
@@ -394,7 +437,9 @@ class Master:
             log.error("%s; giving up: check the log above for the cause" % reason)
             return self._give_up(exitcodes.WORKER_BOOT_ERROR)
         delay = min(0.1 * 2 ** (self.boot_failures - 1), 5.0)
-        log.error("%s died while booting (%s); retrying in %.1fs" % (w.name(), how, delay))
+        event("death", "%s died while booting (%s); retrying in %.1fs" % (w.name(), how, delay),
+              "error", worker=w.id, worker_pid=w.pid, reason="died while booting",
+              status=how, retry_in=delay)
         self.next_spawn = time.monotonic() + delay
 
     def _give_up(self, code: int) -> None:
@@ -403,8 +448,8 @@ class Master:
 
     def _reload_failed(self, reason: str) -> None:
         self.spawn_disabled = reason
-        log.error("reload failed: %s; the old workers keep serving (fix it and send "
-                  "SIGHUP again)" % reason)
+        event("reload", "reload failed: %s; the old workers keep serving (fix it and send "
+              "SIGHUP again)" % reason, "error", phase="failed", reason=reason)
         for w in list(self.workers.values()):
             if w.generation == self.generation:
                 self._retire(w, "failed reload", self.worker_mercy)
@@ -435,7 +480,8 @@ class Master:
         slot.pid = pid
         w = WorkerProc(pid, worker_id, index, self.generation, self.board, time.monotonic())
         self.workers[pid] = w
-        log.info("spawned %s" % w.name())
+        event("spawn", "spawned %s" % w.name(), worker=worker_id, worker_pid=pid,
+              generation=self.generation)
         return w
 
     def _child(self, worker_id: int, index: int) -> None:
@@ -448,6 +494,8 @@ class Master:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)
             os.close(self._wake_r)
             os.close(self._wake_w)
+            if self.stats is not None:
+                self.stats.close_in_child()
             if not stop_with_parent(self.pid):
                 os._exit(0)  # the master died before we could ask
             self.notifier.close()
@@ -463,7 +511,8 @@ class Master:
             ctx.worker_id = worker_id
             ctx.cores = self.board.cores_of(index)
             ctx.track_requests = bool(self.harakiri)
-            worker = Worker(ctx, self.listeners, self.threads, slot,
+            worker_class = getattr(ctx, "worker_class", Worker)  # asgi: AsyncWorker
+            worker = worker_class(ctx, self.listeners, self.threads, slot,
                             Limits.from_config(self.cfg, worker_id),
                             verbose_dump=bool(getattr(self.cfg, "harakiri_verbose", False)))
             worker.install_signals()
@@ -484,6 +533,8 @@ class Master:
             self._watch(w, now)
         if self.harakiri:
             self._check_harakiri(now)
+        if self.stats is not None:
+            self.stats.tick(now)
         if not self.stopping:
             self._manage(now)
             self._check_generation()
@@ -504,11 +555,28 @@ class Master:
             w.retiring = "recycled"
             w.kill_at = now + self.worker_mercy
             w.mercy = self.worker_mercy
+            if reqlog.json_mode:  # as text, the worker has logged why already
+                event("recycle", "%s recycling" % w.name(), worker=w.id,
+                      worker_pid=w.pid, reason=self._recycle_reason(w))
         if w.kill_at and now >= w.kill_at and not w.killed_for:
             w.killed_for = "did not stop within %gs (%s)" % (w.mercy, w.retiring)
             if self.stopping != "immediate":
                 log.warning("%s %s; killing it" % (w.name(), w.killed_for))
             self._kill(w, signal.SIGKILL)
+
+    def _recycle_reason(self, w: WorkerProc) -> str:
+        """Why a worker stopped itself, from its limits and scoreboard slot (the
+        worker's own log line says it in words; this is for the JSON event)."""
+        limits = Limits.from_config(self.cfg, w.id)
+        done = sum(c.requests for c in w.cores())
+        if limits.max_requests and done >= limits.max_requests:
+            return "max-requests %d reached" % limits.max_requests
+        if limits.rss and w.slot.rss > limits.rss:
+            return "reload-on-rss: rss %d MB > %d MB" % (w.slot.rss >> 20, limits.rss >> 20)
+        if limits.address_space and w.slot.vsz > limits.address_space:
+            return "reload-on-as: address space %d MB > %d MB" % (
+                w.slot.vsz >> 20, limits.address_space >> 20)
+        return "recycled"
 
     def _manage(self, now: float) -> None:
         current = [w for w in self.workers.values()
@@ -539,9 +607,10 @@ class Master:
         status = "%d worker%s on %s" % (self.target, "s" if self.target > 1 else "",
                                          self.sockets_text)
         if old:
-            log.info("reloaded in %.2fs: generation %d accepts (%s); retiring %d old "
-                     "workers" % (time.monotonic() - self.reload_started, self.generation,
-                                  status, len(old)))
+            event("reload", "reloaded in %.2fs: generation %d accepts (%s); retiring %d old "
+                  "workers" % (time.monotonic() - self.reload_started, self.generation,
+                               status, len(old)), phase="done", generation=self.generation,
+                  seconds=round(time.monotonic() - self.reload_started, 3))
             for w in old:
                 self._retire(w, "reload", self.reload_mercy)
         else:
@@ -569,9 +638,11 @@ class Master:
 
     def _harakiri_start(self, w, core_index, core, since, now, mono) -> None:
         request = core.req.decode("latin-1", "replace") or "(request unknown)"
-        log.error("HARAKIRI ON WORKER %d (pid %d, core %d): %s running for %.2f s "
-                  "(harakiri %d s); the Python tracebacks of its threads follow" % (
-                      w.id, w.pid, core_index, request, now - since, self.harakiri))
+        event("harakiri", "HARAKIRI ON WORKER %d (pid %d, core %d): %s running for %.2f s "
+              "(harakiri %d s); the Python tracebacks of its threads follow" % (
+                  w.id, w.pid, core_index, request, now - since, self.harakiri), "error",
+              worker=w.id, worker_pid=w.pid, core=core_index, request=request,
+              seconds=round(now - since, 3), harakiri=self.harakiri)
         w.harakiri_core, w.harakiri_since = core_index, since
         w.harakiri_ack = w.slot.dump_ack
         w.harakiri_at = mono + HARAKIRI_DUMP_WAIT
@@ -592,8 +663,9 @@ class Master:
 
     def reexec(self) -> None:
         """Replace this image with a fresh one that adopts sockets and workers."""
-        log.info("SIGHUP: graceful reload: starting a fresh master image (same pid); "
-                 "the current workers keep serving until the new ones accept")
+        event("reload", "SIGHUP: graceful reload: starting a fresh master image (same pid); "
+              "the current workers keep serving until the new ones accept",
+              phase="start", generation=self.generation + 1)
         self.notifier.reloading()
         boards = {str(i): b.describe() for i, b in enumerate(self.boards)}
         key = {id(b): str(i) for i, b in enumerate(self.boards)}
@@ -605,6 +677,7 @@ class Master:
                          max(0.0, w.kill_at - time.monotonic()) if w.kill_at else 0.0]
                         for w in self.workers.values() if not w.killed_for],
             "counts": self.counts,
+            "carried": self.carried,
         }
         fds = [l.fileno() for l in self.listeners] + [b.fd for b in self.boards]
         env = dict(os.environ)

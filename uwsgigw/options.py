@@ -24,7 +24,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from . import optypes
+from . import optypes, peers
 from .uwsgi_compat import UNSUPPORTED, Unsupported, groups
 
 IMPLEMENTED = "implemented"
@@ -34,6 +34,8 @@ MAPPED = "mapped"
 BOOL, INT, SIZE, MEGABYTES, SECONDS, BUFFER = "bool", "int", "size", "megabytes", "seconds", "buffer"
 TEXT, PATH, ANY, MODE, CHOICE, SOCKET = "text", "path", "any", "mode", "choice", "socket"
 KEYVALUE, MOUNT, OWNER, PLUGIN = "keyvalue", "mount", "owner", "plugin"
+NETWORKS = "networks"
+BOOL_OR_ADDRESS = "bool-or-address"
 
 README_START = "<!-- settings:start -->"
 README_END = "<!-- settings:end -->"
@@ -92,6 +94,20 @@ def _plugin(opt: Option, text: str, warn: optypes.Warn) -> str:
     return value
 
 
+def _bool_or_address(opt: Option, text: str, warn: optypes.Warn) -> str | None:
+    """uWSGI's ``stats-http`` is a flag; uwsgigw also takes an address there.
+
+    Off words give None; an address (it has ``:``, ``/`` or ``@``) is checked
+    like a socket; any other word is on, as for every uWSGI boolean.
+    """
+    value = text.strip()
+    if value.lower() in optypes.FALSE_WORDS or value == "0":
+        return None
+    if any(c in value for c in ":/@"):
+        return optypes.check_socket(value, warn)
+    return "on"
+
+
 def _int(what: str, example: str) -> Callable[[Option, str, optypes.Warn], int]:
     return lambda o, t, w: optypes.parse_int(t, w, minimum=o.minimum, what=what,
                                              example=example)
@@ -114,6 +130,8 @@ _PARSERS: dict[str, Callable[[Option, str, optypes.Warn], Any]] = {
     MOUNT: lambda o, t, w: optypes.check_mount(t),
     OWNER: lambda o, t, w: optypes.check_owner(t),
     PLUGIN: _plugin,
+    BOOL_OR_ADDRESS: _bool_or_address,
+    NETWORKS: lambda o, t, w: peers.normalise(t),
 }
 
 SOCKETS, APP, PROCS, REQS, LOGS, RECYCLE, CONF = (
@@ -126,6 +144,10 @@ OPTIONS: list[Option] = [
            "(repeat for more); nginx connects with uwsgi_pass", SOCKETS,
            aliases=("uwsgi-socket",), short="s", multi=True, check="socket",
            metavar="ADDRESS"),
+    Option("uwsgi-allow-from", NETWORKS, [], "accept TCP connections only from these "
+           "peer networks (e.g. 127.0.0.1, 10.0.0.0/8, ::1; commas or repeat); others "
+           "are closed unread and logged. Unix sockets are not filtered", SOCKETS,
+           multi=True, metavar="NETWORKS"),
     Option("chmod-socket", MODE, "660", "permissions of unix sockets, three octal "
            "digits; given without a value: 666, as in uWSGI", SOCKETS,
            aliases=("chmod",), short="C", metavar="MODE", flag_value="666"),
@@ -185,6 +207,13 @@ OPTIONS: list[Option] = [
            aliases=("workers",), short="p", minimum=1, metavar="N"),
     Option("threads", INT, 1, "threads per worker (wsgi.multithread is true above 1)",
            PROCS, minimum=1, metavar="N"),
+    Option("asgi", BOOL, False, "run the app(s) on the async worker: an asyncio event "
+           "loop per worker (uvloop when installed); on by itself when a loaded callable "
+           "is an ASGI app. WSGI apps next to it run in a pool of `threads` threads",
+           PROCS),
+    Option("async-concurrency", INT, 1000, "async worker: requests in flight per worker; "
+           "at the limit it stops accepting and connections wait in the listen queue",
+           PROCS, minimum=1, metavar="N"),
     Option("thunder-lock", BOOL, False, "serialize accept()", PROCS, status=MAPPED,
            maps_to="the kernel already wakes one worker per connection"),
     Option("die-on-term", BOOL, False, "exit on SIGTERM instead of reloading", PROCS,
@@ -200,9 +229,14 @@ OPTIONS: list[Option] = [
            PROCS),
     Option("daemonize", PATH, None, "detach from the terminal and log to this file",
            PROCS, short="d", check="parent", metavar="LOGFILE"),
-    Option("stats", TEXT, None, "serve stats as JSON (the uwsgitop schema) on this "
-           "unix path or HOST:PORT", PROCS, aliases=("stats-server",),
+    Option("stats", SOCKET, None, "serve stats on this unix path or HOST:PORT: one JSON "
+           "document per connection in uWSGI's schema, for uwsgitop and the Prometheus "
+           "uwsgi exporters; served by the master", PROCS, aliases=("stats-server",),
            metavar="ADDRESS"),
+    Option("stats-http", BOOL_OR_ADDRESS, None, "true: the stats socket speaks HTTP, as "
+           "in uWSGI (GET / is the JSON, GET /metrics the same figures in Prometheus "
+           "text format); an ADDRESS: serve that HTTP on its own socket, next to the "
+           "plain stats socket", PROCS, metavar="true|ADDRESS", flag_value="true"),
     # -- requests ------------------------------------------------------------
     Option("buffer-size", BUFFER, 4096, "largest uwsgi vars block (request headers) "
            "accepted, in bytes; 65536 is read as 65535, the protocol maximum", REQS,
@@ -222,14 +256,23 @@ OPTIONS: list[Option] = [
     Option("disable-logging", BOOL, False, "do not log requests (errors still are)",
            LOGS, short="L"),
     Option("log-format", ANY, None, "request log line with uWSGI's %(var) "
-           "placeholders, e.g. %(addr) %(method) %(uri) %(status) %(msecs)", LOGS,
-           aliases=("logformat",), metavar="FORMAT"),
+           "placeholders: addr, user, host, method, uri, proto, uagent, referer, "
+           "status, size, rsize, hsize, headers, cl, msecs, micros, secs, time, ltime, "
+           "ftime, ctime, epoch, tmsecs, tmicros, pid, wid, core, switches, vars, "
+           "pktsize, modifier1, modifier2, rss, vsz, rssM, vszM, werr, rerr, ioerr, "
+           "var.NAME (any request var), and uwsgigw's request_id, req, total; empty "
+           "values log as -", LOGS, aliases=("logformat",), metavar="FORMAT"),
     Option("log-4xx", BOOL, False, "log 4xx responses even with disable-logging", LOGS),
     Option("log-5xx", BOOL, False, "log 5xx responses even with disable-logging", LOGS),
-    Option("log-slow", INT, 0, "log requests slower than this many milliseconds "
+    Option("log-slow", INT, 0, "log requests that took this many milliseconds or more "
            "even with disable-logging (0: off)", LOGS, metavar="MSECS"),
+    Option("log-json", BOOL, False, "write request lines, and the master's spawn, "
+           "death, harakiri, recycle and reload events, as JSON objects (one per "
+           "line; with log-format, its %(var) names are the keys); the request id "
+           "comes from X-Request-ID or is generated", LOGS),
     Option("memory-report", BOOL, False, "add the worker's memory use to request "
-           "log lines", LOGS, short="m"),
+           "log lines (uWSGI's {address space usage: ...} {rss usage: ...})", LOGS,
+           short="m"),
     # -- timeouts and recycling ----------------------------------------------
     Option("harakiri", INT, 0, "kill a worker whose request runs longer than this "
            "many seconds, after dumping its threads' tracebacks (0: off)", RECYCLE,
@@ -363,6 +406,9 @@ def settings_markdown() -> str:
     out += ["", "### uWSGI options uwsgigw does not support", "",
             "| options | what to do instead |", "|---|---|"]
     for advice, names in groups():
+        names = [n for n in names if n not in BY_NAME]
+        if not names:
+            continue
         out.append("| %s | %s |" % (", ".join("`%s`" % n for n in names), advice))
     return "\n".join(out) + "\n"
 

@@ -49,32 +49,66 @@ def _find_bad_header(headers) -> str:
     return "headers %r are invalid" % (headers,)
 
 
+# Statuses and header names already proven valid. Apps send the same few
+# over and over, so one set lookup replaces a regex match per header; the
+# caches are bounded so an app echoing client input into names cannot grow
+# them without limit.
+_good_statuses: set[str] = set()
+_good_names: set[str] = set()
+_CACHE_MAX = 1024
+
+
+def _names_valid(headers) -> bool:
+    if _good_names.issuperset(map(_first, headers)):
+        return True
+    names = list(map(_first, headers))
+    if not all(isinstance(n, str) and _TOKEN(n) for n in names):
+        return False
+    if len(_good_names) < _CACHE_MAX:
+        _good_names.update(names)
+    return True
+
+
 def build_head(status, headers) -> tuple[bytes, int]:
     """Validate and serialise; return (head bytes, header count).
 
     The common case costs a few builtin calls: headers are joined first and
     the join is checked for stray line breaks, names against the token
-    grammar (RFC 9110 5.1); only a failure walks the list to name the culprit.
+    grammar (RFC 9110 5.1, cached); only a failure walks the list to name
+    the culprit.
     """
-    if not isinstance(status, str) or not _STATUS(status):
-        raise ResponseError("invalid status %r: expected '<3 digits> <reason>' "
-                            "without CR, LF or NUL" % (status,))
+    if status not in _good_statuses:
+        if not isinstance(status, str) or not _STATUS(status):
+            raise ResponseError("invalid status %r: expected '<3 digits> <reason>' "
+                                "without CR, LF or NUL" % (status,))
+        if len(_good_statuses) < _CACHE_MAX:
+            _good_statuses.add(status)
     if not headers:
         if type(headers) is not list:
             raise ResponseError("headers must be a list of (name, value) tuples, got %r"
                                 % (headers,))
-        return ("HTTP/1.1 %s\r\n\r\n" % status).encode("latin-1"), 0
+        try:
+            return ("HTTP/1.1 %s\r\n\r\n" % status).encode("latin-1"), 0
+        except UnicodeEncodeError:
+            raise ResponseError("invalid status %r: not latin-1" % (status,)) from None
     try:
         lines = "\r\n".join(map(": ".join, headers))
+        breaks = len(headers) - 1
         if (
-            lines.count("\n") != len(headers) - 1
-            or lines.count("\r") != len(headers) - 1
+            lines.count("\n") != breaks
+            or lines.count("\r") != breaks
             or "\0" in lines
-            or not all(map(_TOKEN, map(_first, headers)))
             or set(map(len, headers)) != {2}
+            or not _names_valid(headers)
         ):
             raise ValueError
         head = ("HTTP/1.1 %s\r\n%s\r\n\r\n" % (status, lines)).encode("latin-1")
+    except UnicodeEncodeError:
+        try:
+            status.encode("latin-1")
+        except UnicodeEncodeError:
+            raise ResponseError("invalid status %r: not latin-1" % (status,)) from None
+        raise ResponseError(_find_bad_header(headers)) from None
     except (TypeError, ValueError):
         raise ResponseError(_find_bad_header(headers)) from None
     return head, len(headers)

@@ -15,7 +15,7 @@ import struct
 import sys
 import traceback
 
-from . import __version__, exitcodes, log
+from . import __version__, exitcodes, log, reqlog
 from . import systemd
 from .app import AppLoadError, AppTable, load_apps, prepare_process
 from .decoder import DecoderUnavailable, select
@@ -47,7 +47,7 @@ class SharedCounter:
 
 
 def make_context(cfg, backend, apps, counter: SharedCounter) -> WorkerContext:
-    return WorkerContext(
+    ctx = WorkerContext(
         decode=backend.decode,
         max_block=min(cfg.buffer_size, MAX_BLOCK),
         socket_timeout=float(cfg.socket_timeout),
@@ -65,6 +65,9 @@ def make_context(cfg, backend, apps, counter: SharedCounter) -> WorkerContext:
         worker_id=1,
         count_request=counter.incr,
     )
+    # ASGI app or asgi=true: the async worker's context (uwsgigw/asgi).
+    from .asgi import async_context
+    return async_context(cfg, ctx, apps)
 
 
 def _load(cfg):
@@ -83,7 +86,8 @@ def serve(cfg) -> int:
     if getattr(cfg, "daemonize", None) and inherited is None:
         daemonize()
     log.setup(cfg.logto or getattr(cfg, "daemonize", None))
-    for warning in getattr(cfg, "warnings", ()):
+    # The request log format is compiled once, here, for every way of starting.
+    for warning in list(getattr(cfg, "warnings", ())) + reqlog.setup(cfg):
         log.warning(warning)
     try:
         backend = select(cfg.decoder)
@@ -108,6 +112,10 @@ def serve(cfg) -> int:
         if pidfile:
             write_pidfile(pidfile)
         drop_privileges(getattr(cfg, "uid", None), getattr(cfg, "gid", None))
+        if os.geteuid() == 0 and not inherited:  # said once, not at every reload
+            log.warning("running as root without uid=: the app runs with full root "
+                        "privileges; set uid = www-data (and gid = www-data) to drop "
+                        "them after binding the sockets")
     except (OSError, PrivilegeError) as exc:
         log.error(str(exc))
         close_all(listeners, vacuum=inherited is None and bool(cfg.vacuum))
@@ -121,7 +129,7 @@ def serve(cfg) -> int:
             ctx = make_context(cfg, backend, apps, SharedCounter())
             log.info("ready to accept requests: 1 worker on %s (decoder: %s)" % (
                 sockets_text, backend.name))
-            worker = Worker(ctx, listeners, cfg.threads)
+            worker = getattr(ctx, "worker_class", Worker)(ctx, listeners, cfg.threads)
             worker.install_signals()
             worker.run()
             return exitcodes.OK
@@ -141,7 +149,7 @@ def _wants_master(cfg) -> bool:
     master can provide (harakiri, recycling)."""
     return bool(cfg.master or cfg.processes > 1 or any(
         getattr(cfg, name, 0) for name in ("harakiri", "max_requests", "reload_on_rss",
-                                           "reload_on_as")))
+                                           "reload_on_as", "stats")))
 
 
 def _prefork(cfg, backend, listeners, sockets_text: str, inherited) -> int:

@@ -170,7 +170,7 @@ _GROUPS: list[tuple[str, str]] = [
         bonjour-register avahi-register
     """),
     ("uwsgigw's stats socket serves plain JSON in the uwsgitop schema", """
-        stats-http! stats-minified! stats-min! stats-push stats-no-cores!
+        stats-minified! stats-min! stats-push stats-no-cores!
         stats-no-metrics! enable-metrics! metric metric-threshold metrics-dir
         carbon alarm alarm-backlog snmp
     """),
