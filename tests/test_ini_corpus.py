@@ -98,5 +98,5 @@ def test_corpus_values_that_need_uwsgi_rules(tmp_path):
     assert cfg("038").processes == 2 and cfg("038").threads == 2
     assert cfg("039").wsgi_file == "/opt/kispower/project/run.py"  # %(pythonpath)
     assert cfg("040").threads == 200 and cfg("040").chdir == "/usr/local/flowmeter"
-    assert cfg("014").chdir == str(CORPUS) + "/../"  # %d../
+    assert cfg("014").chdir == str(CORPUS.resolve()) + "/../"  # %d../ (%d is the real path)
     assert cfg("007").mount == ["/api=wsgi:app"] and cfg("007").manage_script_name is True
