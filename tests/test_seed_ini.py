@@ -1,0 +1,120 @@
+"""The reference uWSGI INI from seed 001 runs as written behind the real nginx.
+
+The file is read from ../shared/seeds/001_*.txt (the Chinese article it comes
+from: NBSPs, inline `# 中文` comments, `%(project)`/`%(base)` references,
+`daemonize`, `pidfile`, `vacuum`, `home`, `chown-socket`...). Only what is
+machine-specific is rewritten: the paths (into a temp dir) and uid/gid, because
+www-data cannot read this machine's Python under /root. The Django project is
+`mysite1`, as seed 002 names it (`module = %(project).wsgi:application`).
+"""
+
+from __future__ import annotations
+
+import grp
+import os
+import pwd
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import DJANGO_DIR, REPO_DIR, http_request, server_env, wait_until
+
+SEEDS = sorted((REPO_DIR.parent / "shared" / "seeds").glob("001_*.txt"))
+pytestmark = pytest.mark.skipif(not SEEDS, reason="../shared/seeds is not here")
+
+
+def seed_ini() -> str:
+    text = SEEDS[0].read_text(encoding="utf-8")
+    start = text.index("[uwsgi]")
+    return text[start:text.index("注意", start)]  # the INI ends where the prose resumes
+
+
+def rewrite(ini: str, base: str, rundir: str) -> str:
+    user = pwd.getpwuid(os.getuid()).pw_name
+    group = grp.getgrgid(os.getgid()).gr_name
+    subs = [
+        (r"^uid\s*=\s*www-data", "uid=" + user),
+        (r"^gid\s*=\s*www-data", "gid=" + group),
+        (r"^base\s*=\s*/home/user1", "base = " + base),
+        (r"^socket\s*=\s*/run/uwsgi/", "socket=%s/" % rundir),
+        (r"^pidfile\s*=\s*/tmp/", "pidfile=%s/" % base),
+        (r"^daemonize\s*=\s*/var/log/uwsgi/", "daemonize=%s/" % base),
+    ]
+    for pattern, replacement in subs:
+        ini, count = re.subn(pattern, replacement, ini, flags=re.M)
+        assert count == 1, "the seed no longer has a line matching %r" % pattern
+    return ini
+
+
+@pytest.fixture
+def seed_site(nginx_factory):
+    base = tempfile.mkdtemp(prefix="ugw-seed-", dir="/tmp")
+    rundir = tempfile.mkdtemp(prefix="ugw-run-", dir="/tmp")
+    shutil.copytree(DJANGO_DIR / "mysite1", Path(base) / "mysite1")
+    # home = %(base)/Env/%(project): a virtualenv layout whose site-packages
+    # the app imports from (empty here: Django comes from the test venv).
+    site = Path(base, "Env", "mysite1", "lib", "python%d.%d" % sys.version_info[:2],
+                "site-packages")
+    site.mkdir(parents=True)
+    ini = Path(base, "mysite1.ini")
+    ini.write_text(rewrite(seed_ini(), base, rundir), encoding="utf-8")
+    pidfile = Path(base, "mysite1-master.pid")
+    state = {"pid": None}
+    try:
+        yield ini, pidfile, Path(rundir, "mysite1.sock"), Path(base, "mysite1.log"), state
+    finally:
+        pid = state["pid"] or (int(pidfile.read_text()) if pidfile.exists() else None)
+        if pid:
+            for sig in (signal.SIGTERM, signal.SIGKILL):
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    break
+                try:
+                    wait_until(lambda: not os.path.exists("/proc/%d" % pid), 10)
+                    break
+                except AssertionError:
+                    continue
+        shutil.rmtree(base, ignore_errors=True)
+        shutil.rmtree(rundir, ignore_errors=True)
+
+
+def test_seed_ini_checks_clean():
+    """--check on the seed as written: usable, with a line for `http` only in a comment."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp, "seed.ini")
+        path.write_text(seed_ini(), encoding="utf-8")
+        out = subprocess.run([sys.executable, "-m", "uwsgigw", "--ini", str(path), "--check"],
+                             capture_output=True, text=True, env=server_env(), timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "OK for uwsgigw" in out.stdout
+
+
+def test_seed_ini_serves_django_through_nginx(seed_site, nginx_factory):
+    ini, pidfile, sock, logfile, state = seed_site
+    started = subprocess.run([sys.executable, "-m", "uwsgigw", "--ini", str(ini)],
+                             capture_output=True, text=True, env=server_env(), timeout=60)
+    assert started.returncode == 0, started.stdout + started.stderr  # daemonize: parent returns
+    wait_until(lambda: pidfile.exists() and pidfile.read_text().strip(), 20, what="pidfile")
+    state["pid"] = int(pidfile.read_text())
+    wait_until(lambda: "ready to accept requests" in logfile.read_text(), 30,
+               what="ready line in the daemonize log")
+    assert oct(os.stat(sock).st_mode & 0o777) == oct(0o664)  # chmod-socket=664
+    nginx = nginx_factory(str(sock))
+    r = http_request(nginx.port, "GET", "/")
+    assert r.status == 200, (r.body, logfile.read_text(), nginx.error_log())
+    assert r.body == b"Hello from Django on uwsgigw"
+    log = logfile.read_text()
+    assert "2 workers" in log  # processes=2
+    assert re.search(r"\] GET / => generated \d+ bytes", log)  # request log in the daemonize file
+    # SIGTERM: graceful stop; vacuum removes the socket and the pidfile.
+    os.kill(state["pid"], signal.SIGTERM)
+    wait_until(lambda: not os.path.exists("/proc/%d" % state["pid"]), 20, what="master exit")
+    assert not sock.exists() and not pidfile.exists()
