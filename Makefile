@@ -54,6 +54,7 @@ bench: system-deps
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; }
 	@[ -x $(BENCH_PY) ] || $(PYTHON) -m venv $(BENCH_VENV)
 	$(BENCH_PY) -m pip install -q --upgrade pip
-	$(BENCH_PY) -m pip install -q uwsgi gunicorn flask
+	$(BENCH_PY) -m pip install -q uwsgi gunicorn flask uvicorn uvicorn-worker fastapi uvloop
 	$(BENCH_PY) -m pip install -q -e .
 	$(BENCH_PY) tests/bench/run_bench.py $(BENCH_ARGS)
+	$(BENCH_PY) tests/bench/bench_asgi.py
