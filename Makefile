@@ -8,11 +8,13 @@ PORT   ?= 8080
 
 all: test
 
-# nginx runs the integration tests and the demo; gcc + headers build the C decoder.
+# nginx runs the integration tests and the demo; gcc + headers build the C decoder;
+# clang (libFuzzer) runs the short fuzz pass in make test and make fuzz.
 system-deps:
 	@missing=""; \
 	command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing="$$missing nginx-light"; \
 	command -v cc >/dev/null 2>&1 || missing="$$missing gcc libc6-dev"; \
+	command -v clang >/dev/null 2>&1 || missing="$$missing clang libclang-rt-14-dev"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
@@ -58,3 +60,23 @@ bench: system-deps
 	$(BENCH_PY) -m pip install -q -e .
 	$(BENCH_PY) tests/bench/run_bench.py $(BENCH_ARGS)
 	$(BENCH_PY) tests/bench/bench_asgi.py
+
+# --- `make fuzz` / `make soak` (tests/fuzz/build.py, tests/soak/run_soak.py) ---
+FUZZ_SECONDS ?= 300
+SOAK_SECONDS ?= 600
+.PHONY: fuzz soak
+# Coverage-guided fuzzing of the C decoder, FUZZ_SECONDS each: libFuzzer with
+# ASan/UBSan (clang), then atheris (C vs Python differential, C coverage via an
+# instrumented build). New inputs and crashes go to /tmp/uwsgigw-fuzz.
+fuzz: install
+	@$(PY) -c "import atheris" 2>/dev/null || $(PY) -m pip install -q atheris
+	$(PY) tests/fuzz/build.py run $(FUZZ_SECONDS)
+
+# 1000 connections through nginx for 30 s, 100,000 hostile packets, the 1 GiB
+# RSS checks, then SOAK_SECONDS of mixed load with reloads, SIGKILLs, harakiri.
+soak: install
+	@command -v wrk >/dev/null 2>&1 || { echo "installing: wrk"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; }
+	UWSGIGW_LOAD_SECONDS=30 UWSGIGW_HOSTILE_PACKETS=100000 $(PY) -m pytest -s -p no:cacheprovider \
+		tests/test_resources.py tests/test_hostile_packets.py
+	$(PY) tests/soak/run_soak.py --seconds $(SOAK_SECONDS)

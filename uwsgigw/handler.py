@@ -58,6 +58,7 @@ class WorkerContext:
     # Scoreboard slots, one per core (scoreboard.py); the master reads them.
     cores: list = field(default_factory=list)
     track_requests: bool = False  # copy "METHOD URI" to the slot (harakiri logs it)
+    peers: object = None  # peers.AllowList (uwsgi-allow-from), or None: accept anyone
 
 
 class _Exchange:
@@ -299,7 +300,8 @@ class ConnectionHandler:
             log.error("invalid response from the app for %s %s: %s" % (
                 env["REQUEST_METHOD"], env.get("REQUEST_URI", env["PATH_INFO"]), exc))
             self._fail(exchange, "invalid response headers")
-        except (BrokenPipeError, ConnectionResetError, socket.timeout) as exc:
+        except (BrokenPipeError, ConnectionResetError, ClientDisconnected,
+                socket.timeout) as exc:
             log.info("client went away during %s %s: %s" % (
                 env["REQUEST_METHOD"], env.get("REQUEST_URI", env["PATH_INFO"]), exc))
         except Exception:

@@ -24,6 +24,7 @@ from .handler import WorkerContext
 from .log import ErrorStream
 from .response import FileWrapper
 from .master import Master, inherited_fds, take_reexec_state
+from .peers import allow_list
 from .sockets import SocketError, adopt, bind_all, close_all
 from .worker import Worker
 
@@ -64,6 +65,7 @@ def make_context(cfg, backend, apps, counter: SharedCounter) -> WorkerContext:
         log_requests=not cfg.disable_logging,
         worker_id=1,
         count_request=counter.incr,
+        peers=allow_list(getattr(cfg, "uwsgi_allow_from", None)),
     )
     # ASGI app or asgi=true: the async worker's context (uwsgigw/asgi).
     from .asgi import async_context
