@@ -225,17 +225,11 @@ class ConnectionHandler:
         except ProtocolError as exc:
             self._reject(conn, exc, -1)
             return
-        except socket.timeout:
-            log.rate_limited("read-timeout", "timeout reading the request vars "
-                             "after %gs (socket-timeout)" % ctx.socket_timeout)
-            return
         except OSError as exc:
-            log.rate_limited("read-error", "error reading the request: %s" % exc)
+            log_read_failure(exc, ctx.socket_timeout)
             return
         if packet is None:
-            if n:
-                log.rate_limited("eof", "client closed the connection after %d bytes "
-                                 "of an incomplete uwsgi packet" % n)
+            log_incomplete_packet(n)
             return
         length = -1
         try:
@@ -385,3 +379,19 @@ class ConnectionHandler:
         emit = reqlog.emit if self.ctx.log_requests else reqlog.emit_filtered
         if emit is not None:
             emit(self, env, packet, exchange, started, elapsed, total)
+
+
+def log_read_failure(exc: OSError, timeout: float) -> None:
+    """The vars block could not be read (timeout or socket error); shared with asgi."""
+    if isinstance(exc, TimeoutError):
+        log.rate_limited("read-timeout", "timeout reading the request vars "
+                         "after %gs (socket-timeout)" % timeout)
+    else:
+        log.rate_limited("read-error", "error reading the request: %s" % exc)
+
+
+def log_incomplete_packet(nbytes: int) -> None:
+    """The client closed before a whole packet; silent when it sent nothing."""
+    if nbytes:
+        log.rate_limited("eof", "client closed the connection after %d bytes "
+                         "of an incomplete uwsgi packet" % nbytes)

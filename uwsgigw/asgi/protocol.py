@@ -28,6 +28,7 @@ from http import HTTPStatus
 from .. import log
 from ..environ import build_environ
 from ..errors import BodyTooLarge, ProtocolError
+from ..handler import log_incomplete_packet, log_read_failure
 from ..response import ResponseError, build_head, simple_response
 from .scope import build_scope
 
@@ -408,17 +409,11 @@ async def _serve(worker, ex: Exchange) -> None:
     except ProtocolError as exc:
         await reject(ex, exc, -1)
         return
-    except TimeoutError:
-        log.rate_limited("read-timeout", "timeout reading the request vars after %gs "
-                         "(socket-timeout)" % ctx.socket_timeout)
-        return
     except OSError as exc:
-        log.rate_limited("read-error", "error reading the request: %s" % exc)
+        log_read_failure(exc, ctx.socket_timeout)
         return
     if packet is None:
-        if data:
-            log.rate_limited("eof", "client closed the connection after %d bytes of an "
-                             "incomplete uwsgi packet" % len(data))
+        log_incomplete_packet(len(data))
         return
     length = -1
     prefix = len(data) - packet.consumed
