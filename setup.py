@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from setuptools import setup
+from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 ROOT = Path(__file__).resolve().parent
@@ -62,4 +62,16 @@ def cffi_options() -> dict:
     return {"cffi_modules": ["uwsgigw/_decoder_build.py:ffibuilder"]}
 
 
-setup(cmdclass={"build_ext": OptionalBuildExt}, **cffi_options())
+def fastpath_extension() -> list:
+    """The hot path in C (csrc/fastpath.c, CPython C API): it builds Python
+    objects, which cffi cannot. It compiles the decoder source in too, so
+    both C paths validate packets with the same code."""
+    if not (ROOT / "csrc" / "fastpath.c").is_file():
+        return []
+    return [Extension("uwsgigw._fastpath",
+                      sources=["csrc/fastpath.c", "csrc/uwsgi_decoder.c"],
+                      include_dirs=["csrc"], depends=list(C_SOURCES))]
+
+
+setup(cmdclass={"build_ext": OptionalBuildExt}, ext_modules=fastpath_extension(),
+      **cffi_options())

@@ -39,6 +39,9 @@ class DecoderUnavailable(RuntimeError):
 class Backend:
     name: str  # "c" or "python"
     decode: Callable[..., Packet | None]
+    # uwsgigw.fastpath (the C request path) for "c" when it is built, else
+    # None: the handler then runs the Python request path around ``decode``.
+    fastpath: object = None
 
 
 def _import_c() -> Backend:
@@ -49,7 +52,11 @@ def _import_c() -> Backend:
             "the C packet decoder (uwsgigw._cdecoder) is not available (%s); %s"
             % (exc, _INSTALL_HINT)
         ) from exc
-    return Backend("c", decoder_c.decode)
+    try:
+        from . import fastpath
+    except ImportError:
+        fastpath = None  # an older build: the C decoder alone still helps
+    return Backend("c", decoder_c.decode, fastpath)
 
 
 def select(choice: str = "auto") -> Backend:

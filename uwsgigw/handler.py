@@ -7,6 +7,7 @@ thread needs per request is preallocated in :class:`ConnectionHandler`.
 
 from __future__ import annotations
 
+import _socket
 import io
 import os
 import socket
@@ -59,6 +60,14 @@ class WorkerContext:
     cores: list = field(default_factory=list)
     track_requests: bool = False  # copy "METHOD URI" to the slot (harakiri logs it)
     peers: object = None  # peers.AllowList (uwsgi-allow-from), or None: accept anyone
+    fastpath: object = None  # uwsgigw.fastpath (C request path), or None: Python only
+
+
+def packet_info(packet) -> int:
+    """The packet summary the request log reads (reqlog.py), packed as the C
+    path returns it: consumed << 17 | modifier1 << 34 | item count << 42
+    (modifier2 is always 0 in an accepted packet)."""
+    return packet.consumed << 17 | packet.modifier1 << 34 | len(packet.items) << 42
 
 
 class _Exchange:
@@ -94,23 +103,38 @@ class _Exchange:
         if not self.sent:
             if self.pending is None:
                 raise AssertionError("write() before start_response()")
-            head, self.headers_count = build_head(*self.pending)
+            head, count = build_head(*self.pending)
+            payload = head + data  # a str body fails here, before anything is sent
+            if self.head_only:
+                payload = head
+            self.headers_count = count
             self.head_size = len(head)
             self.status = int(self.pending[0][:3])
             self.sent = True
-            if self.head_only:
-                data = b""
-            send_all(self.conn, head + data if data else head, self.timeout)
-            self.tx += len(head) + len(data)
+            send_all(self.conn, payload, self.timeout)
+            self.tx += len(payload)
         elif data and not self.head_only:
             send_all(self.conn, data, self.timeout)
             self.tx += len(data)
 
-    def sendfile(self, wrapper: FileWrapper, fd: int) -> None:
-        self.write(b"")
-        if self.head_only:
-            return
-        self.tx += sendfile_all(self.conn, fd, os.lseek(fd, 0, os.SEEK_CUR), self.timeout)
+    def send_result(self, result) -> bool:
+        """Send the app's return value; False: a FileWrapper for the caller."""
+        kind = type(result)
+        if kind is bytes:  # not PEP 3333, but uWSGI accepts it and apps rely on it
+            self.write(result)
+        elif kind is list or kind is tuple:
+            self.write(b"".join(result))
+        elif kind is FileWrapper:
+            return False
+        else:
+            for chunk in result:
+                if chunk:
+                    self.write(chunk)
+                    if self.head_only:
+                        break
+            if not self.sent:
+                self.write(b"")
+        return True
 
 
 def sendfile_all(conn, fd: int, offset: int, timeout: float) -> int:
@@ -154,7 +178,12 @@ def send_all(conn: socket.socket, data: bytes, timeout: float) -> None:
 
 
 class ConnectionHandler:
-    """Serves connections one at a time for one worker thread ("core")."""
+    """Serves connections one at a time for one worker thread ("core").
+
+    A connection arrives as a bare descriptor. The C path (ctx.fastpath)
+    needs nothing more for a request without a body; a Python socket
+    object is made only when the Python code takes over (:meth:`_sock`).
+    """
 
     def __init__(self, ctx: WorkerContext, core: int = 0):
         self.ctx = ctx
@@ -166,29 +195,43 @@ class ConnectionHandler:
         # Plain memory writes into the shared scoreboard: no syscall, no lock.
         self.slot = ctx.cores[core] if core < len(ctx.cores) else CoreSlot()
         self.env = None  # the current request, for the USR2 dump
+        self.fd = -1  # the current connection
+        self.conn = None  # its socket object, once the Python path needed one
+        fastpath = ctx.fastpath
+        self._read_c = fastpath.read_request if fastpath else None
+        self._c_exchange = fastpath.Exchange if fastpath else None
+
+    def _sock(self, fd: int):
+        """The connection as a socket object, made on first use."""
+        conn = self.conn
+        if conn is None:
+            conn = self.conn = _socket.socket(fileno=fd)
+        return conn
 
     # -- reading -----------------------------------------------------------
 
-    def _read_packet(self, conn: socket.socket):
+    def _read_packet(self, conn, got: int):
         """Return (packet, bytes read) or (None, n) on early EOF.
 
-        nginx writes the packet right after connecting, so the first read
-        is tried without blocking (no timeout set-up, no poll); the socket
-        gets its socket-timeout only when a read would wait.
+        ``got`` is what the C path left in the buffer: > 0 bytes, 0 for EOF,
+        -1 for nothing read yet. nginx writes the packet right after
+        connecting, so a first read is tried without blocking (no timeout
+        set-up, no poll); the socket gets its socket-timeout only when a
+        read would wait.
         """
         ctx, view = self.ctx, self.view
-        n = 0
-        try:
-            got = conn.recv_into(view, 0, _DONTWAIT)
-        except BlockingIOError:
-            got = -1
-        if got > 0:
-            n = got
+        if got < 0:
+            try:
+                got = conn.recv_into(view, 0, _DONTWAIT)
+            except BlockingIOError:
+                got = -1
+        if got == 0:
+            return None, 0
+        n = max(got, 0)
+        if n:
             packet = ctx.decode(view[:n], ctx.max_block)
             if packet is not None:
                 return packet, n
-        elif got == 0:
-            return None, 0
         # socket-timeout bounds the whole vars block, not each read: nginx
         # sends it at once, and a client trickling a byte per read must not
         # hold the worker indefinitely.
@@ -206,46 +249,69 @@ class ConnectionHandler:
             if packet is not None:
                 return packet, n
 
+    def _read_py(self, fd: int, got: int):
+        """The Python request path: (env, length, n, info), or None when the
+        connection was answered or dropped here (each with its log line)."""
+        ctx = self.ctx
+        conn = self._sock(fd)
+        try:
+            packet, n = self._read_packet(conn, got)
+        except ProtocolError as exc:
+            self._reject(conn, exc, -1)
+            return None
+        except OSError as exc:
+            log_read_failure(exc, ctx.socket_timeout)
+            return None
+        if packet is None:
+            log_incomplete_packet(n)
+            return None
+        try:
+            env, length = build_environ(ctx.base_environ, packet.items, packet.modifier1)
+        except ProtocolError as exc:
+            self._reject(conn, exc, -1)  # the body size is bogus: read to EOF
+            return None
+        return env, length, n, packet_info(packet)
+
     # -- the request -------------------------------------------------------
 
-    def handle(self, conn: socket.socket) -> None:
+    def handle(self, fd: int) -> None:
+        self.fd = fd
         try:
-            self._handle(conn)
+            self._handle(fd)
         except Exception:  # a bug here must cost one connection, not the worker
             log.exception("internal error while serving a connection")
         finally:
             self.slot.busy_since = 0.0
-            conn.close()
+            conn = self.conn
+            if conn is None:
+                os.close(fd)
+            else:
+                self.conn = None
+                conn.close()
 
-    def _handle(self, conn: socket.socket) -> None:
+    def _handle(self, fd: int) -> None:
         ctx = self.ctx
         started = time.time()
-        try:
-            packet, n = self._read_packet(conn)
-        except ProtocolError as exc:
-            self._reject(conn, exc, -1)
-            return
-        except OSError as exc:
-            log_read_failure(exc, ctx.socket_timeout)
-            return
-        if packet is None:
-            log_incomplete_packet(n)
-            return
-        length = -1
-        try:
-            env, length = build_environ(ctx.base_environ, packet.items, packet.modifier1)
-            if ctx.limit_post and length > ctx.limit_post:
-                raise BodyTooLarge("request body of %d bytes exceeds limit-post %d"
-                                   % (length, ctx.limit_post))
-        except ProtocolError as exc:
-            # Drain the announced body, or read to EOF when its size is bogus.
-            left = length - (n - packet.consumed) if length >= 0 else -1
-            self._reject(conn, exc, max(left, 0) if length >= 0 else -1)
-            return
+        read_c = self._read_c
+        # C: one recv + decode + environ; an int hands over to Python.
+        req = read_c(fd, self.buf, ctx.max_block, ctx.base_environ) if read_c else -1
+        if type(req) is not tuple:
+            req = self._read_py(fd, req)
+            if req is None:
+                return
+        env, length, n, info = req
+        busy_since = started
         if length == 0:  # most requests: nothing to read, nothing to copy
             wsgi_input = io.BytesIO()
         else:
-            prefix = bytes(self.view[packet.consumed:n])
+            consumed = (info >> 17) & 0x1FFFF
+            conn = self._sock(fd)
+            if ctx.limit_post and length > ctx.limit_post:
+                self._reject(conn, BodyTooLarge("request body of %d bytes exceeds limit-post "
+                                                "%d" % (length, ctx.limit_post)),
+                             max(length - (n - consumed), 0))
+                return
+            prefix = bytes(self.view[consumed:n])
             if length > len(prefix):  # the rest of the body is still to be read
                 conn.settimeout(ctx.socket_timeout)
             try:
@@ -255,31 +321,38 @@ class ConnectionHandler:
                 log.info("%s %s: body not received: %s" % (
                     env["REQUEST_METHOD"], env.get("REQUEST_URI", env["PATH_INFO"]), exc))
                 return
+            if length > len(prefix):
+                # Harakiri counts from here: reading the body was not the app's time.
+                busy_since = time.time()
         env["wsgi.input"] = wsgi_input
         slot = self.slot
         if ctx.track_requests:
             slot.req = ("%s %s" % (env["REQUEST_METHOD"], env.get("REQUEST_URI", ""))).encode(
                 "latin-1", "replace")[:REQ_SIZE]
         self.env = env
-        # Harakiri counts from here: a body still being read was not the app's time.
-        slot.busy_since = started if length <= n - packet.consumed else time.time()
-        exchange = self._run_app(conn, env)
-        if isinstance(wsgi_input, SocketInput) and wsgi_input.unread_on_socket > 0:
-            try:
-                conn.shutdown(socket.SHUT_WR)
-            except OSError:
-                pass
-            wsgi_input.drain(time.monotonic() + ctx.socket_timeout)
+        slot.busy_since = busy_since
+        exchange = self._run_app(fd, env)
         if length:
+            if isinstance(wsgi_input, SocketInput) and wsgi_input.unread_on_socket > 0:
+                try:
+                    self.conn.shutdown(socket.SHUT_WR)
+                except OSError:
+                    pass
+                wsgi_input.drain(time.monotonic() + ctx.socket_timeout)
             wsgi_input.close()  # a spooled body must not hold its disk space until the next request
         self.env = None
-        self._log_request(env, packet, exchange, started)
+        self._log_request(env, info, exchange, started)
         self.tx += exchange.tx
         slot.tx = self.tx
         slot.requests = self.requests
 
-    def _run_app(self, conn: socket.socket, env: dict) -> _Exchange:
-        exchange = _Exchange(conn, env["REQUEST_METHOD"] == "HEAD", self.ctx.socket_timeout)
+    def _run_app(self, fd: int, env: dict):
+        head_only = env["REQUEST_METHOD"] == "HEAD"
+        c_exchange = self._c_exchange
+        if c_exchange is not None:
+            exchange = c_exchange(fd, head_only, self.ctx.socket_timeout)
+        else:
+            exchange = _Exchange(self._sock(fd), head_only, self.ctx.socket_timeout)
         app = self.ctx.pick_app(env)
         if app is None:
             log.error("no application mounted for SCRIPT_NAME=%r PATH_INFO=%r" % (
@@ -289,7 +362,8 @@ class ConnectionHandler:
         result = None
         try:
             result = app(env, exchange.start_response)
-            self._send_result(exchange, result)
+            if not exchange.send_result(result):
+                self._send_file(exchange, result)
         except ResponseError as exc:
             log.error("invalid response from the app for %s %s: %s" % (
                 env["REQUEST_METHOD"], env.get("REQUEST_URI", env["PATH_INFO"]), exc))
@@ -312,31 +386,26 @@ class ConnectionHandler:
                     log.exception("exception in the app's close()")
         return exchange
 
-    def _send_result(self, exchange: _Exchange, result) -> None:
-        kind = type(result)
-        if kind is bytes:  # not PEP 3333, but uWSGI accepts it and apps rely on it
-            exchange.write(result)
-        elif kind is list or kind is tuple:
-            exchange.write(b"".join(result))
-        elif kind is FileWrapper and (fd := sendfile_fd(result)) is not None:
-            exchange.sendfile(result, fd)
-        else:
-            for chunk in result:
-                if chunk:
-                    exchange.write(chunk)
-                    if exchange.head_only:
-                        break
-            if not exchange.sent:
-                exchange.write(b"")
+    def _send_file(self, exchange, wrapper: FileWrapper) -> None:
+        """wsgi.file_wrapper: sendfile() a regular file, else iterate it."""
+        fd = sendfile_fd(wrapper)
+        if fd is None:
+            exchange.send_result(iter(wrapper))
+            return
+        exchange.write(b"")
+        if not exchange.head_only:
+            exchange.tx += sendfile_all(self._sock(self.fd), fd, os.lseek(fd, 0, os.SEEK_CUR),
+                                        self.ctx.socket_timeout)
 
-    def _fail(self, exchange: _Exchange, why: str) -> None:
+    def _fail(self, exchange, why: str) -> None:
         """Answer 500 if nothing was sent yet; else abort so nginx knows."""
         exchange.status = 500
+        conn = self._sock(self.fd)
         if not exchange.sent:
             data = simple_response("500 Internal Server Error", why + "\n")
             try:
-                exchange.conn.settimeout(self.ctx.socket_timeout)
-                exchange.conn.sendall(data)
+                conn.settimeout(self.ctx.socket_timeout)
+                conn.sendall(data)
                 exchange.sent = True
                 exchange.tx = len(data)
             except OSError:
@@ -345,11 +414,11 @@ class ConnectionHandler:
             # The head went out already: a clean FIN would make nginx take
             # a truncated body for a complete one. RST makes it fail loudly.
             try:
-                exchange.conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
             except OSError:
                 pass
 
-    def _reject(self, conn: socket.socket, exc: ProtocolError, body_left: int) -> None:
+    def _reject(self, conn, exc: ProtocolError, body_left: int) -> None:
         """Refuse a request we will not run: log, answer, drain, close."""
         log.rate_limited(type(exc).__name__, "bad request (%s): %s" % (
             exc.reason, exc), level="WARNING")
@@ -366,7 +435,7 @@ class ConnectionHandler:
 
     # -- logging -----------------------------------------------------------
 
-    def _log_request(self, env: dict, packet, exchange: _Exchange, started: float) -> None:
+    def _log_request(self, env: dict, info: int, exchange, started: float) -> None:
         """Count the request, time it for the stats (avg_rt, running_time),
         then hand it to the request log (reqlog.py) if it logs anything."""
         self.requests += 1
@@ -378,7 +447,7 @@ class ConnectionHandler:
         # disable-logging (log_requests false): only log-4xx/5xx/slow, if set.
         emit = reqlog.emit if self.ctx.log_requests else reqlog.emit_filtered
         if emit is not None:
-            emit(self, env, packet, exchange, started, elapsed, total)
+            emit(self, env, info, exchange, started, elapsed, total)
 
 
 def log_read_failure(exc: OSError, timeout: float) -> None:

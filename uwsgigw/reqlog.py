@@ -52,7 +52,7 @@ from typing import Any, Callable
 
 from . import log
 
-# handler.py calls emit(handler, env, packet, exchange, started, elapsed, total)
+# handler.py calls emit(handler, env, packet_info, exchange, started, elapsed, total)
 Emit = Callable[..., None]
 
 _quote = json.encoder.encode_basestring_ascii  # C: '"..."' with \uXXXX escapes
@@ -200,7 +200,8 @@ codecs.register_error(_BYTE_AS_LATIN1, _byte_as_latin1)
 # -- the %(var) table ----------------------------------------------------------
 #
 # Each variable is a Python expression over the names the generated function
-# receives: h (the ConnectionHandler), env, p (the decoded packet), x (the
+# receives: h (the ConnectionHandler), env, p (the packet summary, an int:
+# handler.packet_info packs consumed << 17 | modifier1 << 34 | items << 42), x (the
 # response exchange), st (start, epoch seconds), el (elapsed seconds), tot
 # (the server-wide request count). "s" values log "-" when empty (uWSGI's
 # rule); "n" values are numbers; "j" values are strings but already JSON.
@@ -235,10 +236,10 @@ VARS: dict[str, tuple[str, str]] = {
     "wid": ("h.ctx.worker_id", "n"),
     "core": ("h.core", "n"),
     "switches": ("1", "n"),
-    "vars": ("len(p.items)", "n"),  # uWSGI counts keys and values
-    "pktsize": ("p.consumed - 4", "n"),
-    "modifier1": ("p.modifier1", "n"),
-    "modifier2": ("p.modifier2", "n"),
+    "vars": ("p >> 42", "n"),  # uWSGI counts keys and values
+    "pktsize": ("((p >> 17) & 0x1FFFF) - 4", "n"),
+    "modifier1": ("(p >> 34) & 0xFF", "n"),
+    "modifier2": ("0", "n"),  # the decoder refuses any other
     "headers": ("x.headers_count", "n"),
     "werr": ("0", "n"),
     "rerr": ("0", "n"),
@@ -342,7 +343,7 @@ def default_line(h, env, p, x, st, el, tot) -> str:
     """uWSGI's default line: one ``%`` format (logging.c, uwsgi_logit_simple)."""
     return _DEFAULT % (
         h.ctx.pid, h.requests, tot, env.get("REMOTE_ADDR", ""), env.get("REMOTE_USER", ""),
-        len(p.items), p.consumed - 4, ctime(st), env["REQUEST_METHOD"],
+        p >> 42, ((p >> 17) & 0x1FFFF) - 4, ctime(st), env["REQUEST_METHOD"],
         env.get("REQUEST_URI") or env.get("PATH_INFO", ""), x.tx - x.head_size,
         int(el * 1000), env.get("SERVER_PROTOCOL", ""), x.status, x.headers_count,
         x.head_size, h.core)

@@ -50,6 +50,7 @@ class SharedCounter:
 def make_context(cfg, backend, apps, counter: SharedCounter) -> WorkerContext:
     ctx = WorkerContext(
         decode=backend.decode,
+        fastpath=backend.fastpath,
         max_block=min(cfg.buffer_size, MAX_BLOCK),
         socket_timeout=float(cfg.socket_timeout),
         post_buffering=cfg.post_buffering or 0,

@@ -8,9 +8,11 @@ a big cookie and many long headers, close to nginx's 64 KB cap). For each
 backend (``uwsgigw.decoder.select("c" | "python")``) two timings:
 
 - decode: ``backend.decode(data, 65535)``
-- decode + environ: that, then ``uwsgigw.environ.build_environ(base,
-  packet.items, packet.modifier1)`` - what a worker does per request before
-  calling the app.
+- decode + environ: what a worker does per request before calling the app.
+  Python: ``decode`` then ``uwsgigw.environ.build_environ(base,
+  packet.items, packet.modifier1)``; C: ``uwsgigw.fastpath.environ_from``,
+  the one C call the worker makes (the cffi decode + build_environ when
+  the fast path is not built).
 
 Each cell is measured in several trials with the backends interleaved; a
 trial is the best of a few timeit repeats (``number`` loops sized so a repeat
@@ -99,6 +101,15 @@ def load_backends() -> tuple[dict, dict]:
     return found, missing
 
 
+def c_fastpath():
+    """uwsgigw.fastpath.environ_from, or None when the C fast path is not built."""
+    try:
+        from uwsgigw.fastpath import environ_from
+    except ImportError:
+        return None
+    return environ_from
+
+
 def make_timer(stmt: str, env: dict, target: float) -> tuple[timeit.Timer, int]:
     """A timer and the loop count that makes one repeat last about ``target`` s."""
     timer = timeit.Timer(stmt, globals=env)
@@ -130,12 +141,15 @@ def measure(quick: bool = False, trials: int | None = None, best_of: int | None 
             packet = decode(data, MAX_BLOCK)
             if packet is None or packet.consumed != len(data):
                 raise RuntimeError("%s decoder: packet %r not decoded whole" % (name, label))
-            environs[name] = build_environ(base, packet.items, packet.modifier1)
+            environs[name] = build_environ(base, packet.items, packet.modifier1)[0]
+            full = "p = decode(data, mb); build(base, p.items, p.modifier1)"
+            fast = c_fastpath() if name == "c" else None
+            if fast is not None:
+                environs[name] = fast(data, MAX_BLOCK, base)[0]
+                full = "fast(data, mb, base)"
             env = {"decode": decode, "build": build_environ, "base": base,
-                   "data": data, "mb": MAX_BLOCK}
-            for kind, stmt in (("decode", "decode(data, mb)"),
-                               ("full", "p = decode(data, mb); "
-                                        "build(base, p.items, p.modifier1)")):
+                   "data": data, "mb": MAX_BLOCK, "fast": fast}
+            for kind, stmt in (("decode", "decode(data, mb)"), ("full", full)):
                 timer, number = make_timer(stmt, env, target)
                 cells.append((name, kind, timer, number))
         if len(environs) == 2 and environs["c"] != environs["python"]:

@@ -340,7 +340,8 @@ class AsyncWorker:
             env["wsgi.input"] = wsgi_input
             handler.env = env
             before = handler.slot.exceptions
-            exchange = handler._run_app(conn, env)
+            handler.conn, handler.fd = conn, conn.fileno()  # the connection is ours to close
+            exchange = handler._run_app(handler.fd, env)
             self.core.exceptions += handler.slot.exceptions - before
             if isinstance(wsgi_input, SocketInput) and wsgi_input.unread_on_socket > 0:
                 try:
@@ -351,7 +352,7 @@ class AsyncWorker:
             ex.tx, ex.status = exchange.tx, exchange.status
             ex.head_size, ex.headers_count = exchange.head_size, exchange.headers_count
         finally:
-            handler.env = None
+            handler.env = handler.conn = None
             conn.close()
 
     # -- diagnostics --------------------------------------------------------------

@@ -1,0 +1,954 @@
+/*
+ * uwsgigw._fastpath: the per-request hot path in C (CPython C API).
+ *
+ * The cffi decoder (uwsgi_decoder.c) cannot create Python objects, so every
+ * request paid for a Python pass that turned its output into strings, a dict
+ * and a response head. This module does those steps in C for the common
+ * request and hands everything unusual back to the Python code, which stays
+ * the one place where errors are explained (uwsgigw/handler.py):
+ *
+ *   accept(listen_fd)            accept4() -> int fd (no socket object, no
+ *                                getsockname() as socket.socket(fileno=) does)
+ *   read_request(fd, buf, max_block, base)
+ *                                one non-blocking recv + decode + environ;
+ *                                an int when Python must take over
+ *   environ_from(data, max_block, base)
+ *                                decode + environ of a buffer (tests, bench)
+ *   Exchange(fd, head_only, timeout)
+ *                                PEP 3333 start_response/write; builds the
+ *                                head and sends head + body in one sendmsg()
+ *
+ * Semantics mirror uwsgigw/environ.py and uwsgigw/handler.py's _Exchange
+ * exactly; tests/test_fastpath.py compares them on random packets and
+ * responses. Validation is by uwsgi_decode() (the same C the cffi decoder
+ * runs), so a packet it accepts can be walked without further checks.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+
+#include <errno.h>
+#include <poll.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "uwsgi_decoder.h"
+
+/* Hooks set once by uwsgigw/fastpath.py: the Python pieces C defers to. */
+static PyObject *ResponseError;      /* response.ResponseError */
+static PyObject *HeadersAlreadySent; /* response.HeadersAlreadySent */
+static PyObject *py_build_head;      /* response.build_head: explains errors */
+static PyObject *FileWrapperType;    /* response.FileWrapper */
+
+/* Interned strings used per request. */
+static PyObject *s_CONTENT_TYPE, *s_CONTENT_LENGTH, *s_HTTPS, *s_REQUEST_SCHEME,
+    *s_url_scheme, *s_https, *s_SCRIPT_NAME, *s_PATH_INFO, *s_write,
+    *s_comma, *s_semicolon;
+
+/* One scratch for the decoder: the GIL is held for the whole call. */
+static uwsgi_scratch scratch;
+
+/* ---------------------------------------------------------------- keys -- */
+
+/* nginx sends the same ~20 var names on every request: keep one interned
+ * str per name instead of decoding it again (and hashing it again on dict
+ * insert). Bounded: a client inventing header names fills the table once,
+ * after which new names are simply decoded per request. */
+#define KEY_SLOTS 1024 /* power of two */
+#define KEY_MAX_CACHED 512
+#define KEY_MAX_LEN 64
+
+typedef struct {
+    PyObject *str;
+    uint32_t len;
+    uint32_t hash;
+} key_slot;
+
+static key_slot keys[KEY_SLOTS];
+static int keys_cached;
+
+static uint32_t fnv1a(const char *p, size_t n)
+{
+    uint32_t h = 2166136261u;
+    while (n--)
+        h = (h ^ (unsigned char)*p++) * 16777619u;
+    return h;
+}
+
+static PyObject *latin1(const char *p, Py_ssize_t n)
+{
+    return PyUnicode_DecodeLatin1(p, n, NULL);
+}
+
+/* New reference to the str for key bytes p[0:n]. */
+static PyObject *key_str(const char *p, uint32_t n)
+{
+    uint32_t h, probe;
+    PyObject *s;
+
+    if (n > KEY_MAX_LEN)
+        return latin1(p, n);
+    h = fnv1a(p, n);
+    for (probe = 0; probe < 8; probe++) {
+        key_slot *k = &keys[(h + probe) & (KEY_SLOTS - 1)];
+        if (k->str == NULL) {
+            s = latin1(p, n);
+            if (s == NULL || keys_cached >= KEY_MAX_CACHED)
+                return s;
+            PyUnicode_InternInPlace(&s);
+            Py_INCREF(s);
+            k->str = s;
+            k->len = n;
+            k->hash = h;
+            keys_cached++;
+            return s;
+        }
+        if (k->hash == h && k->len == n &&
+            memcmp(PyUnicode_1BYTE_DATA(k->str), p, n) == 0) {
+            Py_INCREF(k->str);
+            return k->str;
+        }
+    }
+    return latin1(p, n);
+}
+
+/* ------------------------------------------------------------- environ -- */
+
+#define MAX_BASE_SEEN 64
+
+static int is_str(PyObject *v, const char *lit, Py_ssize_t n)
+{
+    return v != NULL && PyUnicode_Check(v) && PyUnicode_KIND(v) == PyUnicode_1BYTE_KIND &&
+           PyUnicode_GET_LENGTH(v) == n && memcmp(PyUnicode_1BYTE_DATA(v), lit, n) == 0;
+}
+
+/* HTTPS in ("on", "1") after .lower(): only ASCII letters lower to o/n in
+ * latin-1, so an ASCII case fold is exact. */
+static int https_on(PyObject *v)
+{
+    const unsigned char *d;
+    if (v == NULL || !PyUnicode_Check(v) || PyUnicode_KIND(v) != PyUnicode_1BYTE_KIND)
+        return 0;
+    d = PyUnicode_1BYTE_DATA(v);
+    if (PyUnicode_GET_LENGTH(v) == 1)
+        return d[0] == '1';
+    return PyUnicode_GET_LENGTH(v) == 2 && (d[0] | 0x20) == 'o' && (d[1] | 0x20) == 'n';
+}
+
+/* Insert one request var, joining a repeated one as environ.merge_repeated
+ * does. ``seen`` holds the request's keys that also exist in ``base``, so a
+ * request value replacing a base default is not taken for a repeat. */
+static int put_var(PyObject *env, PyObject *base, PyObject *k, PyObject *v,
+                   PyObject **seen, int *nseen)
+{
+    PyObject *old = PyDict_GetItemWithError(env, k);
+    int i, repeated = 0;
+
+    if (old == NULL) {
+        if (PyErr_Occurred())
+            return -1;
+        return PyDict_SetItem(env, k, v);
+    }
+    for (i = 0; i < *nseen; i++) {
+        if (seen[i] == k || PyUnicode_Compare(seen[i], k) == 0) {
+            repeated = 1;
+            break;
+        }
+    }
+    if (!repeated) {
+        int in_base = PyDict_Contains(base, k);
+        if (in_base < 0)
+            return -1;
+        if (in_base) {
+            if (*nseen < MAX_BASE_SEEN)
+                seen[(*nseen)++] = k; /* borrowed: env keeps it alive */
+            return PyDict_SetItem(env, k, v);
+        }
+        repeated = 1;
+    }
+    {
+        /* RFC 9110 5.3 joins repeats with ", "; Cookie (RFC 6265 5.4) with "; ". */
+        PyObject *sep = is_str(k, "HTTP_COOKIE", 11) ? s_semicolon : s_comma;
+        PyObject *a = PyUnicode_Concat(old, sep), *joined;
+        int rc;
+        if (a == NULL)
+            return -1;
+        joined = PyUnicode_Concat(a, v);
+        Py_DECREF(a);
+        if (joined == NULL)
+            return -1;
+        rc = PyDict_SetItem(env, k, joined);
+        Py_DECREF(joined);
+        return rc;
+    }
+}
+
+/* CONTENT_LENGTH as environ.content_length() validates it: -2 means "not
+ * valid here" (Python raises the error), -1 a Python error. */
+static long long body_length(PyObject *env)
+{
+    PyObject *v = PyDict_GetItemWithError(env, s_CONTENT_TYPE);
+    const unsigned char *d;
+    Py_ssize_t n, i;
+    long long length = 0;
+
+    if (v != NULL && PyUnicode_Check(v) && PyUnicode_GET_LENGTH(v) == 0) {
+        if (PyDict_DelItem(env, s_CONTENT_TYPE) < 0)
+            return -1;
+    } else if (v == NULL && PyErr_Occurred()) {
+        return -1;
+    }
+    v = PyDict_GetItemWithError(env, s_CONTENT_LENGTH);
+    if (v == NULL)
+        return PyErr_Occurred() ? -1 : 0;
+    if (!PyUnicode_Check(v) || PyUnicode_KIND(v) != PyUnicode_1BYTE_KIND)
+        return -2;
+    n = PyUnicode_GET_LENGTH(v);
+    if (n == 0)
+        return PyDict_DelItem(env, s_CONTENT_LENGTH) < 0 ? -1 : 0;
+    if (n > 18)
+        return -2;
+    d = PyUnicode_1BYTE_DATA(v);
+    for (i = 0; i < n; i++) {
+        if (d[i] < '0' || d[i] > '9')
+            return -2;
+        length = length * 10 + (d[i] - '0');
+    }
+    return length;
+}
+
+/* Decode data[0:n] and build the environ. Returns a new reference to the
+ * environ (and sets *length and *info); Py_None (new ref) when Python must
+ * take over (need data, a protocol error, an invalid CONTENT_LENGTH); NULL
+ * on a Python error. *info is the decoder's packed summary without outlen
+ * (consumed, modifier1, item count: see uwsgi_decoder.h). */
+static PyObject *environ_of(const char *data, size_t n, long long max_block,
+                            PyObject *base, long long *length_out, long long *info)
+{
+    int64_t rc = uwsgi_decode(data, n, max_block, &scratch);
+    PyObject *env, *seen[MAX_BASE_SEEN];
+    int nseen = 0;
+    uint32_t nitems, i, start = 0;
+    long long length;
+    const char *out = scratch.out;
+
+    if (rc <= 0)
+        Py_RETURN_NONE;
+    nitems = (uint32_t)(rc >> 42);
+    env = PyDict_Copy(base);
+    if (env == NULL)
+        return NULL;
+    for (i = 0; i < nitems; i += 2) {
+        uint32_t kend = scratch.ends[i], vend = scratch.ends[i + 1];
+        uint32_t klen = kend - start;
+        const char *kp = out + start;
+        PyObject *k, *v;
+
+        start = vend + 1;
+        /* UWSGI_* vars make uWSGI load code named by the request: dropped,
+         * as are the HTTP_ twins of CONTENT_* (environ.request_vars). */
+        if ((klen >= 6 && memcmp(kp, "UWSGI_", 6) == 0) ||
+            (klen == 19 && memcmp(kp, "HTTP_CONTENT_LENGTH", 19) == 0) ||
+            (klen == 17 && memcmp(kp, "HTTP_CONTENT_TYPE", 17) == 0))
+            continue;
+        k = key_str(kp, klen);
+        if (k == NULL)
+            goto fail;
+        v = latin1(out + kend + 1, vend - kend - 1);
+        if (v == NULL) {
+            Py_DECREF(k);
+            goto fail;
+        }
+        if (put_var(env, base, k, v, seen, &nseen) < 0) {
+            Py_DECREF(k);
+            Py_DECREF(v);
+            goto fail;
+        }
+        Py_DECREF(k);
+        Py_DECREF(v);
+    }
+    length = body_length(env);
+    if (length == -1)
+        goto fail;
+    if (length == -2) {
+        Py_DECREF(env);
+        Py_RETURN_NONE;
+    }
+    {
+        PyObject *https = PyDict_GetItemWithError(env, s_HTTPS);
+        if (https == NULL && PyErr_Occurred())
+            goto fail;
+        if (https_on(https) ||
+            is_str(PyDict_GetItemWithError(env, s_REQUEST_SCHEME), "https", 5)) {
+            if (PyDict_SetItem(env, s_url_scheme, s_https) < 0)
+                goto fail;
+        } else if (PyErr_Occurred()) {
+            goto fail;
+        }
+    }
+    if (((rc >> 34) & 0xFF) == 30) {
+        /* modifier1 30: PATH_INFO still carries the SCRIPT_NAME prefix. */
+        PyObject *sn = PyDict_GetItemWithError(env, s_SCRIPT_NAME);
+        PyObject *path = sn ? PyDict_GetItemWithError(env, s_PATH_INFO) : NULL;
+        if (PyErr_Occurred())
+            goto fail;
+        if (sn && path && PyUnicode_Check(sn) && PyUnicode_Check(path) &&
+            PyUnicode_GET_LENGTH(sn) > 0) {
+            Py_ssize_t m = PyUnicode_Tailmatch(path, sn, 0, PY_SSIZE_T_MAX, -1);
+            if (m < 0)
+                goto fail;
+            if (m) {
+                PyObject *rest = PyUnicode_Substring(path, PyUnicode_GET_LENGTH(sn),
+                                                     PyUnicode_GET_LENGTH(path));
+                if (rest == NULL || PyDict_SetItem(env, s_PATH_INFO, rest) < 0) {
+                    Py_XDECREF(rest);
+                    goto fail;
+                }
+                Py_DECREF(rest);
+            }
+        }
+    }
+    *length_out = length;
+    *info = (long long)(rc & ~(int64_t)0x1FFFF);
+    return env;
+fail:
+    Py_DECREF(env);
+    return NULL;
+}
+
+static int parse_base(PyObject *base)
+{
+    if (!PyDict_CheckExact(base)) {
+        PyErr_SetString(PyExc_TypeError, "base environ must be a dict");
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *fp_environ_from(PyObject *mod, PyObject *args)
+{
+    Py_buffer data;
+    long long max_block, length = 0, info = 0;
+    PyObject *base, *env;
+
+    if (!PyArg_ParseTuple(args, "y*LO", &data, &max_block, &base))
+        return NULL;
+    if (parse_base(base) < 0) {
+        PyBuffer_Release(&data);
+        return NULL;
+    }
+    env = environ_of(data.buf, (size_t)data.len, max_block, base, &length, &info);
+    PyBuffer_Release(&data);
+    if (env == NULL || env == Py_None)
+        return env;
+    return Py_BuildValue("(NLL)", env, length, info);
+}
+
+/* read_request(fd, buffer, max_block, base) -> (env, length, n, info) | int
+ * The int is the number of bytes already in ``buffer`` (0: EOF before any
+ * byte; -1: nothing to read yet) and means "Python takes it from here". */
+static PyObject *fp_read_request(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_buffer buf;
+    int fd;
+    long long max_block, length = 0, info = 0;
+    ssize_t got;
+    PyObject *env;
+
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "read_request(fd, buffer, max_block, base)");
+        return NULL;
+    }
+    fd = PyLong_AsLong(args[0]);
+    max_block = PyLong_AsLongLong(args[2]);
+    if (PyErr_Occurred() || parse_base(args[3]) < 0)
+        return NULL;
+    if (PyObject_GetBuffer(args[1], &buf, PyBUF_WRITABLE) < 0)
+        return NULL;
+    do {
+        got = recv(fd, buf.buf, (size_t)buf.len, MSG_DONTWAIT);
+    } while (got < 0 && errno == EINTR);
+    if (got <= 0) {
+        PyBuffer_Release(&buf);
+        if (got == 0)
+            return PyLong_FromLong(0);
+        if (errno == EAGAIN || errno == EWOULDBLOCK)
+            return PyLong_FromLong(-1);
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    env = environ_of(buf.buf, (size_t)got, max_block, args[3], &length, &info);
+    PyBuffer_Release(&buf);
+    if (env == Py_None) {
+        Py_DECREF(env);
+        return PyLong_FromSsize_t(got);
+    }
+    if (env == NULL)
+        return NULL;
+    return Py_BuildValue("(NLnL)", env, length, (Py_ssize_t)got, info);
+}
+
+static PyObject *fp_accept(PyObject *mod, PyObject *arg)
+{
+    int lfd = PyLong_AsLong(arg), fd;
+
+    if (lfd == -1 && PyErr_Occurred())
+        return NULL;
+    for (;;) {
+        fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+        if (fd >= 0)
+            return PyLong_FromLong(fd);
+        if (errno != EINTR)
+            return PyErr_SetFromErrno(PyExc_OSError); /* EAGAIN: BlockingIOError */
+        if (PyErr_CheckSignals() < 0)
+            return NULL;
+    }
+}
+
+/* ------------------------------------------------------------ Exchange -- */
+
+typedef struct {
+    PyObject_HEAD
+    int fd;
+    int head_only;
+    double timeout;
+    PyObject *pending; /* (status, headers) once start_response ran */
+    int sent;
+    long long tx;
+    int headers_count;
+    int head_size;
+    int status;
+} Exchange;
+
+static PyTypeObject ExchangeType;
+
+static double now_monotonic(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* Send every byte of iov[0:cnt]: one non-blocking sendmsg() in the common
+ * case; when the socket buffer is full, wait for it with the GIL released,
+ * all of it bounded by socket-timeout (as socket.sendall with a timeout). */
+static int send_iov(Exchange *x, struct iovec *iov, int cnt)
+{
+    double deadline = -1;
+
+    while (cnt > 0) {
+        struct msghdr msg;
+        ssize_t n;
+
+        memset(&msg, 0, sizeof msg);
+        msg.msg_iov = iov;
+        msg.msg_iovlen = (size_t)cnt;
+        n = sendmsg(x->fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (n < 0) {
+            struct pollfd p;
+            int left_ms, r;
+            if (errno == EINTR) {
+                if (PyErr_CheckSignals() < 0)
+                    return -1;
+                continue;
+            }
+            if (errno != EAGAIN && errno != EWOULDBLOCK) {
+                PyErr_SetFromErrno(PyExc_OSError);
+                return -1;
+            }
+            if (deadline < 0)
+                deadline = now_monotonic() + x->timeout;
+            left_ms = (int)((deadline - now_monotonic()) * 1000) + 1;
+            if (left_ms <= 0) {
+                PyErr_SetString(PyExc_TimeoutError, "timed out");
+                return -1;
+            }
+            p.fd = x->fd;
+            p.events = POLLOUT;
+            Py_BEGIN_ALLOW_THREADS
+            r = poll(&p, 1, left_ms);
+            Py_END_ALLOW_THREADS
+            if (r < 0 && errno == EINTR) {
+                if (PyErr_CheckSignals() < 0)
+                    return -1;
+            } else if (r < 0) {
+                PyErr_SetFromErrno(PyExc_OSError);
+                return -1;
+            } else if (r == 0) {
+                PyErr_SetString(PyExc_TimeoutError, "timed out");
+                return -1;
+            }
+            continue;
+        }
+        x->tx += n;
+        while (cnt > 0 && (size_t)n >= iov->iov_len) {
+            n -= (ssize_t)iov->iov_len;
+            iov++;
+            cnt--;
+        }
+        if (cnt > 0) {
+            iov->iov_base = (char *)iov->iov_base + n;
+            iov->iov_len -= (size_t)n;
+        }
+    }
+    return 0;
+}
+
+static const unsigned char token_chars[256] = {
+    /* RFC 9110 5.6.2 tchar: ! # $ % & ' * + - . ^ _ ` | ~ DIGIT ALPHA */
+    ['!'] = 1, ['#'] = 1, ['$'] = 1, ['%'] = 1, ['&'] = 1, ['\''] = 1, ['*'] = 1,
+    ['+'] = 1, ['-'] = 1, ['.'] = 1, ['^'] = 1, ['_'] = 1, ['`'] = 1, ['|'] = 1,
+    ['~'] = 1,
+    ['0'] = 1, ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1, ['5'] = 1, ['6'] = 1,
+    ['7'] = 1, ['8'] = 1, ['9'] = 1,
+    ['A'] = 1, ['B'] = 1, ['C'] = 1, ['D'] = 1, ['E'] = 1, ['F'] = 1, ['G'] = 1,
+    ['H'] = 1, ['I'] = 1, ['J'] = 1, ['K'] = 1, ['L'] = 1, ['M'] = 1, ['N'] = 1,
+    ['O'] = 1, ['P'] = 1, ['Q'] = 1, ['R'] = 1, ['S'] = 1, ['T'] = 1, ['U'] = 1,
+    ['V'] = 1, ['W'] = 1, ['X'] = 1, ['Y'] = 1, ['Z'] = 1,
+    ['a'] = 1, ['b'] = 1, ['c'] = 1, ['d'] = 1, ['e'] = 1, ['f'] = 1, ['g'] = 1,
+    ['h'] = 1, ['i'] = 1, ['j'] = 1, ['k'] = 1, ['l'] = 1, ['m'] = 1, ['n'] = 1,
+    ['o'] = 1, ['p'] = 1, ['q'] = 1, ['r'] = 1, ['s'] = 1, ['t'] = 1, ['u'] = 1,
+    ['v'] = 1, ['w'] = 1, ['x'] = 1, ['y'] = 1, ['z'] = 1,
+};
+
+static int latin1_str(PyObject *s)
+{
+    return PyUnicode_CheckExact(s) && PyUnicode_KIND(s) == PyUnicode_1BYTE_KIND;
+}
+
+static int clean_text(const unsigned char *d, Py_ssize_t n)
+{
+    return memchr(d, '\r', n) == NULL && memchr(d, '\n', n) == NULL &&
+           memchr(d, '\0', n) == NULL;
+}
+
+/* The head for (status, headers) if every part is plainly valid, else NULL
+ * with no error set: response.build_head then decides (and explains). */
+static PyObject *fast_head(PyObject *status, PyObject *headers, int *count)
+{
+    const unsigned char *sd;
+    Py_ssize_t sn, n, i, size;
+    PyObject *head, **items;
+    char *w;
+
+    if (!latin1_str(status) || !(PyList_CheckExact(headers) || PyTuple_CheckExact(headers)))
+        return NULL;
+    n = PySequence_Fast_GET_SIZE(headers);
+    if (n == 0 && !PyList_CheckExact(headers))
+        return NULL;
+    sd = PyUnicode_1BYTE_DATA(status);
+    sn = PyUnicode_GET_LENGTH(status);
+    /* [1-9][0-9][0-9](?: [^\r\n\0]*)? */
+    if (sn < 3 || sd[0] < '1' || sd[0] > '9' || sd[1] < '0' || sd[1] > '9' ||
+        sd[2] < '0' || sd[2] > '9' || (sn > 3 && sd[3] != ' ') || !clean_text(sd, sn))
+        return NULL;
+    items = PySequence_Fast_ITEMS(headers);
+    size = 9 + sn + 2 + 2; /* "HTTP/1.1 " status CRLF ... CRLF */
+    for (i = 0; i < n; i++) {
+        PyObject *h = items[i], *name, *value;
+        const unsigned char *nd;
+        Py_ssize_t nn, j;
+        if (PyTuple_CheckExact(h) && PyTuple_GET_SIZE(h) == 2) {
+            name = PyTuple_GET_ITEM(h, 0);
+            value = PyTuple_GET_ITEM(h, 1);
+        } else if (PyList_CheckExact(h) && PyList_GET_SIZE(h) == 2) {
+            name = PyList_GET_ITEM(h, 0);
+            value = PyList_GET_ITEM(h, 1);
+        } else {
+            return NULL;
+        }
+        if (!latin1_str(name) || !latin1_str(value))
+            return NULL;
+        nd = PyUnicode_1BYTE_DATA(name);
+        nn = PyUnicode_GET_LENGTH(name);
+        if (nn == 0)
+            return NULL;
+        for (j = 0; j < nn; j++)
+            if (!token_chars[nd[j]])
+                return NULL;
+        if (!clean_text(PyUnicode_1BYTE_DATA(value), PyUnicode_GET_LENGTH(value)))
+            return NULL;
+        size += nn + 2 + PyUnicode_GET_LENGTH(value) + 2;
+    }
+    head = PyBytes_FromStringAndSize(NULL, size);
+    if (head == NULL)
+        return NULL; /* MemoryError stays set: the caller checks */
+    w = PyBytes_AS_STRING(head);
+    memcpy(w, "HTTP/1.1 ", 9);
+    w += 9;
+    memcpy(w, sd, sn);
+    w += sn;
+    *w++ = '\r';
+    *w++ = '\n';
+    for (i = 0; i < n; i++) {
+        PyObject *h = items[i];
+        PyObject *name = PySequence_Fast_GET_ITEM(h, 0), *value = PySequence_Fast_GET_ITEM(h, 1);
+        Py_ssize_t nn = PyUnicode_GET_LENGTH(name), vn = PyUnicode_GET_LENGTH(value);
+        memcpy(w, PyUnicode_1BYTE_DATA(name), nn);
+        w += nn;
+        *w++ = ':';
+        *w++ = ' ';
+        memcpy(w, PyUnicode_1BYTE_DATA(value), vn);
+        w += vn;
+        *w++ = '\r';
+        *w++ = '\n';
+    }
+    *w++ = '\r';
+    *w++ = '\n';
+    *count = (int)n;
+    return head;
+}
+
+/* The head of the pending response; on failure a Python error is set
+ * (ResponseError from response.build_head, which names the bad part). */
+static PyObject *make_head(Exchange *x, int *count)
+{
+    PyObject *status = PyTuple_GET_ITEM(x->pending, 0);
+    PyObject *headers = PyTuple_GET_ITEM(x->pending, 1);
+    PyObject *head = fast_head(status, headers, count), *res;
+
+    if (head != NULL || PyErr_Occurred())
+        return head;
+    res = PyObject_CallFunctionObjArgs(py_build_head, status, headers, NULL);
+    if (res == NULL)
+        return NULL;
+    if (!PyTuple_Check(res) || PyTuple_GET_SIZE(res) != 2) {
+        Py_DECREF(res);
+        PyErr_SetString(PyExc_SystemError, "build_head must return (bytes, int)");
+        return NULL;
+    }
+    head = PyTuple_GET_ITEM(res, 0);
+    Py_INCREF(head);
+    *count = (int)PyLong_AsLong(PyTuple_GET_ITEM(res, 1));
+    Py_DECREF(res);
+    return head;
+}
+
+/* Send ``n`` body buffers, preceded by the head if it has not gone out. */
+static int send_body(Exchange *x, struct iovec *body, int n)
+{
+    struct iovec iov[65];
+    int cnt = 0, count = 0, i, rc;
+    PyObject *head = NULL;
+
+    if (!x->sent) {
+        if (x->pending == NULL) {
+            PyErr_SetString(PyExc_AssertionError, "write() before start_response()");
+            return -1;
+        }
+        head = make_head(x, &count);
+        if (head == NULL)
+            return -1;
+        x->headers_count = count;
+        x->head_size = (int)PyBytes_GET_SIZE(head);
+        {   /* the three digits after "HTTP/1.1 ", validated by either builder */
+            const char *s = PyBytes_AS_STRING(head) + 9;
+            x->status = (s[0] - '0') * 100 + (s[1] - '0') * 10 + (s[2] - '0');
+        }
+        x->sent = 1;
+        iov[cnt].iov_base = PyBytes_AS_STRING(head);
+        iov[cnt].iov_len = (size_t)PyBytes_GET_SIZE(head);
+        cnt++;
+        if (x->head_only)
+            n = 0;
+    } else if (x->head_only) {
+        return 0;
+    }
+    for (i = 0; i < n; i++)
+        if (body[i].iov_len)
+            iov[cnt++] = body[i];
+    rc = cnt ? send_iov(x, iov, cnt) : 0;
+    Py_XDECREF(head);
+    return rc;
+}
+
+static PyObject *Exchange_write(Exchange *x, PyObject *data)
+{
+    Py_buffer b;
+    struct iovec iov;
+    int rc;
+
+    if (PyObject_GetBuffer(data, &b, PyBUF_SIMPLE) < 0)
+        return NULL;
+    iov.iov_base = b.buf;
+    iov.iov_len = (size_t)b.len;
+    rc = send_body(x, &iov, 1);
+    PyBuffer_Release(&b);
+    if (rc < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *Exchange_start_response(Exchange *x, PyObject *const *args,
+                                         Py_ssize_t nargs, PyObject *kwnames)
+{
+    PyObject *status, *headers, *exc_info = Py_None;
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+
+    if (nargs + nkw < 2 || nargs + nkw > 3 || nargs < 2 ||
+        (nkw == 1 && !is_str(PyTuple_GET_ITEM(kwnames, 0), "exc_info", 8))) {
+        PyErr_SetString(PyExc_TypeError,
+                        "start_response(status, headers, exc_info=None)");
+        return NULL;
+    }
+    status = args[0];
+    headers = args[1];
+    if (nargs + nkw == 3)
+        exc_info = args[2];
+    if (exc_info != Py_None) {
+        if (x->sent) {
+            /* PEP 3333: too late to change the response; re-raise. */
+            PyObject *val, *tb;
+            if (!PyTuple_Check(exc_info) || PyTuple_GET_SIZE(exc_info) < 3) {
+                PyErr_SetString(PyExc_TypeError, "exc_info must be a sys.exc_info() tuple");
+                return NULL;
+            }
+            val = PyTuple_GET_ITEM(exc_info, 1);
+            tb = PyTuple_GET_ITEM(exc_info, 2);
+            if (!PyExceptionInstance_Check(val)) {
+                PyErr_SetString(PyExc_TypeError, "exceptions must derive from BaseException");
+                return NULL;
+            }
+            if (tb != Py_None)
+                PyException_SetTraceback(val, tb);
+            PyErr_SetObject((PyObject *)Py_TYPE(val), val);
+            return NULL;
+        }
+    } else if (x->pending != NULL) {
+        PyErr_SetString(HeadersAlreadySent, "start_response() called twice without exc_info");
+        return NULL;
+    }
+    Py_XSETREF(x->pending, PyTuple_Pack(2, status, headers));
+    if (x->pending == NULL)
+        return NULL;
+    return PyObject_GetAttr((PyObject *)x, s_write);
+}
+
+/* send_result(result) -> True, or False for a FileWrapper the caller
+ * sendfile()s. The handler's former _send_result, in C. */
+static PyObject *Exchange_send_result(Exchange *x, PyObject *result)
+{
+    PyTypeObject *kind = Py_TYPE(result);
+
+    if (kind == &PyBytes_Type) { /* not PEP 3333, but uWSGI accepts it */
+        struct iovec iov = {PyBytes_AS_STRING(result), (size_t)PyBytes_GET_SIZE(result)};
+        if (send_body(x, &iov, 1) < 0)
+            return NULL;
+        Py_RETURN_TRUE;
+    }
+    if (kind == &PyList_Type || kind == &PyTuple_Type) {
+        Py_ssize_t n = PySequence_Fast_GET_SIZE(result), i;
+        PyObject **items = PySequence_Fast_ITEMS(result);
+        struct iovec iov[64];
+        int all_bytes = n <= 64;
+        for (i = 0; all_bytes && i < n; i++) {
+            if (!PyBytes_CheckExact(items[i]))
+                all_bytes = 0;
+            else {
+                iov[i].iov_base = PyBytes_AS_STRING(items[i]);
+                iov[i].iov_len = (size_t)PyBytes_GET_SIZE(items[i]);
+            }
+        }
+        if (all_bytes) { /* sendmsg() gathers them: no join copy */
+            /* Hold the items: a wait for the socket releases the GIL, and
+             * another thread could empty a list the app shares. */
+            PyObject *held[64];
+            int rc;
+            for (i = 0; i < n; i++) {
+                held[i] = items[i];
+                Py_INCREF(held[i]);
+            }
+            rc = send_body(x, iov, (int)n);
+            for (i = 0; i < n; i++)
+                Py_DECREF(held[i]);
+            if (rc < 0)
+                return NULL;
+            Py_RETURN_TRUE;
+        }
+        {
+            PyObject *empty = PyBytes_FromStringAndSize(NULL, 0), *joined, *r;
+            if (empty == NULL)
+                return NULL;
+            joined = PyObject_CallMethod(empty, "join", "O", result);
+            Py_DECREF(empty);
+            if (joined == NULL)
+                return NULL;
+            r = Exchange_write(x, joined);
+            Py_DECREF(joined);
+            if (r == NULL)
+                return NULL;
+            Py_DECREF(r);
+            Py_RETURN_TRUE;
+        }
+    }
+    if ((PyObject *)kind == FileWrapperType)
+        Py_RETURN_FALSE; /* the handler decides: sendfile() or iterate */
+    {
+        PyObject *it = PyObject_GetIter(result), *chunk;
+        if (it == NULL)
+            return NULL;
+        while ((chunk = PyIter_Next(it)) != NULL) {
+            int truth = PyObject_IsTrue(chunk);
+            PyObject *r = NULL;
+            if (truth > 0)
+                r = Exchange_write(x, chunk);
+            Py_DECREF(chunk);
+            if (truth < 0 || (truth > 0 && r == NULL)) {
+                Py_DECREF(it);
+                return NULL;
+            }
+            Py_XDECREF(r);
+            if (truth > 0 && x->head_only)
+                break;
+        }
+        Py_DECREF(it);
+        if (PyErr_Occurred())
+            return NULL;
+        if (!x->sent) {
+            if (send_body(x, NULL, 0) < 0)
+                return NULL;
+        }
+        Py_RETURN_TRUE;
+    }
+}
+
+static int Exchange_init(Exchange *x, PyObject *args, PyObject *kw)
+{
+    int fd, head_only;
+    double timeout;
+
+    if (!PyArg_ParseTuple(args, "ipd:Exchange", &fd, &head_only, &timeout))
+        return -1;
+    x->fd = fd;
+    x->head_only = head_only;
+    x->timeout = timeout;
+    Py_CLEAR(x->pending);
+    x->sent = 0;
+    x->tx = 0;
+    x->headers_count = x->head_size = x->status = 0;
+    return 0;
+}
+
+static int Exchange_traverse(Exchange *x, visitproc visit, void *arg)
+{
+    Py_VISIT(x->pending);
+    return 0;
+}
+
+static int Exchange_clear(Exchange *x)
+{
+    Py_CLEAR(x->pending);
+    return 0;
+}
+
+static void Exchange_dealloc(Exchange *x)
+{
+    PyObject_GC_UnTrack(x);
+    Py_CLEAR(x->pending);
+    Py_TYPE(x)->tp_free((PyObject *)x);
+}
+
+static PyMethodDef Exchange_methods[] = {
+    {"start_response", (PyCFunction)(void (*)(void))Exchange_start_response,
+     METH_FASTCALL | METH_KEYWORDS,
+     "PEP 3333 start_response(status, headers, exc_info=None)"},
+    {"write", (PyCFunction)Exchange_write, METH_O, "PEP 3333 write(data)"},
+    {"send_result", (PyCFunction)Exchange_send_result, METH_O,
+     "send the app's return value; False: a FileWrapper for the caller"},
+    {NULL}};
+
+static PyMemberDef Exchange_members[] = {
+    {"fd", T_INT, offsetof(Exchange, fd), READONLY, NULL},
+    {"head_only", T_INT, offsetof(Exchange, head_only), READONLY, NULL},
+    {"timeout", T_DOUBLE, offsetof(Exchange, timeout), READONLY, NULL},
+    {"pending", T_OBJECT, offsetof(Exchange, pending), READONLY, NULL},
+    {"sent", T_INT, offsetof(Exchange, sent), 0, NULL},
+    {"tx", T_LONGLONG, offsetof(Exchange, tx), 0, NULL},
+    {"headers_count", T_INT, offsetof(Exchange, headers_count), 0, NULL},
+    {"head_size", T_INT, offsetof(Exchange, head_size), 0, NULL},
+    {"status", T_INT, offsetof(Exchange, status), 0, NULL},
+    {NULL}};
+
+static PyTypeObject ExchangeType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "uwsgigw._fastpath.Exchange",
+    .tp_doc = "The response state of one request (handler._Exchange in C).",
+    .tp_basicsize = sizeof(Exchange),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Exchange_init,
+    .tp_dealloc = (destructor)Exchange_dealloc,
+    .tp_traverse = (traverseproc)Exchange_traverse,
+    .tp_clear = (inquiry)Exchange_clear,
+    .tp_methods = Exchange_methods,
+    .tp_members = Exchange_members,
+};
+
+/* -------------------------------------------------------------- module -- */
+
+static PyObject *fp_init(PyObject *mod, PyObject *args)
+{
+    PyObject *re, *has, *bh, *fw;
+
+    if (!PyArg_ParseTuple(args, "OOOO:init", &re, &has, &bh, &fw))
+        return NULL;
+    Py_INCREF(re);
+    Py_INCREF(has);
+    Py_INCREF(bh);
+    Py_INCREF(fw);
+    Py_XSETREF(ResponseError, re);
+    Py_XSETREF(HeadersAlreadySent, has);
+    Py_XSETREF(py_build_head, bh);
+    Py_XSETREF(FileWrapperType, fw);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef fp_methods[] = {
+    {"init", fp_init, METH_VARARGS, "init(ResponseError, HeadersAlreadySent, build_head, FileWrapper)"},
+    {"accept", fp_accept, METH_O, "accept(listen_fd) -> fd; BlockingIOError when none waits"},
+    {"read_request", (PyCFunction)(void (*)(void))fp_read_request, METH_FASTCALL,
+     "read_request(fd, buffer, max_block, base) -> (env, length, n, info) | int"},
+    {"environ_from", fp_environ_from, METH_VARARGS,
+     "environ_from(data, max_block, base) -> (env, length, info) | None"},
+    {NULL}};
+
+static struct PyModuleDef fp_module = {
+    PyModuleDef_HEAD_INIT, "uwsgigw._fastpath",
+    "The per-request hot path in C; see csrc/fastpath.c.", -1, fp_methods};
+
+#define INTERN(var, text)                                   \
+    do {                                                    \
+        if ((var = PyUnicode_InternFromString(text)) == NULL) \
+            return NULL;                                    \
+    } while (0)
+
+PyMODINIT_FUNC PyInit__fastpath(void)
+{
+    PyObject *m;
+
+    INTERN(s_CONTENT_TYPE, "CONTENT_TYPE");
+    INTERN(s_CONTENT_LENGTH, "CONTENT_LENGTH");
+    INTERN(s_HTTPS, "HTTPS");
+    INTERN(s_REQUEST_SCHEME, "REQUEST_SCHEME");
+    INTERN(s_url_scheme, "wsgi.url_scheme");
+    INTERN(s_https, "https");
+    INTERN(s_SCRIPT_NAME, "SCRIPT_NAME");
+    INTERN(s_PATH_INFO, "PATH_INFO");
+    INTERN(s_write, "write");
+    INTERN(s_comma, ", ");
+    INTERN(s_semicolon, "; ");
+    if (PyType_Ready(&ExchangeType) < 0)
+        return NULL;
+    m = PyModule_Create(&fp_module);
+    if (m == NULL)
+        return NULL;
+    Py_INCREF(&ExchangeType);
+    if (PyModule_AddObject(m, "Exchange", (PyObject *)&ExchangeType) < 0) {
+        Py_DECREF(&ExchangeType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

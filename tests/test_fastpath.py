@@ -1,0 +1,323 @@
+"""The C request path (uwsgigw._fastpath) against its Python twin.
+
+The C path must give exactly what the Python path gives: the same environ
+(environ.build_environ after the decoder), the same "hand it to Python"
+answer where Python raises, and the same response bytes, attributes and
+exceptions from Exchange as from handler._Exchange. Random packets and
+scripted responses run through both.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from packet_builder import PACKETS, build_packet
+
+from uwsgigw import decoder_py
+from uwsgigw.environ import base_environ, build_environ
+from uwsgigw.errors import ProtocolError
+from uwsgigw.handler import _Exchange, packet_info
+from uwsgigw.response import FileWrapper, HeadersAlreadySent, ResponseError
+
+try:
+    from uwsgigw import fastpath
+except ImportError as exc:
+    if os.environ.get("UWSGIGW_TEST_REQUIRE_C"):
+        raise
+    pytest.skip("C fast path not built (%s); `pip install -e .` builds it" % exc,
+                allow_module_level=True)
+
+BASE = base_environ(errors=None, file_wrapper=FileWrapper, multithread=False,
+                    multiprocess=True)
+
+
+def python_environ(data: bytes, max_block: int = 65535):
+    """What the Python path makes of ``data``: (env, length, info) or None."""
+    try:
+        packet = decoder_py.decode(data, max_block)
+        if packet is None:
+            return None
+        env, length = build_environ(BASE, packet.items, packet.modifier1)
+    except ProtocolError:
+        return None
+    return env, length, packet_info(packet)
+
+
+# -- environ ---------------------------------------------------------------------
+
+KEYS = st.sampled_from([
+    b"REQUEST_METHOD", b"PATH_INFO", b"SCRIPT_NAME", b"QUERY_STRING", b"SERVER_NAME",
+    b"HTTP_COOKIE", b"HTTP_ACCEPT", b"HTTP_X_A", b"CONTENT_LENGTH", b"CONTENT_TYPE",
+    b"HTTP_CONTENT_LENGTH", b"HTTP_CONTENT_TYPE", b"UWSGI_FILE", b"UWSGI_", b"UWSGI",
+    b"HTTPS", b"REQUEST_SCHEME", b"wsgi.url_scheme", b"K\x00EY", b"\xe9t\xe9",
+    b"HTTP_" + b"X" * 70,  # longer than the key cache takes
+])
+VALUES = st.one_of(
+    st.sampled_from([b"", b"GET", b"HEAD", b"/", b"/app", b"/app/x", b"on", b"ON", b"1",
+                     b"off", b"https", b"HTTPS", b"12", b"0", b"007", b"1" * 18, b"1" * 19,
+                     b"-1", b" 5", b"\xb2", b"a=1"]),
+    st.binary(max_size=40),
+)
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(pairs=st.lists(st.tuples(st.one_of(KEYS, st.binary(min_size=1, max_size=12)), VALUES),
+                      max_size=24),
+       modifier1=st.sampled_from([0, 30]))
+def test_environ_matches_python_on_random_packets(pairs, modifier1):
+    data = build_packet(pairs, modifier1=modifier1)
+    assert fastpath.environ_from(data, 65535, BASE) == python_environ(data)
+
+
+@pytest.mark.parametrize("path", sorted((PACKETS / "valid").glob("*.bin")) +
+                         sorted((PACKETS / "invalid").glob("*.bin")), ids=lambda p: p.stem)
+def test_environ_matches_python_on_fixture_packets(path):
+    data = path.read_bytes()
+    for max_block in (65535, 4096):
+        expected = python_environ(data, max_block)
+        assert fastpath.environ_from(data, max_block, BASE) == expected
+    if "invalid" in path.parts:
+        assert expected is None  # C hands every protocol error to Python
+    # every prefix (an incomplete packet is "need data" for both)
+    step = max(1, len(data) // 300)
+    for end in range(0, len(data), step):
+        assert fastpath.environ_from(data[:end], 65535, BASE) == python_environ(data[:end])
+
+
+def test_repeated_headers_join_and_base_defaults_are_replaced():
+    data = build_packet([(b"REQUEST_METHOD", b"POST"), (b"HTTP_COOKIE", b"a=1"),
+                         (b"HTTP_X", b"1"), (b"HTTP_COOKIE", b"b=2"), (b"HTTP_X", b"2"),
+                         (b"REQUEST_METHOD", b"PUT"), (b"CONTENT_LENGTH", b"3")])
+    env, length, _ = fastpath.environ_from(data, 65535, BASE)
+    assert env["HTTP_COOKIE"] == "a=1; b=2" and env["HTTP_X"] == "1, 2"
+    assert env["REQUEST_METHOD"] == "POST, PUT"  # repeated in the request itself
+    assert length == 3 and env["SCRIPT_NAME"] == "" and BASE["REQUEST_METHOD"] == "GET"
+
+
+def test_key_cache_overflow_keeps_every_name_right():
+    """More distinct names than the cache holds (512): each still decodes."""
+    for start in range(0, 2000, 100):
+        pairs = [(b"HTTP_N%d" % i, b"%d" % i) for i in range(start, start + 100)]
+        env, _, _ = fastpath.environ_from(build_packet(pairs), 65535, BASE)
+        assert all(env["HTTP_N%d" % i] == str(i) for i in range(start, start + 100))
+
+
+def test_bad_content_length_is_left_to_python():
+    for value in (b"abc", b"1" * 19, b"\xb2", b"-5"):
+        data = build_packet([(b"CONTENT_LENGTH", value)])
+        assert fastpath.environ_from(data, 65535, BASE) is None
+        assert python_environ(data) is None
+
+
+# -- read_request / accept ---------------------------------------------------------
+
+def test_read_request_reports_what_python_must_take_over():
+    buf = bytearray(4 + 65535 + 65536)
+    data = build_packet([(b"REQUEST_METHOD", b"POST"), (b"CONTENT_LENGTH", b"4")],
+                        body=b"body")
+    a, b = socket.socketpair()
+    with a, b:
+        assert fastpath.read_request(a.fileno(), buf, 65535, BASE) == -1  # nothing yet
+        b.sendall(data[:7])
+        assert fastpath.read_request(a.fileno(), buf, 65535, BASE) == 7  # partial packet
+    a, b = socket.socketpair()
+    with a, b:
+        b.sendall(data)
+        env, length, n, info = fastpath.read_request(a.fileno(), buf, 65535, BASE)
+        assert (env["REQUEST_METHOD"], length, n) == ("POST", 4, len(data))
+        assert buf[n - 4:n] == b"body"  # the body's start stays in the buffer for Python
+        assert info == packet_info(decoder_py.decode(data, 65535))
+        b.close()
+        assert fastpath.read_request(a.fileno(), buf, 65535, BASE) == 0  # EOF
+    with pytest.raises(OSError):
+        fastpath.read_request(a.fileno(), buf, 65535, BASE)  # closed descriptor
+    a, b = socket.socketpair()
+    with a, b:
+        b.sendall(b"GET / HTTP/1.1\r\n\r\n")
+        assert fastpath.read_request(a.fileno(), buf, 65535, BASE) == 18  # Python explains
+
+
+def test_accept_returns_a_descriptor_or_blocking_io_error():
+    lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    with lsock:
+        lsock.bind(("127.0.0.1", 0))
+        lsock.listen(8)
+        lsock.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            fastpath.accept(lsock.fileno())
+        client = socket.create_connection(lsock.getsockname())
+        with client:
+            fd = None
+            for _ in range(200):
+                try:
+                    fd = fastpath.accept(lsock.fileno())
+                    break
+                except BlockingIOError:
+                    threading.Event().wait(0.01)
+            assert fd is not None
+            os.write(fd, b"hi")
+            assert client.recv(2) == b"hi"
+            assert os.get_inheritable(fd) is False  # SOCK_CLOEXEC
+            os.close(fd)
+
+
+# -- Exchange ------------------------------------------------------------------------
+
+def run_exchange(make, script, head_only=False):
+    """Run ``script(x)`` on an exchange over a socketpair: (bytes, attrs, error)."""
+    a, b = socket.socketpair()
+    with a, b:
+        x = make(a, head_only)
+        error = None
+        try:
+            script(x)
+        except Exception as exc:  # compared between the two twins
+            error = (type(exc), str(exc))
+        a.shutdown(socket.SHUT_WR)
+        data = b""
+        while chunk := b.recv(65536):
+            data += chunk
+    return data, (bool(x.sent), x.tx, x.status, x.headers_count, x.head_size), error
+
+
+def c_exchange(sock, head_only):
+    return fastpath.Exchange(sock.fileno(), head_only, 5.0)
+
+
+def py_exchange(sock, head_only):
+    return _Exchange(sock, head_only, 5.0)
+
+
+def gen(*chunks):
+    yield from chunks
+
+
+HDRS = [("Content-Type", "text/plain"), ("X-A", "1")]
+SCRIPTS = {
+    "list": lambda x: (x.start_response("200 OK", HDRS), x.send_result([b"ab", b"", b"c"])),
+    "tuple": lambda x: (x.start_response("201 Created", HDRS), x.send_result((b"x",))),
+    "bytes": lambda x: (x.start_response("200 OK", []), x.send_result(b"raw")),
+    "empty_list": lambda x: (x.start_response("204 No Content", []), x.send_result([])),
+    "bytearray_items": lambda x: (x.start_response("200 OK", HDRS),
+                                  x.send_result([bytearray(b"ab"), memoryview(b"cd")])),
+    "many_items": lambda x: (x.start_response("200 OK", HDRS),
+                             x.send_result([b"%d," % i for i in range(100)])),
+    "generator": lambda x: (x.start_response("200 OK", HDRS),
+                            x.send_result(gen(b"", b"a", b"", b"bc"))),
+    "empty_generator": lambda x: (x.start_response("200 OK", HDRS), x.send_result(gen())),
+    "write_then_result": lambda x: (x.start_response("200 OK", HDRS)(b"w1"),
+                                    x.send_result([b"r"])),
+    "status_only_code": lambda x: (x.start_response("404", HDRS), x.send_result([b"n"])),
+    "list_headers": lambda x: (x.start_response("200 OK", [["X-L", "v"]]),
+                               x.send_result([b"l"])),
+    "latin1_value": lambda x: (x.start_response("200 OK", [("X-L", "caf\xe9")]),
+                               x.send_result([b"l"])),
+    "twice": lambda x: (x.start_response("200 OK", HDRS), x.start_response("200 OK", HDRS)),
+    "write_first": lambda x: x.write(b"early"),
+    "bad_status": lambda x: (x.start_response("2000 OK", HDRS), x.send_result([b"x"])),
+    "status_crlf": lambda x: (x.start_response("200 OK\r\nX: y", HDRS), x.send_result([])),
+    "header_crlf": lambda x: (x.start_response("200 OK", [("X-A", "a\r\nb")]),
+                              x.send_result([])),
+    "header_name": lambda x: (x.start_response("200 OK", [("X A", "a")]), x.send_result([])),
+    "header_not_tuple": lambda x: (x.start_response("200 OK", ["X-A: a"]), x.send_result([])),
+    "header_bytes": lambda x: (x.start_response("200 OK", [(b"X-A", b"a")]),
+                               x.send_result([])),
+    "header_non_latin1": lambda x: (x.start_response("200 OK", [("X-A", "\u20ac")]),
+                                    x.send_result([])),
+    "status_non_latin1": lambda x: (x.start_response("200 \u20ac", []), x.send_result([])),
+    "headers_tuple_empty": lambda x: (x.start_response("200 OK", ()), x.send_result([])),
+    "str_body": lambda x: (x.start_response("200 OK", HDRS), x.send_result("text")),
+    "str_in_list": lambda x: (x.start_response("200 OK", HDRS), x.send_result(["text"])),
+    "exc_info_before_send": lambda x: (x.start_response("200 OK", HDRS),
+                                       x.start_response("500 Oops", [], (None, None, None)),
+                                       x.send_result([b"e"])),
+    "exc_info_after_send": lambda x: (x.start_response("200 OK", HDRS)(b"sent"),
+                                      x.start_response("500 Oops", [],
+                                                       (KeyError, KeyError("k"), None))),
+    "exc_info_keyword": lambda x: (x.start_response("200 OK", HDRS, exc_info=None),
+                                   x.send_result([b"k"])),
+    "big": lambda x: (x.start_response("200 OK", HDRS), x.send_result([b"z" * 3_000_000])),
+}
+
+
+@pytest.mark.parametrize("head_only", [False, True], ids=["GET", "HEAD"])
+@pytest.mark.parametrize("name", sorted(SCRIPTS))
+def test_exchange_matches_python_twin(name, head_only):
+    script = SCRIPTS[name]
+    c = run_exchange_threaded(c_exchange, script, head_only)
+    py = run_exchange_threaded(py_exchange, script, head_only)
+    assert c == py
+
+
+def run_exchange_threaded(make, script, head_only):
+    """run_exchange, with the reading side in a thread for bodies larger
+    than the socket buffer."""
+    a, b = socket.socketpair()
+    received = []
+
+    def reader():
+        data = b""
+        while chunk := b.recv(1 << 20):
+            data += chunk
+        received.append(data)
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    try:
+        x = make(a, head_only)
+        error = None
+        try:
+            script(x)
+        except TypeError as exc:  # the builtins word it differently
+            error = (TypeError, "")
+        except Exception as exc:
+            error = (type(exc), str(exc))
+        a.shutdown(socket.SHUT_WR)
+    finally:
+        thread.join(10)
+        a.close()
+        b.close()
+    return received[0], (bool(x.sent), x.tx, x.status, x.headers_count, x.head_size), error
+
+
+def test_exchange_errors_are_the_python_classes():
+    _, _, error = run_exchange(c_exchange, SCRIPTS["twice"])
+    assert error[0] is HeadersAlreadySent
+    _, _, error = run_exchange(c_exchange, SCRIPTS["header_crlf"])
+    assert error[0] is ResponseError and "CR, LF or NUL" in error[1]
+    _, _, error = run_exchange(c_exchange, SCRIPTS["exc_info_after_send"])
+    assert error[0] is KeyError
+
+
+def test_exchange_send_times_out_when_nobody_reads():
+    a, b = socket.socketpair()
+    with a, b:
+        x = fastpath.Exchange(a.fileno(), False, 0.3)
+        x.start_response("200 OK", [])
+        with pytest.raises(TimeoutError):
+            x.send_result([b"z" * 20_000_000])
+        assert x.sent and 0 < x.tx < 20_000_000
+
+
+def test_exchange_reports_a_closed_peer():
+    a, b = socket.socketpair()
+    with a:
+        b.close()
+        x = fastpath.Exchange(a.fileno(), False, 1.0)
+        x.start_response("200 OK", [])
+        with pytest.raises(BrokenPipeError):
+            x.send_result([b"z"])
+
+
+def test_file_wrapper_is_left_to_the_handler():
+    a, b = socket.socketpair()
+    with a, b:
+        x = fastpath.Exchange(a.fileno(), False, 1.0)
+        x.start_response("200 OK", [])
+        assert x.send_result(FileWrapper(open(os.devnull, "rb"))) is False
+        assert not x.sent
