@@ -134,6 +134,13 @@ def read_to_memory(sock: socket.socket, prefix: bytes, length: int) -> io.BytesI
     return io.BytesIO(b"".join(parts))
 
 
+# Reads while spooling are at least this large: each read is a trip through
+# the Python loop, and uWSGI's 8 KB post-buffering-bufsize default made a
+# 20 MB upload cost 34 ms of CPU against 16 ms with 256 KB reads (measured
+# with a socketpair, this machine). A smaller setting only ever cost CPU.
+_MIN_SPOOL_READ = 256 * 1024
+
+
 def read_to_tempfile(sock: socket.socket, prefix: bytes, length: int, bufsize: int):
     """Spool the body to an anonymous temp file (mode 0600, unlinked at birth).
 
@@ -144,7 +151,7 @@ def read_to_tempfile(sock: socket.socket, prefix: bytes, length: int, bufsize: i
     try:
         spool.write(prefix)
         left = length - len(prefix)
-        buf = bytearray(max(bufsize, 4096))
+        buf = bytearray(max(1, min(max(bufsize, _MIN_SPOOL_READ), left)))
         view = memoryview(buf)
         while left > 0:
             n = sock.recv_into(buf, min(len(buf), left))

@@ -245,7 +245,8 @@ OPTIONS: list[Option] = [
            "spooled to a temp file before the app runs (0: off)", REQS,
            metavar="BYTES"),
     Option("post-buffering-bufsize", SIZE, 8192, "read size while buffering a request "
-           "body", REQS, minimum=1, metavar="BYTES"),
+           "body to disk; uwsgigw reads at least 256 KB at a time", REQS, minimum=1,
+           metavar="BYTES"),
     Option("socket-timeout", SECONDS, 4.0, "timeout in seconds for every read and "
            "write on the nginx connection", REQS, short="z", metavar="SECONDS"),
     Option("limit-post", SIZE, 0, "refuse request bodies larger than this many bytes "
