@@ -6,7 +6,10 @@
 Each input is split into a max_block choice (byte 0) and packet bytes; the
 C and Python decoders must agree exactly (same Packet, or same error class
 and message) and the C one must never crash. The C decoder is also checked
-on every prefix the worker would see (it decodes after each recv()).
+on every prefix the worker would see (it decodes after each recv()). When
+the C fast path is built, its environ (``uwsgigw.fastpath.environ_from``)
+must equal the Python one (decoder + ``environ.build_environ``), or be
+None exactly where Python needs more data or raises.
 
 ``UWSGIGW_FUZZ_EXTENSION`` names a ``_cdecoder`` build with libFuzzer
 coverage counters (``build.py`` makes one with clang); atheris then steers by
@@ -45,7 +48,24 @@ def _load_instrumented() -> None:
 def backends():
     from uwsgigw import decoder_py
     from uwsgigw.decoder import select
-    return select("c").decode, decoder_py.decode  # fuzzing without C is pointless
+    backend = select("c")  # fuzzing without C is pointless
+    environ_c = backend.fastpath.environ_from if backend.fastpath else None
+    return backend.decode, decoder_py.decode, environ_c
+
+
+def python_environ(py_decode, data, max_block: int, base: dict):
+    """The Python path's (env, length, info), or None where the C path hands over."""
+    from uwsgigw.environ import build_environ
+    from uwsgigw.errors import ProtocolError
+    from uwsgigw.handler import packet_info
+    try:
+        packet = py_decode(data, max_block)
+        if packet is None:
+            return None
+        env, length = build_environ(base, packet.items, packet.modifier1)
+    except ProtocolError:
+        return None
+    return env, length, packet_info(packet)
 
 
 def outcome(decode, data, max_block: int):
@@ -56,7 +76,10 @@ def outcome(decode, data, max_block: int):
         return ("error", type(exc).__name__, str(exc))
 
 
-def make_check(c_decode, py_decode):
+def make_check(c_decode, py_decode, environ_c=None):
+    from uwsgigw.environ import base_environ
+    base = base_environ(errors=None, file_wrapper=None, multithread=False, multiprocess=True)
+
     def check(raw: bytes) -> None:
         if not raw:
             return
@@ -71,6 +94,13 @@ def make_check(c_decode, py_decode):
             if outcome(c_decode, bytearray(data[:consumed - 1]), max_block) != ("ok", None):
                 raise AssertionError("a packet minus its last byte is not NEED_DATA: %r"
                                      % data[:80])
+        if environ_c is not None and max_block < 2**63:  # the worker caps it at 65535
+            want_env = python_environ(py_decode, data, max_block, base)
+            got_env = environ_c(data, max_block, base)
+            if got_env != want_env:
+                raise AssertionError("C and Python environs differ for %r (max_block %d):"
+                                     "\n C  %r\n py %r" % (data[:80], max_block, got_env,
+                                                           want_env))
     return check
 
 
@@ -114,8 +144,8 @@ def main() -> None:
     import atheris
     _load_instrumented()
     with atheris.instrument_imports(include=["uwsgigw"]):
-        c_decode, py_decode = backends()
-    atheris.Setup(sys.argv, make_check(c_decode, py_decode))
+        c_decode, py_decode, environ_c = backends()
+    atheris.Setup(sys.argv, make_check(c_decode, py_decode, environ_c))
     atheris.Fuzz()
 
 
