@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import threading
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -19,8 +21,7 @@ from hypothesis import strategies as st
 from packet_builder import PACKETS, build_packet
 
 from uwsgigw import decoder_py
-from uwsgigw.environ import base_environ, build_environ
-from uwsgigw.errors import ProtocolError
+from uwsgigw.environ import base_environ
 from uwsgigw.handler import _Exchange, packet_info
 from uwsgigw.response import FileWrapper, HeadersAlreadySent, ResponseError
 
@@ -32,20 +33,19 @@ except ImportError as exc:
     pytest.skip("C fast path not built (%s); `pip install -e .` builds it" % exc,
                 allow_module_level=True)
 
+sys.path.insert(0, str(Path(__file__).resolve().parent / "fuzz"))
+try:
+    import fuzz_decoder  # its python_environ is the reference here too
+finally:
+    del sys.path[0]  # tests/fuzz holds build.py and mutate.py: keep them off the path
+
 BASE = base_environ(errors=None, file_wrapper=FileWrapper, multithread=False,
                     multiprocess=True)
 
 
 def python_environ(data: bytes, max_block: int = 65535):
     """What the Python path makes of ``data``: (env, length, info) or None."""
-    try:
-        packet = decoder_py.decode(data, max_block)
-        if packet is None:
-            return None
-        env, length = build_environ(BASE, packet.items, packet.modifier1)
-    except ProtocolError:
-        return None
-    return env, length, packet_info(packet)
+    return fuzz_decoder.python_environ(decoder_py.decode, data, max_block, BASE)
 
 
 # -- environ ---------------------------------------------------------------------
@@ -321,3 +321,56 @@ def test_file_wrapper_is_left_to_the_handler():
         x.start_response("200 OK", [])
         assert x.send_result(FileWrapper(open(os.devnull, "rb"))) is False
         assert not x.sent
+
+
+# -- the request log line ----------------------------------------------------------------
+
+def python_line(env, info, x, pid, requests, total, ctime, msecs, core) -> bytes:
+    """reqlog's Python steps for the default line (default_line + escaping)."""
+    import types
+
+    from uwsgigw import reqlog
+    h = types.SimpleNamespace(ctx=types.SimpleNamespace(pid=pid), requests=requests, core=core)
+    line = reqlog.default_line(h, env, info, x, 0.0, msecs / 1000 + 0.0001, total)
+    line = line.replace(reqlog.ctime(0.0), ctime)
+    if not line.isprintable():
+        line = reqlog._CTRL.sub(reqlog._ctrl_escape, line)
+    return (line + "\n").encode("latin-1", "backslashreplace")
+
+
+TEXT = st.text(st.characters(max_codepoint=0xFF), max_size=30)
+
+
+@settings(max_examples=300, deadline=None)
+@given(addr=TEXT, user=st.one_of(st.none(), TEXT), method=TEXT, uri=st.one_of(st.none(), TEXT),
+       path=st.one_of(st.none(), TEXT), proto=st.one_of(st.none(), TEXT),
+       numbers=st.tuples(*[st.integers(0, 10**9)] * 5), nvars=st.integers(0, 2000))
+def test_uwsgi_line_matches_python(addr, user, method, uri, path, proto, numbers, nvars):
+    env = {"REMOTE_ADDR": addr, "REQUEST_METHOD": method}
+    for key, value in (("REMOTE_USER", user), ("REQUEST_URI", uri), ("PATH_INFO", path),
+                       ("SERVER_PROTOCOL", proto)):
+        if value is not None:
+            env[key] = value
+    a, b = socket.socketpair()
+    with a, b:
+        x = fastpath.Exchange(a.fileno(), False, 1.0)
+        x.start_response("201 Created", [("X-A", "1")])
+        x.send_result([b"hello"])
+    info = 600 << 17 | nvars << 42
+    pid, requests, total, msecs, core = numbers
+    ctime = "Sun Nov 22 07:25:29 2026"
+    got = fastpath.uwsgi_line(env, info, x, pid, requests, total, ctime, msecs, core)
+    assert got == python_line(env, info, x, pid, requests, total, ctime, msecs, core)
+
+
+def test_uwsgi_line_leaves_the_unusual_to_python():
+    a, b = socket.socketpair()
+    with a, b:
+        x = fastpath.Exchange(a.fileno(), False, 1.0)
+    args = (0, x, 1, 2, 3, "Sun Nov 22 07:25:29 2026", 4, 0)
+    assert fastpath.uwsgi_line({"REQUEST_METHOD": "GET", "REQUEST_URI": "/\u20ac"}, *args) is None
+    assert fastpath.uwsgi_line({"REQUEST_METHOD": "GET", "REMOTE_USER": None}, *args) is None
+    py_x = _Exchange(None, False, 1.0)  # the Python twin: reqlog formats it
+    assert fastpath.uwsgi_line({"REQUEST_METHOD": "GET"}, 0, py_x, *args[2:]) is None
+    with pytest.raises(KeyError):
+        fastpath.uwsgi_line({}, *args)

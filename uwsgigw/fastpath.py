@@ -22,5 +22,6 @@ accept = _fastpath.accept
 read_request = _fastpath.read_request
 environ_from = _fastpath.environ_from
 Exchange = _fastpath.Exchange
+uwsgi_line = _fastpath.uwsgi_line  # reqlog's default line, built in C
 
-__all__ = ["accept", "read_request", "environ_from", "Exchange"]
+__all__ = ["accept", "read_request", "environ_from", "Exchange", "uwsgi_line"]

@@ -349,13 +349,32 @@ def default_line(h, env, p, x, st, el, tot) -> str:
         x.head_size, h.core)
 
 
-def _default_emit(h, env, p, x, st, el, tot) -> None:
-    # write_text inlined: this runs for every request of a default set-up.
-    line = default_line(h, env, p, x, st, el, tot)
-    if not line.isprintable():
-        line = _CTRL.sub(_ctrl_escape, line)
+def _c_line():
+    """fastpath.uwsgi_line: the same line built in C, or None without the C path."""
     try:
-        os.write(log._fd, (line + "\n").encode("latin-1", "backslashreplace"))
+        from .fastpath import uwsgi_line
+    except ImportError:
+        return None
+    return uwsgi_line
+
+
+_uwsgi_line_c = _c_line()
+
+
+def _default_emit(h, env, p, x, st, el, tot) -> None:
+    # This runs for every request of a default set-up: C builds the line when
+    # it can (a C exchange, latin-1 strings), else write_text's steps inline.
+    data = None
+    if _uwsgi_line_c is not None:
+        data = _uwsgi_line_c(env, p, x, h.ctx.pid, h.requests, tot, ctime(st),
+                             int(el * 1000), h.core)
+    if data is None:
+        line = default_line(h, env, p, x, st, el, tot)
+        if not line.isprintable():
+            line = _CTRL.sub(_ctrl_escape, line)
+        data = (line + "\n").encode("latin-1", "backslashreplace")
+    try:
+        os.write(log._fd, data)
     except OSError:
         pass
 
