@@ -1,8 +1,10 @@
 """PEP 3333 semantics of uwsgigw, raw on the socket and through real nginx.
 
-Two shared servers run ``tests/apps/plain_apps.py``: "streaming" (2 worker
-processes, wsgi.input reads the socket) and "buffered" (1 process,
-``--post-buffering 4096``: bodies of 4096+ bytes go to an unlinked temp file).
+Three shared servers run ``tests/apps/plain_apps.py``: "streaming" (2 worker
+processes, wsgi.input reads the socket), "buffered" (1 process,
+``--post-buffering 4096``: bodies of 4096+ bytes go to an unlinked temp file)
+and "pure_python" (as streaming, with ``--decoder python``: the Python request
+path instead of the C one, which must behave the same).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ SERVERS = {
     "streaming": ("--processes", "2", "--master"),
     "buffered": ("--processes", "1", "--post-buffering", "4096",
                  "--post-buffering-bufsize", "1024"),
+    "pure_python": ("--processes", "2", "--master", "--decoder", "python"),
 }
 
 
@@ -73,6 +76,11 @@ def streaming(module_factories, record_root):
 @pytest.fixture(scope="module")
 def buffered(module_factories, record_root):
     return _serve("buffered", module_factories, record_root)
+
+
+@pytest.fixture(scope="module")
+def pure_python(module_factories, record_root):
+    return _serve("pure_python", module_factories, record_root)
 
 
 @pytest.fixture(params=list(SERVERS))

@@ -8,6 +8,7 @@ thread needs per request is preallocated in :class:`ConnectionHandler`.
 from __future__ import annotations
 
 import _socket
+import ctypes
 import io
 import os
 import socket
@@ -198,8 +199,14 @@ class ConnectionHandler:
         self.fd = -1  # the current connection
         self.conn = None  # its socket object, once the Python path needed one
         fastpath = ctx.fastpath
-        self._read_c = fastpath.read_request if fastpath else None
         self._c_exchange = fastpath.Exchange if fastpath else None
+        # A request without a body runs start to end in C (fastpath.Core);
+        # it calls back into the methods below for the rare turns.
+        self._serve_c = fastpath.Core(
+            self, self.buf, ctx.max_block, ctx.base_environ, ctx.socket_timeout,
+            ctx.pick_app, io.BytesIO, self.slot, ctypes.addressof(self.slot),
+            ctx.count_request, reqlog.ctime, reqlog, log, reqlog._default_emit,
+            ctx.track_requests, ctx.log_requests, ctx.pid, core).serve if fastpath else None
 
     def _sock(self, fd: int):
         """The connection as a socket object, made on first use."""
@@ -277,7 +284,11 @@ class ConnectionHandler:
     def handle(self, fd: int) -> None:
         self.fd = fd
         try:
-            self._handle(fd)
+            serve_c = self._serve_c
+            # C serves the request, or says what it read: Python goes on.
+            req = serve_c(fd) if serve_c is not None else -1
+            if req is not None:
+                self._handle(fd, req)
         except Exception:  # a bug here must cost one connection, not the worker
             log.exception("internal error while serving a connection")
         finally:
@@ -289,12 +300,11 @@ class ConnectionHandler:
                 self.conn = None
                 conn.close()
 
-    def _handle(self, fd: int) -> None:
+    def _handle(self, fd: int, req) -> None:
+        """The request from what was read so far: ``req`` is read_request's
+        answer (C), or -1 when nothing was read yet."""
         ctx = self.ctx
         started = time.time()
-        read_c = self._read_c
-        # C: one recv + decode + environ; an int hands over to Python.
-        req = read_c(fd, self.buf, ctx.max_block, ctx.base_environ) if read_c else -1
         if type(req) is not tuple:
             req = self._read_py(fd, req)
             if req is None:
@@ -355,36 +365,49 @@ class ConnectionHandler:
             exchange = _Exchange(self._sock(fd), head_only, self.ctx.socket_timeout)
         app = self.ctx.pick_app(env)
         if app is None:
-            log.error("no application mounted for SCRIPT_NAME=%r PATH_INFO=%r" % (
-                env["SCRIPT_NAME"], env["PATH_INFO"]))
-            self._fail(exchange, "no application for this URL")
+            self._no_app(exchange, env)
             return exchange
         result = None
         try:
             result = app(env, exchange.start_response)
             if not exchange.send_result(result):
                 self._send_file(exchange, result)
-        except ResponseError as exc:
-            log.error("invalid response from the app for %s %s: %s" % (
-                env["REQUEST_METHOD"], env.get("REQUEST_URI", env["PATH_INFO"]), exc))
-            self._fail(exchange, "invalid response headers")
-        except (BrokenPipeError, ConnectionResetError, ClientDisconnected,
-                socket.timeout) as exc:
-            log.info("client went away during %s %s: %s" % (
-                env["REQUEST_METHOD"], env.get("REQUEST_URI", env["PATH_INFO"]), exc))
-        except Exception:
-            self.slot.exceptions += 1
-            log.exception("exception in the app for %s %s" % (
-                env["REQUEST_METHOD"], env.get("REQUEST_URI", env["PATH_INFO"])))
-            self._fail(exchange, "internal server error")
+        except Exception as exc:
+            self._app_failed(exchange, env, exc)
         finally:
             close = getattr(result, "close", None)
             if close is not None:
                 try:
                     close()
-                except Exception:
-                    log.exception("exception in the app's close()")
+                except Exception as exc:
+                    self._close_failed(exc)
         return exchange
+
+    # The turns of a request both paths take (fastpath.Core calls these too,
+    # with the exception as the one being handled).
+
+    def _no_app(self, exchange, env: dict) -> None:
+        log.error("no application mounted for SCRIPT_NAME=%r PATH_INFO=%r" % (
+            env["SCRIPT_NAME"], env["PATH_INFO"]))
+        self._fail(exchange, "no application for this URL")
+
+    def _app_failed(self, exchange, env: dict, exc: Exception) -> None:
+        """The app, or sending its answer, raised ``exc``: log, answer if possible."""
+        what = "%s %s" % (env["REQUEST_METHOD"], env.get("REQUEST_URI", env["PATH_INFO"]))
+        if isinstance(exc, ResponseError):
+            log.error("invalid response from the app for %s: %s" % (what, exc))
+            self._fail(exchange, "invalid response headers")
+        elif isinstance(exc, (BrokenPipeError, ConnectionResetError, ClientDisconnected,
+                              socket.timeout)):
+            log.info("client went away during %s: %s" % (what, exc))
+        else:
+            self.slot.exceptions += 1
+            log.exception("exception in the app for %s" % what)
+            self._fail(exchange, "internal server error")
+
+    @staticmethod
+    def _close_failed(exc: Exception) -> None:
+        log.exception("exception in the app's close()")
 
     def _send_file(self, exchange, wrapper: FileWrapper) -> None:
         """wsgi.file_wrapper: sendfile() a regular file, else iterate it."""
