@@ -48,6 +48,8 @@ static PyObject *s_CONTENT_TYPE, *s_CONTENT_LENGTH, *s_HTTPS, *s_REQUEST_SCHEME,
     *s_url_scheme, *s_https, *s_SCRIPT_NAME, *s_PATH_INFO, *s_write,
     *s_comma, *s_semicolon;
 
+static double now_monotonic(void);
+
 /* One scratch for uwsgi_decode(): it is written and read within that one
  * call, with the GIL held. Nothing reads it afterwards: Python calls made
  * while building the environ can run other code (a finalizer, another
@@ -356,47 +358,95 @@ static PyObject *fp_environ_from(PyObject *mod, PyObject *args)
     return Py_BuildValue("(NLL)", env, length, info);
 }
 
-/* read_request(fd, buffer, max_block, base) -> (env, length, n, info) | int
- * The int is the number of bytes already in ``buffer`` (0: EOF before any
- * byte; -1: nothing to read yet) and means "Python takes it from here". */
+/* read_request(fd, buffer, max_block, base, timeout) -> (env, length, n, info) | int
+ *
+ * Reads the vars block into ``buffer`` and builds the environ. nginx writes
+ * the packet right after connecting, so the first recv() nearly always
+ * brings all of it; otherwise this waits (GIL released) and reads on, with
+ * socket-timeout bounding the whole vars block, as handler._read_packet
+ * does. The int means "Python takes it from here": the number of bytes in
+ * ``buffer`` (a protocol error or a bad CONTENT_LENGTH, which Python
+ * explains; or EOF after that many bytes, 0 for none), or -2 when
+ * socket-timeout passed before the block was complete. */
 static PyObject *fp_read_request(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
 {
     Py_buffer buf;
     int fd;
     long long max_block, length = 0, info = 0;
+    double timeout, deadline = -1;
+    size_t n = 0;
     ssize_t got;
     PyObject *env;
 
-    if (nargs != 4) {
-        PyErr_SetString(PyExc_TypeError, "read_request(fd, buffer, max_block, base)");
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "read_request(fd, buffer, max_block, base, timeout)");
         return NULL;
     }
     fd = PyLong_AsLong(args[0]);
     max_block = PyLong_AsLongLong(args[2]);
+    timeout = PyFloat_AsDouble(args[4]);
     if (PyErr_Occurred() || parse_base(args[3]) < 0)
         return NULL;
     if (PyObject_GetBuffer(args[1], &buf, PyBUF_WRITABLE) < 0)
         return NULL;
-    do {
-        got = recv(fd, buf.buf, (size_t)buf.len, MSG_DONTWAIT);
-    } while (got < 0 && errno == EINTR);
-    if (got <= 0) {
-        PyBuffer_Release(&buf);
+    for (;;) {
+        got = recv(fd, (char *)buf.buf + n, (size_t)buf.len - n, MSG_DONTWAIT);
+        if (got > 0) {
+            n += (size_t)got;
+            env = environ_of(buf.buf, n, max_block, args[3], &length, &info);
+            if (env != Py_None)
+                break; /* the environ, or a Python error */
+            Py_DECREF(env);
+            if (uwsgi_decode(buf.buf, n, max_block, &scratch) != UWSGI_NEED_DATA ||
+                n == (size_t)buf.len)
+                goto hand_over; /* Python names the error */
+            continue;
+        }
         if (got == 0)
-            return PyLong_FromLong(0);
-        if (errno == EAGAIN || errno == EWOULDBLOCK)
-            return PyLong_FromLong(-1);
-        return PyErr_SetFromErrno(PyExc_OSError);
+            goto hand_over; /* EOF after n bytes */
+        if (errno == EINTR) {
+            if (PyErr_CheckSignals() < 0)
+                goto error;
+            continue;
+        }
+        if (errno != EAGAIN && errno != EWOULDBLOCK) {
+            PyErr_SetFromErrno(PyExc_OSError);
+            goto error;
+        }
+        {
+            struct pollfd p = {fd, POLLIN, 0};
+            int left_ms, r;
+            if (deadline < 0)
+                deadline = now_monotonic() + timeout;
+            left_ms = (int)((deadline - now_monotonic()) * 1000) + 1;
+            if (left_ms <= 0)
+                goto timed_out;
+            Py_BEGIN_ALLOW_THREADS
+            r = poll(&p, 1, left_ms);
+            Py_END_ALLOW_THREADS
+            if (r == 0)
+                goto timed_out;
+            if (r < 0 && errno == EINTR && PyErr_CheckSignals() < 0)
+                goto error;
+            if (r < 0 && errno != EINTR) {
+                PyErr_SetFromErrno(PyExc_OSError);
+                goto error;
+            }
+        }
     }
-    env = environ_of(buf.buf, (size_t)got, max_block, args[3], &length, &info);
     PyBuffer_Release(&buf);
-    if (env == Py_None) {
-        Py_DECREF(env);
-        return PyLong_FromSsize_t(got);
-    }
     if (env == NULL)
         return NULL;
-    return Py_BuildValue("(NLnL)", env, length, (Py_ssize_t)got, info);
+    return Py_BuildValue("(NLnL)", env, length, (Py_ssize_t)n, info);
+hand_over:
+    PyBuffer_Release(&buf);
+    return PyLong_FromSsize_t((Py_ssize_t)n);
+timed_out:
+    PyBuffer_Release(&buf);
+    return PyLong_FromLong(-2);
+error:
+    PyBuffer_Release(&buf);
+    return NULL;
 }
 
 static PyObject *fp_accept(PyObject *mod, PyObject *arg)
@@ -1363,7 +1413,7 @@ static int log_request(Core *c, PyObject *env, long long info, PyObject *x, doub
 
 static PyObject *Core_serve(Core *c, PyObject *fdobj)
 {
-    PyObject *args[4], *req, *env, *x = NULL, *input, *method;
+    PyObject *args[5], *req, *env, *x = NULL, *input, *method;
     long long length, info;
     double started;
     int fd = (int)PyLong_AsLong(fdobj), rc;
@@ -1375,10 +1425,15 @@ static PyObject *Core_serve(Core *c, PyObject *fdobj)
     args[1] = c->buf;
     args[2] = PyLong_FromLongLong(c->max_block);
     args[3] = c->base;
-    if (args[2] == NULL)
+    args[4] = PyFloat_FromDouble(c->timeout);
+    if (args[2] == NULL || args[4] == NULL) {
+        Py_XDECREF(args[2]);
+        Py_XDECREF(args[4]);
         return NULL;
-    req = fp_read_request(NULL, args, 4);
+    }
+    req = fp_read_request(NULL, args, 5);
     Py_DECREF(args[2]);
+    Py_DECREF(args[4]);
     if (req == NULL || !PyTuple_Check(req))
         return req; /* an int: Python reads on */
     length = PyLong_AsLongLong(PyTuple_GET_ITEM(req, 1));
@@ -1543,7 +1598,7 @@ static PyMethodDef fp_methods[] = {
     {"init", fp_init, METH_VARARGS, "init(ResponseError, HeadersAlreadySent, build_head, FileWrapper)"},
     {"accept", fp_accept, METH_O, "accept(listen_fd) -> fd; BlockingIOError when none waits"},
     {"read_request", (PyCFunction)(void (*)(void))fp_read_request, METH_FASTCALL,
-     "read_request(fd, buffer, max_block, base) -> (env, length, n, info) | int"},
+     "read_request(fd, buffer, max_block, base, timeout) -> (env, length, n, info) | int"},
     {"slot_layout", fp_slot_layout, METH_VARARGS,
      "slot_layout(busy_since, requests, tx, rt_total, rt_count): CoreSlot offsets"},
     {"uwsgi_line", (PyCFunction)(void (*)(void))fp_uwsgi_line, METH_FASTCALL,

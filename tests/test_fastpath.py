@@ -13,6 +13,7 @@ import os
 import socket
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -116,30 +117,51 @@ def test_bad_content_length_is_left_to_python():
 
 # -- read_request / accept ---------------------------------------------------------
 
+def read_request(sock, buf, timeout=2.0):
+    return fastpath.read_request(sock.fileno(), buf, 65535, BASE, timeout)
+
+
 def test_read_request_reports_what_python_must_take_over():
     buf = bytearray(4 + 65535 + 65536)
     data = build_packet([(b"REQUEST_METHOD", b"POST"), (b"CONTENT_LENGTH", b"4")],
                         body=b"body")
     a, b = socket.socketpair()
     with a, b:
-        assert fastpath.read_request(a.fileno(), buf, 65535, BASE) == -1  # nothing yet
-        b.sendall(data[:7])
-        assert fastpath.read_request(a.fileno(), buf, 65535, BASE) == 7  # partial packet
-    a, b = socket.socketpair()
-    with a, b:
         b.sendall(data)
-        env, length, n, info = fastpath.read_request(a.fileno(), buf, 65535, BASE)
+        env, length, n, info = read_request(a, buf)
         assert (env["REQUEST_METHOD"], length, n) == ("POST", 4, len(data))
         assert buf[n - 4:n] == b"body"  # the body's start stays in the buffer for Python
         assert info == packet_info(decoder_py.decode(data, 65535))
         b.close()
-        assert fastpath.read_request(a.fileno(), buf, 65535, BASE) == 0  # EOF
+        assert read_request(a, buf) == 0  # EOF before any byte
     with pytest.raises(OSError):
-        fastpath.read_request(a.fileno(), buf, 65535, BASE)  # closed descriptor
+        read_request(a, buf)  # closed descriptor
     a, b = socket.socketpair()
     with a, b:
         b.sendall(b"GET / HTTP/1.1\r\n\r\n")
-        assert fastpath.read_request(a.fileno(), buf, 65535, BASE) == 18  # Python explains
+        assert read_request(a, buf) == 18  # a protocol error: Python explains
+    a, b = socket.socketpair()
+    with a, b:
+        b.sendall(data[:7])
+        b.close()
+        assert read_request(a, buf) == 7  # EOF inside the packet: Python logs it
+
+
+def test_read_request_waits_for_the_rest_within_socket_timeout():
+    buf = bytearray(4 + 65535 + 65536)
+    data = build_packet([(b"REQUEST_METHOD", b"GET"), (b"PATH_INFO", b"/slow")])
+    a, b = socket.socketpair()
+    with a, b:
+        b.sendall(data[:5])
+        threading.Timer(0.2, lambda: b.sendall(data[5:])).start()
+        env, length, n, _ = read_request(a, buf)
+        assert (env["PATH_INFO"], length, n) == ("/slow", 0, len(data))
+    a, b = socket.socketpair()
+    with a, b:
+        b.sendall(data[:5])  # then silence
+        started = time.monotonic()
+        assert read_request(a, buf, timeout=0.3) == -2
+        assert 0.25 < time.monotonic() - started < 2.0
 
 
 def test_accept_returns_a_descriptor_or_blocking_io_error():

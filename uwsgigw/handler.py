@@ -220,8 +220,8 @@ class ConnectionHandler:
     def _read_packet(self, conn, got: int):
         """Return (packet, bytes read) or (None, n) on early EOF.
 
-        ``got`` is what the C path left in the buffer: > 0 bytes, 0 for EOF,
-        -1 for nothing read yet. nginx writes the packet right after
+        ``got`` is what the C path left in the buffer: > 0 bytes, 0 for EOF
+        before any byte, -1 for nothing read yet. nginx writes the packet right after
         connecting, so a first read is tried without blocking (no timeout
         set-up, no poll); the socket gets its socket-timeout only when a
         read would wait.
@@ -258,8 +258,13 @@ class ConnectionHandler:
 
     def _read_py(self, fd: int, got: int):
         """The Python request path: (env, length, n, info), or None when the
-        connection was answered or dropped here (each with its log line)."""
+        connection was answered or dropped here (each with its log line).
+        ``got``: -1 nothing read yet, -2 the C path timed out, else bytes read."""
         ctx = self.ctx
+        if got == -2:
+            log_read_failure(socket.timeout("vars block not complete within socket-timeout"),
+                             ctx.socket_timeout)
+            return None
         conn = self._sock(fd)
         try:
             packet, n = self._read_packet(conn, got)
