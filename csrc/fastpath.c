@@ -583,14 +583,33 @@ static int clean_text(const unsigned char *d, Py_ssize_t n)
            memchr(d, '\0', n) == NULL;
 }
 
+/* (name, value) of a header item if both are latin-1 str, else 0. */
+static int header_pair(PyObject *h, PyObject **name, PyObject **value)
+{
+    if (PyTuple_CheckExact(h) && PyTuple_GET_SIZE(h) == 2) {
+        *name = PyTuple_GET_ITEM(h, 0);
+        *value = PyTuple_GET_ITEM(h, 1);
+    } else if (PyList_CheckExact(h) && PyList_GET_SIZE(h) == 2) {
+        *name = PyList_GET_ITEM(h, 0);
+        *value = PyList_GET_ITEM(h, 1);
+    } else {
+        return 0;
+    }
+    return latin1_str(*name) && latin1_str(*value);
+}
+
 /* The head for (status, headers) if every part is plainly valid, else NULL
- * with no error set: response.build_head then decides (and explains). */
+ * with no error set: response.build_head then decides (and explains).
+ *
+ * A first pass sizes the head; the second validates and writes what it
+ * finds then, bounded by that size. Allocating the head can run other code
+ * (a finalizer), so the second pass trusts nothing the first one saw. */
 static PyObject *fast_head(PyObject *status, PyObject *headers, int *count)
 {
     const unsigned char *sd;
     Py_ssize_t sn, n, i, size;
-    PyObject *head, **items;
-    char *w;
+    PyObject *head, *name, *value;
+    char *w, *end;
 
     if (!latin1_str(status) || !(PyList_CheckExact(headers) || PyTuple_CheckExact(headers)))
         return NULL;
@@ -603,49 +622,40 @@ static PyObject *fast_head(PyObject *status, PyObject *headers, int *count)
     if (sn < 3 || sd[0] < '1' || sd[0] > '9' || sd[1] < '0' || sd[1] > '9' ||
         sd[2] < '0' || sd[2] > '9' || (sn > 3 && sd[3] != ' ') || !clean_text(sd, sn))
         return NULL;
-    items = PySequence_Fast_ITEMS(headers);
     size = 9 + sn + 2 + 2; /* "HTTP/1.1 " status CRLF ... CRLF */
     for (i = 0; i < n; i++) {
-        PyObject *h = items[i], *name, *value;
-        const unsigned char *nd;
-        Py_ssize_t nn, j;
-        if (PyTuple_CheckExact(h) && PyTuple_GET_SIZE(h) == 2) {
-            name = PyTuple_GET_ITEM(h, 0);
-            value = PyTuple_GET_ITEM(h, 1);
-        } else if (PyList_CheckExact(h) && PyList_GET_SIZE(h) == 2) {
-            name = PyList_GET_ITEM(h, 0);
-            value = PyList_GET_ITEM(h, 1);
-        } else {
+        if (!header_pair(PySequence_Fast_ITEMS(headers)[i], &name, &value))
             return NULL;
-        }
-        if (!latin1_str(name) || !latin1_str(value))
-            return NULL;
-        nd = PyUnicode_1BYTE_DATA(name);
-        nn = PyUnicode_GET_LENGTH(name);
-        if (nn == 0)
-            return NULL;
-        for (j = 0; j < nn; j++)
-            if (!token_chars[nd[j]])
-                return NULL;
-        if (!clean_text(PyUnicode_1BYTE_DATA(value), PyUnicode_GET_LENGTH(value)))
-            return NULL;
-        size += nn + 2 + PyUnicode_GET_LENGTH(value) + 2;
+        size += PyUnicode_GET_LENGTH(name) + 2 + PyUnicode_GET_LENGTH(value) + 2;
     }
     head = PyBytes_FromStringAndSize(NULL, size);
     if (head == NULL)
         return NULL; /* MemoryError stays set: the caller checks */
     w = PyBytes_AS_STRING(head);
+    end = w + size;
     memcpy(w, "HTTP/1.1 ", 9);
     w += 9;
     memcpy(w, sd, sn);
     w += sn;
     *w++ = '\r';
     *w++ = '\n';
+    if (PySequence_Fast_GET_SIZE(headers) != n)
+        goto give_up;
     for (i = 0; i < n; i++) {
-        PyObject *h = items[i];
-        PyObject *name = PySequence_Fast_GET_ITEM(h, 0), *value = PySequence_Fast_GET_ITEM(h, 1);
-        Py_ssize_t nn = PyUnicode_GET_LENGTH(name), vn = PyUnicode_GET_LENGTH(value);
-        memcpy(w, PyUnicode_1BYTE_DATA(name), nn);
+        const unsigned char *nd;
+        Py_ssize_t nn, vn, j;
+        if (!header_pair(PySequence_Fast_ITEMS(headers)[i], &name, &value))
+            goto give_up;
+        nd = PyUnicode_1BYTE_DATA(name);
+        nn = PyUnicode_GET_LENGTH(name);
+        vn = PyUnicode_GET_LENGTH(value);
+        if (nn == 0 || end - w < nn + 2 + vn + 2 + 2 ||
+            !clean_text(PyUnicode_1BYTE_DATA(value), vn))
+            goto give_up;
+        for (j = 0; j < nn; j++)
+            if (!token_chars[nd[j]])
+                goto give_up;
+        memcpy(w, nd, nn);
         w += nn;
         *w++ = ':';
         *w++ = ' ';
@@ -654,10 +664,15 @@ static PyObject *fast_head(PyObject *status, PyObject *headers, int *count)
         *w++ = '\r';
         *w++ = '\n';
     }
+    if (w + 2 != end)
+        goto give_up;
     *w++ = '\r';
     *w++ = '\n';
     *count = (int)n;
     return head;
+give_up:
+    Py_DECREF(head);
+    return NULL;
 }
 
 /* The head of the pending response; on failure a Python error is set
