@@ -459,8 +459,13 @@ static PyObject *fp_accept(PyObject *mod, PyObject *arg)
         fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
         if (fd >= 0)
             return PyLong_FromLong(fd);
+        /* An empty queue is the normal end of a burst (and another worker
+         * taking the connection): -1, not a BlockingIOError to build,
+         * format and catch. */
+        if (errno == EAGAIN || errno == EWOULDBLOCK)
+            return PyLong_FromLong(-1);
         if (errno != EINTR)
-            return PyErr_SetFromErrno(PyExc_OSError); /* EAGAIN: BlockingIOError */
+            return PyErr_SetFromErrno(PyExc_OSError);
         if (PyErr_CheckSignals() < 0)
             return NULL;
     }
@@ -994,9 +999,16 @@ static int put_lit(out_buf *o, const char *s)
 
 static int put_num(out_buf *o, long long v)
 {
-    char tmp[24];
-    int n = snprintf(tmp, sizeof tmp, "%lld", v);
-    return put_bytes(o, tmp, n);
+    char tmp[24], *p = tmp + sizeof tmp; /* digits right to left: no printf */
+    unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+
+    do {
+        *--p = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0)
+        *--p = '-';
+    return put_bytes(o, p, tmp + sizeof tmp - p);
 }
 
 /* A str as the client's bytes; control characters as \xNN (reqlog._CTRL). */
@@ -1611,7 +1623,7 @@ static PyObject *fp_init(PyObject *mod, PyObject *args)
 
 static PyMethodDef fp_methods[] = {
     {"init", fp_init, METH_VARARGS, "init(ResponseError, HeadersAlreadySent, build_head, FileWrapper)"},
-    {"accept", fp_accept, METH_O, "accept(listen_fd) -> fd; BlockingIOError when none waits"},
+    {"accept", fp_accept, METH_O, "accept(listen_fd) -> fd, or -1 when none waits"},
     {"read_request", (PyCFunction)(void (*)(void))fp_read_request, METH_FASTCALL,
      "read_request(fd, buffer, max_block, base, timeout) -> (env, length, n, info) | int"},
     {"slot_layout", fp_slot_layout, METH_VARARGS,

@@ -163,6 +163,8 @@ class Worker:
                         except OSError as exc:
                             self._accept_failed(exc)
                             break
+                        if conn < 0:
+                            break  # the C accept's "queue empty"
                         handler.handle(conn)
                         if check:
                             self._check_limits()
@@ -196,6 +198,8 @@ class Worker:
                 try:
                     conn = accept()
                 except OSError:
+                    break
+                if conn < 0:
                     break
                 handler.handle(conn)
 
@@ -264,7 +268,8 @@ class Worker:
 
 
 def fd_accept(sock, fastpath=None):
-    """An ``accept()`` for ``sock`` returning the bare descriptor.
+    """An ``accept()`` for ``sock`` returning the bare descriptor (the C one
+    returns -1 for an empty queue, the others raise BlockingIOError).
 
     The handler makes a socket object only when its Python path needs one:
     ``socket.socket.accept`` costs a Python wrapper, its ``__init__`` and
