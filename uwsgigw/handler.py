@@ -3,6 +3,12 @@
 nginx opens one connection per request (it never keeps uwsgi upstreams
 alive), so this is the whole life of a connection. Everything a worker
 thread needs per request is preallocated in :class:`ConnectionHandler`.
+
+With the C backend, ``fastpath.Core`` (csrc/fastpath.c) serves a request
+without a body start to end and hands everything else to :meth:`_handle`
+with what it read; the Python backend runs :meth:`_handle` for every
+request. The two answer alike (tests/test_fastpath.py, and
+test_wsgi_semantics runs a ``--decoder python`` server beside the C ones).
 """
 
 from __future__ import annotations
