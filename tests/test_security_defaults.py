@@ -283,6 +283,10 @@ def test_allow_from_closes_and_logs_other_peers(uwsgigw_factory):
                           "--socket", addr, "--socket", unix,
                           "--uwsgi-allow-from", "127.0.0.2", socket=addr)
     workers = wait_children(srv.pid, 2)
+    # The fixture's readiness probe connected from 127.0.0.1 and was refused;
+    # each worker logs one refusal per second, so a refusal inside that
+    # second would only be counted, not logged. Wait the window out.
+    time.sleep(1.1)
     mark = srv.log_mark()
     assert _request_from("127.0.0.1", addr) == b""
     srv.wait_for_log("refused connection from 127.0.0.1", "uwsgi-allow-from", since=mark)
