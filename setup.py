@@ -70,7 +70,9 @@ def fastpath_extension() -> list:
         return []
     return [Extension("uwsgigw._fastpath",
                       sources=["csrc/fastpath.c", "csrc/uwsgi_decoder.c"],
-                      include_dirs=["csrc"], depends=list(C_SOURCES))]
+                      include_dirs=["csrc"],
+                      depends=list(C_SOURCES) + [str(p.relative_to(ROOT)) for p in
+                                                 sorted((ROOT / "csrc").glob("fastpath_*.c"))])]
 
 
 setup(cmdclass={"build_ext": OptionalBuildExt}, ext_modules=fastpath_extension(),
