@@ -184,6 +184,28 @@ class HTTPResult:
         return self.headers.get_all(name) or []
 
 
+def has_ipv6() -> bool:
+    """Whether this machine can bind the IPv6 loopback."""
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+def site_get(site, path: str, **kw) -> "HTTPResult":
+    """GET through the nginx of a ``(server, nginx)`` fixture."""
+    return http_request(site[1].port, "GET", path, **kw)
+
+
+def site_post(site, path: str, body: bytes, content_type: str, **kw) -> "HTTPResult":
+    """POST ``body`` as ``content_type`` through the nginx of a ``(server, nginx)`` fixture."""
+    headers = {"Content-Type": content_type}
+    headers.update(kw.pop("headers", {}))
+    return http_request(site[1].port, "POST", path, body=body, headers=headers, **kw)
+
+
 def http_request(port: int, method: str = "GET", path: str = "/", body=None,
                  headers: dict | list | None = None, timeout: float = 60.0,
                  host: str = "127.0.0.1", https: bool = False) -> HTTPResult:

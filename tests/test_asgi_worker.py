@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from conftest import http_request, nginx_vars, parse_response, uwsgi_request, wait_until
+from conftest import site_get as get
 from uwsgigw import exitcodes
 
 
@@ -40,9 +41,6 @@ def raw_site(module_factories, records):
         env={"ASGI_APPS_RECORD_DIR": records})
     return server, module_factories.nginx(server.socket)
 
-
-def get(site, path, **kw):
-    return http_request(site[1].port, "GET", path, **kw)
 
 
 # -- concurrency ---------------------------------------------------------------------

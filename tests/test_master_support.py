@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import glob
 import os
 import signal
 import subprocess
@@ -12,28 +11,9 @@ import time
 
 from conftest import http_request, nginx_vars, parse_response, server_env, uwsgi_request, \
     wait_until
+from soak.procinfo import children  # noqa: F401  (the test_master_* files import it from here)
 
 APP = "master_apps:application"
-
-
-def children(pid: int) -> set[int]:
-    """The live child processes of ``pid`` (its workers), from /proc."""
-    pids: set[int] = set()
-    for path in glob.glob("/proc/%d/task/*/children" % pid):
-        try:
-            with open(path) as f:
-                pids.update(int(p) for p in f.read().split())
-        except OSError:
-            pass
-    return {p for p in pids if _alive(p)}
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def wait_workers(server, count: int, timeout: float = 10.0) -> set[int]:

@@ -9,6 +9,7 @@ import signal
 import time
 
 import pytest
+from conftest import has_ipv6
 from test_master_support import (APP, children, exit_status, get, in_thread, poll, raw_get,
                                  wait_workers)
 
@@ -153,23 +154,13 @@ def test_several_sockets_unix_tcp_ipv6(uwsgigw_factory):
 
     tcp = "127.0.0.1:%d" % free_port()
     args = ["--module", APP, "--master", "--processes", "2", "--socket", tcp]
-    if socket_has_ipv6():
+    if has_ipv6():
         v6 = "[::1]:%d" % free_port("::1")
         args += ["--socket", v6]
     server = uwsgigw_factory(*args, socket=tcp)
-    for addr in [tcp] + ([v6] if socket_has_ipv6() else []):
+    for addr in [tcp] + ([v6] if has_ipv6() else []):
         assert raw_get(addr, "/").status == 200
     server.wait_for_log("ready to accept requests: 2 workers on %s" % tcp)
-
-
-def socket_has_ipv6() -> bool:
-    import socket
-    try:
-        with socket.socket(socket.AF_INET6) as s:
-            s.bind(("::1", 0))
-        return True
-    except OSError:
-        return False
 
 
 def test_unix_socket_mode_and_several_unix_sockets(uwsgigw_factory):

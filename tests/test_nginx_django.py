@@ -9,6 +9,7 @@ import os
 import pytest
 
 from conftest import http_request, multipart
+from conftest import site_get as get, site_post as post
 
 
 @pytest.fixture(scope="module", params=["unix", "tcp"])
@@ -21,14 +22,6 @@ def site(request, module_factories, tmp_path_factory):
     nginx = module_factories.nginx(server.socket)
     return server, nginx
 
-
-def get(site, path, **kw):
-    return http_request(site[1].port, "GET", path, **kw)
-
-
-def post(site, path, body, content_type, **kw):
-    return http_request(site[1].port, "POST", path, body=body,
-                        headers={"Content-Type": content_type}, **kw)
 
 
 def test_get_index(site):

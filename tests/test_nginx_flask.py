@@ -11,6 +11,7 @@ import pytest
 
 import flask_app
 from conftest import http_request, multipart
+from conftest import site_get as get, site_post as post
 
 
 def ipv6_available() -> bool:
@@ -39,14 +40,6 @@ def site(request, module_factories):
     return server, nginx
 
 
-def get(site, path, **kw):
-    return http_request(site[1].port, "GET", path, **kw)
-
-
-def post(site, path, body, content_type, **kw):
-    headers = {"Content-Type": content_type}
-    headers.update(kw.pop("headers", {}))
-    return http_request(site[1].port, "POST", path, body=body, headers=headers, **kw)
 
 
 def test_get_index(site):

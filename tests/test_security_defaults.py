@@ -28,8 +28,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from packet_builder import build_packet
-from conftest import (http_request, nginx_vars, parse_response, recv_all, short_tmpdir,
-                      uwsgi_connect, uwsgi_request)
+from conftest import (has_ipv6, http_request, nginx_vars, parse_response, recv_all,
+                      short_tmpdir, uwsgi_connect, uwsgi_request)
 from soak.procinfo import APP_FILE, children, fds, status, wait_children
 from uwsgigw.config import ConfigError, load
 from uwsgigw.devnginx import free_port
@@ -43,15 +43,6 @@ needs_root = pytest.mark.skipif(not ROOT, reason="needs root (to drop privileges
 
 def get(addr: str, uri: str, **extra):
     return parse_response(uwsgi_request(addr, nginx_vars(uri=uri, **extra)))
-
-
-def has_ipv6() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6) as s:
-            s.bind(("::1", 0))
-        return True
-    except OSError:
-        return False
 
 
 # -- UWSGI_* magic vars ------------------------------------------------------------

@@ -6,6 +6,7 @@ import stat
 
 import pytest
 
+from uwsgigw.devnginx import free_port
 from uwsgigw.sockets import SocketError, bind_all, close_all, parse_address
 
 
@@ -71,7 +72,7 @@ def test_missing_directory_error_names_it(tmp_path):
 
 def test_tcp_ipv4_and_ipv6(tmp_path):
     listeners = bind_all(["127.0.0.1:0".replace(":0", ":%d" % free_port()),
-                          "[::1]:%d" % free_port(socket.AF_INET6)], 16, None, None)
+                          "[::1]:%d" % free_port("::1")], 16, None, None)
     try:
         assert [l.sock.family for l in listeners] == [socket.AF_INET, socket.AF_INET6]
     finally:
@@ -83,9 +84,3 @@ def test_no_socket_is_an_error():
         bind_all([], 16, None, None)
 
 
-def free_port(family=socket.AF_INET):
-    s = socket.socket(family)
-    s.bind(("::1" if family == socket.AF_INET6 else "127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
