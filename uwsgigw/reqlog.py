@@ -89,34 +89,39 @@ def write_json(line: str) -> None:
 
 # -- cheap per-second and per-process values ---------------------------------
 
-_ctime_cache: tuple[int, str] = (-1, "")
-_ltime_cache: tuple[int, str] = (-1, "")
+def _per_second(make: Callable[[int], Any], doc: str) -> Callable[[float], Any]:
+    """``make(whole seconds)``, computed once per second and reused.
+
+    The cache is one tuple, read and replaced whole, so threads sharing it
+    never see a time paired with another second's text.
+    """
+    cache = (-1, None)
+
+    def per_second(t: float):
+        nonlocal cache
+        sec = int(t)
+        cached = cache
+        if cached[0] != sec:
+            cached = cache = (sec, make(sec))
+        return cached[1]
+
+    per_second.__doc__ = doc
+    return per_second
+
+
+ctime = _per_second(time.ctime, "``time.ctime`` (uWSGI's ``[ctime]``), formatted once per second.")
+ltime = _per_second(lambda sec: time.strftime("%d/%b/%Y:%H:%M:%S %z", time.localtime(sec)),
+                    "Apache's time, uWSGI's ``%(ltime)``: ``09/May/2026:07:35:25 +0000``.")
+
+
 _iso_cache: tuple[int, str, str] = (-1, "", "")
 
 
-def ctime(t: float) -> str:
-    """``time.ctime`` (uWSGI's ``[ctime]``), formatted once per second."""
-    global _ctime_cache
-    sec = int(t)
-    cached = _ctime_cache  # one tuple read: safe against other threads
-    if cached[0] != sec:
-        cached = _ctime_cache = (sec, time.ctime(sec))
-    return cached[1]
-
-
-def ltime(t: float) -> str:
-    """Apache's time, uWSGI's ``%(ltime)``: ``09/May/2026:07:35:25 +0000``."""
-    global _ltime_cache
-    sec = int(t)
-    cached = _ltime_cache
-    if cached[0] != sec:
-        cached = _ltime_cache = (sec, time.strftime("%d/%b/%Y:%H:%M:%S %z",
-                                                    time.localtime(sec)))
-    return cached[1]
-
-
 def iso_time(t: float) -> str:
-    """ISO 8601 local time with milliseconds and offset, for JSON lines."""
+    """ISO 8601 local time with milliseconds and offset, for JSON lines.
+
+    Its own cache rather than _per_second: the milliseconds are added per
+    call, and inlining the lookup keeps a JSON line ~100 ns cheaper."""
     global _iso_cache
     sec = int(t)
     cached = _iso_cache
