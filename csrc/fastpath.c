@@ -129,8 +129,6 @@ PyMODINIT_FUNC PyInit__fastpath(void)
     INTERN(s_comma, ", ");
     INTERN(s_REMOTE_ADDR, "REMOTE_ADDR");
     INTERN(s_env, "env");
-    INTERN(s_requests, "requests");
-    INTERN(s_tx, "tx");
     INTERN(s_emit, "emit");
     INTERN(s_emit_filtered, "emit_filtered");
     INTERN(s_fd_attr, "_fd");

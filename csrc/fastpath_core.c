@@ -37,7 +37,7 @@ typedef struct {
 /* CoreSlot field offsets (scoreboard.py), given by fastpath.py from ctypes. */
 static Py_ssize_t off_busy_since, off_requests, off_tx, off_rt_total, off_rt_count;
 
-static PyObject *s_env, *s_requests, *s_tx, *s_emit, *s_emit_filtered, *s_fd_attr,
+static PyObject *s_env, *s_emit, *s_emit_filtered, *s_fd_attr,
     *s_wsgi_input, *s_start_response, *s_close, *s_no_app, *s_app_failed,
     *s_close_failed, *s_send_file, *s_HEAD;
 
@@ -186,22 +186,13 @@ static int run_app(Core *c, PyObject *x, PyObject *env)
 /* handler._log_request in C. */
 static int log_request(Core *c, PyObject *env, long long info, PyObject *x, double started)
 {
-    PyObject *o, *total, *emit;
-    long long requests, tx;
+    PyObject *total, *emit;
+    long long requests;
     double elapsed;
     int rc = 0;
 
-    o = PyObject_GetAttr(c->h, s_requests);
-    if (o == NULL)
-        return -1;
-    requests = PyLong_AsLongLong(o) + 1;
-    Py_DECREF(o);
-    o = PyLong_FromLongLong(requests);
-    if (o == NULL || PyObject_SetAttr(c->h, s_requests, o) < 0) {
-        Py_XDECREF(o);
-        return -1;
-    }
-    Py_DECREF(o);
+    /* The slot holds the thread's counts (handler.requests reads it). */
+    requests = (long long)++SLOT(c, off_requests, uint64_t);
     total = PyObject_CallNoArgs(c->count_request);
     if (total == NULL)
         return -1;
@@ -275,19 +266,7 @@ static int log_request(Core *c, PyObject *env, long long info, PyObject *x, doub
     Py_DECREF(total);
     if (rc < 0)
         return -1;
-    o = PyObject_GetAttr(c->h, s_tx);
-    if (o == NULL)
-        return -1;
-    tx = PyLong_AsLongLong(o) + ((Exchange *)x)->tx;
-    Py_DECREF(o);
-    o = PyLong_FromLongLong(tx);
-    if (o == NULL || PyObject_SetAttr(c->h, s_tx, o) < 0) {
-        Py_XDECREF(o);
-        return -1;
-    }
-    Py_DECREF(o);
-    SLOT(c, off_tx, uint64_t) = (uint64_t)tx;
-    SLOT(c, off_requests, uint64_t) = (uint64_t)requests;
+    SLOT(c, off_tx, uint64_t) += (uint64_t)((Exchange *)x)->tx;
     return 0;
 }
 

@@ -197,9 +197,9 @@ class ConnectionHandler:
         self.core = core
         self.buf = bytearray(_READ_BUFFER)
         self.view = memoryview(self.buf)
-        self.requests = 0
-        self.tx = 0
         # Plain memory writes into the shared scoreboard: no syscall, no lock.
+        # The slot is also where this thread's request and byte counts live
+        # (the master zeroes it when it spawns the worker).
         self.slot = ctx.cores[core] if core < len(ctx.cores) else CoreSlot()
         self.env = None  # the current request, for the USR2 dump
         self.fd = -1  # the current connection
@@ -213,6 +213,11 @@ class ConnectionHandler:
             ctx.pick_app, io.BytesIO, self.slot, ctypes.addressof(self.slot),
             ctx.count_request, reqlog.ctime, reqlog, log, reqlog._default_emit,
             ctx.track_requests, ctx.log_requests, ctx.pid, core).serve if fastpath else None
+
+    @property
+    def requests(self) -> int:
+        """Requests this thread has served (the R of the log's ``req: R/T``)."""
+        return self.slot.requests
 
     def _sock(self, fd: int):
         """The connection as a socket object, made on first use."""
@@ -363,9 +368,7 @@ class ConnectionHandler:
             wsgi_input.close()  # a spooled body must not hold its disk space until the next request
         self.env = None
         self._log_request(env, info, exchange, started)
-        self.tx += exchange.tx
-        slot.tx = self.tx
-        slot.requests = self.requests
+        slot.tx += exchange.tx
 
     def _run_app(self, fd: int, env: dict):
         head_only = env["REQUEST_METHOD"] == "HEAD"
@@ -472,12 +475,12 @@ class ConnectionHandler:
     def _log_request(self, env: dict, info: int, exchange, started: float) -> None:
         """Count the request, time it for the stats (avg_rt, running_time),
         then hand it to the request log (reqlog.py) if it logs anything."""
-        self.requests += 1
+        slot = self.slot
+        slot.requests += 1
         total = self.ctx.count_request()
         elapsed = time.time() - started
-        slot = self.slot
         slot.rt_total += elapsed
-        slot.rt_count = self.requests
+        slot.rt_count = slot.requests
         # disable-logging (log_requests false): only log-4xx/5xx/slow, if set.
         emit = reqlog.emit if self.ctx.log_requests else reqlog.emit_filtered
         if emit is not None:

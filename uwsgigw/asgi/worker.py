@@ -100,8 +100,6 @@ class AsyncWorker:
         self.active = 0  # connection tasks (and drains) in flight
         self.tasks: set = set()
         self.inflight: set[Exchange] = set()  # requests an app is running
-        self.requests = 0
-        self.tx = 0
         self.pool: ThreadPoolExecutor | None = None
         self._local = threading.local()
         self._done: asyncio.Future | None = None
@@ -256,16 +254,14 @@ class AsyncWorker:
         self.inflight.discard(ex)
         if not self.inflight:
             self.core.busy_since = 0.0
-        self.requests += 1
+        core = self.core  # the counters live in the scoreboard slot
+        core.requests += 1
         total = self.ctx.count_request()
-        self.tx += ex.tx
-        core = self.core
-        core.requests = self.requests
-        core.tx = self.tx
+        core.tx += ex.tx
         if self.ctx.log_requests:
             core.rt_total += time.time() - ex.started
-            core.rt_count = self.requests
-            log.write_line(request_log_line(self.ctx.pid, self.requests, total, ex, 0))
+            core.rt_count = core.requests
+            log.write_line(request_log_line(self.ctx.pid, core.requests, total, ex, 0))
         if self.limits:
             Worker._check_limits(self)  # sets self.stopping via self.stop()
 
