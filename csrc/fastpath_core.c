@@ -212,23 +212,10 @@ static int log_request(Core *c, PyObject *env, long long info, PyObject *x, doub
                 ct = PyObject_CallOneArg(c->ctime, st);
             Py_XDECREF(st);
             if (ct != NULL) {
-                PyObject *args[9];
-                args[0] = env;
-                args[1] = PyLong_FromLongLong(info);
-                args[2] = x;
-                args[3] = PyLong_FromLongLong(c->pid);
-                args[4] = PyLong_FromLongLong(requests);
-                args[5] = total;
-                args[6] = ct;
-                args[7] = PyLong_FromLongLong((long long)(elapsed * 1000));
-                args[8] = PyLong_FromLongLong(c->core);
-                if (args[1] && args[3] && args[4] && args[7] && args[8])
-                    line = fp_uwsgi_line(NULL, args, 9);
-                Py_XDECREF(args[1]);
-                Py_XDECREF(args[3]);
-                Py_XDECREF(args[4]);
-                Py_XDECREF(args[7]);
-                Py_XDECREF(args[8]);
+                long long v[5] = {c->pid, requests, PyLong_AsLongLong(total),
+                                  (long long)(elapsed * 1000), c->core};
+                if (!PyErr_Occurred())
+                    line = uwsgi_line(env, info, (Exchange *)x, v, ct);
                 Py_DECREF(ct);
             }
             if (line == NULL)
@@ -272,7 +259,7 @@ static int log_request(Core *c, PyObject *env, long long info, PyObject *x, doub
 
 static PyObject *Core_serve(Core *c, PyObject *fdobj)
 {
-    PyObject *args[5], *req, *env, *x = NULL, *input, *method;
+    PyObject *req, *env, *x = NULL, *input, *method;
     long long length, info;
     double started;
     int fd = (int)PyLong_AsLong(fdobj), rc;
@@ -280,19 +267,7 @@ static PyObject *Core_serve(Core *c, PyObject *fdobj)
     if (fd == -1 && PyErr_Occurred())
         return NULL;
     started = now_realtime();
-    args[0] = fdobj;
-    args[1] = c->buf;
-    args[2] = PyLong_FromLongLong(c->max_block);
-    args[3] = c->base;
-    args[4] = PyFloat_FromDouble(c->timeout);
-    if (args[2] == NULL || args[4] == NULL) {
-        Py_XDECREF(args[2]);
-        Py_XDECREF(args[4]);
-        return NULL;
-    }
-    req = fp_read_request(NULL, args, 5);
-    Py_DECREF(args[2]);
-    Py_DECREF(args[4]);
+    req = read_request(fd, c->buf, c->max_block, c->base, c->timeout);
     if (req == NULL || !PyTuple_Check(req))
         return req; /* an int: Python reads on */
     length = PyLong_AsLongLong(PyTuple_GET_ITEM(req, 1));

@@ -315,32 +315,23 @@ static PyObject *fp_environ_from(PyObject *mod, PyObject *args)
  * ``buffer`` (a protocol error or a bad CONTENT_LENGTH, which Python
  * explains; or EOF after that many bytes, 0 for none), or -2 when
  * socket-timeout passed before the block was complete. */
-static PyObject *fp_read_request(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+static PyObject *read_request(int fd, PyObject *bufobj, long long max_block, PyObject *base,
+                              double timeout)
 {
     Py_buffer buf;
-    int fd;
-    long long max_block, length = 0, info = 0;
-    double timeout, deadline = -1;
+    long long length = 0, info = 0;
+    double deadline = -1;
     size_t n = 0;
     ssize_t got;
     PyObject *env;
 
-    if (nargs != 5) {
-        PyErr_SetString(PyExc_TypeError, "read_request(fd, buffer, max_block, base, timeout)");
-        return NULL;
-    }
-    fd = PyLong_AsLong(args[0]);
-    max_block = PyLong_AsLongLong(args[2]);
-    timeout = PyFloat_AsDouble(args[4]);
-    if (PyErr_Occurred() || parse_base(args[3]) < 0)
-        return NULL;
-    if (PyObject_GetBuffer(args[1], &buf, PyBUF_WRITABLE) < 0)
+    if (PyObject_GetBuffer(bufobj, &buf, PyBUF_WRITABLE) < 0)
         return NULL;
     for (;;) {
         got = recv(fd, (char *)buf.buf + n, (size_t)buf.len - n, MSG_DONTWAIT);
         if (got > 0) {
             n += (size_t)got;
-            env = environ_of(buf.buf, n, max_block, args[3], &length, &info);
+            env = environ_of(buf.buf, n, max_block, base, &length, &info);
             if (env != Py_None)
                 break; /* the environ, or a Python error */
             Py_DECREF(env);
@@ -394,6 +385,24 @@ timed_out:
 error:
     PyBuffer_Release(&buf);
     return NULL;
+}
+
+static PyObject *fp_read_request(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    int fd;
+    long long max_block;
+    double timeout;
+
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "read_request(fd, buffer, max_block, base, timeout)");
+        return NULL;
+    }
+    fd = PyLong_AsLong(args[0]);
+    max_block = PyLong_AsLongLong(args[2]);
+    timeout = PyFloat_AsDouble(args[4]);
+    if (PyErr_Occurred() || parse_base(args[3]) < 0)
+        return NULL;
+    return read_request(fd, args[1], max_block, args[3], timeout);
 }
 
 static PyObject *fp_accept(PyObject *mod, PyObject *arg)

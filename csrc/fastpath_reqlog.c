@@ -81,31 +81,17 @@ static PyObject *env_get(PyObject *env, PyObject *key)
 }
 
 /* uwsgi_line(env, info, exchange, pid, requests, total, ctime, msecs, core) */
-static PyObject *fp_uwsgi_line(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+/* The line for one request; v: pid, requests, total, msecs, core. */
+static PyObject *uwsgi_line(PyObject *env, long long info, Exchange *x, const long long v[5],
+                            PyObject *ctime)
 {
-    PyObject *env, *uri, *out;
-    Exchange *x;
-    long long info, v[5];
+    PyObject *uri, *out;
     int i, rc = 0;
     char stack[2048];
     char *buf = stack;
     Py_ssize_t cap = sizeof stack, need = 512;
     out_buf o;
 
-    if (nargs != 9 || !PyDict_Check(args[0])) {
-        PyErr_SetString(PyExc_TypeError, "uwsgi_line(env, info, exchange, pid, requests, "
-                                         "total, ctime, msecs, core)");
-        return NULL;
-    }
-    if (Py_TYPE(args[2]) != &ExchangeType)
-        Py_RETURN_NONE; /* the Python exchange: reqlog formats it */
-    env = args[0];
-    x = (Exchange *)args[2];
-    info = PyLong_AsLongLong(args[1]);
-    for (i = 0; i < 5; i++) /* pid, requests, total, msecs, core (skipping ctime) */
-        v[i] = PyLong_AsLongLong(args[i < 3 ? 3 + i : 4 + i]);
-    if (PyErr_Occurred())
-        return NULL;
     uri = env_get(env, s_REQUEST_URI);
     if (uri == NULL || (PyUnicode_Check(uri) && PyUnicode_GET_LENGTH(uri) == 0))
         uri = env_get(env, s_PATH_INFO); /* env.get("REQUEST_URI") or PATH_INFO */
@@ -114,7 +100,7 @@ static PyObject *fp_uwsgi_line(PyObject *mod, PyObject *const *args, Py_ssize_t 
     {   /* worst case: every byte escaped to 4 */
         PyObject *parts[6] = {env_get(env, s_REMOTE_ADDR), env_get(env, s_REMOTE_USER),
                               env_get(env, s_REQUEST_METHOD), uri,
-                              env_get(env, s_SERVER_PROTOCOL), args[6]};
+                              env_get(env, s_SERVER_PROTOCOL), ctime};
         if (PyErr_Occurred())
             return NULL;
         for (i = 0; i < 6; i++) {
@@ -182,4 +168,24 @@ fail:
     if (buf != stack)
         PyMem_Free(buf);
     return NULL;
+}
+
+static PyObject *fp_uwsgi_line(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    long long info, v[5];
+    int i;
+
+    if (nargs != 9 || !PyDict_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "uwsgi_line(env, info, exchange, pid, requests, "
+                                         "total, ctime, msecs, core)");
+        return NULL;
+    }
+    if (Py_TYPE(args[2]) != &ExchangeType)
+        Py_RETURN_NONE; /* the Python exchange: reqlog formats it */
+    info = PyLong_AsLongLong(args[1]);
+    for (i = 0; i < 5; i++) /* pid, requests, total, msecs, core (skipping ctime) */
+        v[i] = PyLong_AsLongLong(args[i < 3 ? 3 + i : 4 + i]);
+    if (PyErr_Occurred())
+        return NULL;
+    return uwsgi_line(args[0], info, (Exchange *)args[2], v, args[6]);
 }
