@@ -95,7 +95,9 @@ static int https_on(PyObject *v)
 
 /* Insert one request var, joining a repeated one as environ.merge_repeated
  * does. ``seen`` holds the request's keys that also exist in ``base``, so a
- * request value replacing a base default is not taken for a repeat. */
+ * request value replacing a base default is not taken for a repeat. It owns
+ * a reference to each: the dict keeps base's equal key object, not ``k``,
+ * so nothing else would keep an uncached ``k`` alive (release_seen). */
 static int put_var(PyObject *env, PyObject *base, PyObject *k, PyObject *v,
                    PyObject **seen, int *nseen)
 {
@@ -118,8 +120,10 @@ static int put_var(PyObject *env, PyObject *base, PyObject *k, PyObject *v,
         if (in_base < 0)
             return -1;
         if (in_base) {
-            if (*nseen < MAX_BASE_SEEN)
-                seen[(*nseen)++] = k; /* borrowed: env keeps it alive */
+            if (*nseen < MAX_BASE_SEEN) {
+                Py_INCREF(k);
+                seen[(*nseen)++] = k;
+            }
             return PyDict_SetItem(env, k, v);
         }
         repeated = 1;
@@ -139,6 +143,12 @@ static int put_var(PyObject *env, PyObject *base, PyObject *k, PyObject *v,
         Py_DECREF(joined);
         return rc;
     }
+}
+
+static void release_seen(PyObject **seen, int nseen)
+{
+    while (nseen > 0)
+        Py_DECREF(seen[--nseen]);
 }
 
 /* CONTENT_LENGTH as environ.content_length() validates it: -2 means "not
@@ -228,6 +238,8 @@ static PyObject *environ_of(const char *data, size_t n, long long max_block,
         Py_DECREF(k);
         Py_DECREF(v);
     }
+    release_seen(seen, nseen);
+    nseen = 0;
     length = body_length(env);
     if (length == -1)
         goto fail;
@@ -273,6 +285,7 @@ static PyObject *environ_of(const char *data, size_t n, long long max_block,
     *info = (long long)(rc & ~(int64_t)0x1FFFF);
     return env;
 fail:
+    release_seen(seen, nseen);
     Py_DECREF(env);
     return NULL;
 }
