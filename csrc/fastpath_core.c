@@ -62,6 +62,7 @@ static PyObject *new_exchange(int fd, int head_only, double timeout)
     x->sent = 0;
     x->tx = 0;
     x->headers_count = x->head_size = x->status = 0;
+    x->aborted = 0;
     PyObject_GC_Track(x);
     return (PyObject *)x;
 }
@@ -257,10 +258,29 @@ static int log_request(Core *c, PyObject *env, long long info, PyObject *x, doub
     return 0;
 }
 
+/* ending.finish for a request without a body: shutdown(SHUT_WR), so nginx
+ * sees the end now even if a process the app forked holds the descriptor,
+ * then read the held tail (queued already) so the close is not a reset. */
+static void finish(int fd, char *scratch, size_t cap, Py_ssize_t held)
+{
+    if (shutdown(fd, SHUT_WR) < 0)
+        return; /* the peer is gone */
+    while (held > 0) {
+        ssize_t got = recv(fd, scratch, (size_t)held < cap ? (size_t)held : cap, MSG_DONTWAIT);
+        if (got > 0)
+            held -= got;
+        else if (got < 0 && errno == EINTR)
+            continue;
+        else
+            return;
+    }
+}
+
 static PyObject *Core_serve(Core *c, PyObject *fdobj)
 {
     PyObject *req, *env, *x = NULL, *input, *method;
     long long length, info;
+    Py_ssize_t held;
     double started;
     int fd = (int)PyLong_AsLong(fdobj), rc;
 
@@ -274,6 +294,7 @@ static PyObject *Core_serve(Core *c, PyObject *fdobj)
     if (length != 0 || c->track_requests)
         return req; /* a body to read, or the slot's request text: Python */
     info = PyLong_AsLongLong(PyTuple_GET_ITEM(req, 3));
+    held = PyLong_AsSsize_t(PyTuple_GET_ITEM(req, 4));
     env = PyTuple_GET_ITEM(req, 0);
     Py_INCREF(env);
     Py_DECREF(req);
@@ -294,6 +315,8 @@ static PyObject *Core_serve(Core *c, PyObject *fdobj)
         return NULL;
     }
     rc = run_app(c, x, env);
+    if (rc == 0 && !((Exchange *)x)->aborted)
+        finish(fd, PyByteArray_AS_STRING(c->buf), (size_t)PyByteArray_GET_SIZE(c->buf), held);
     if (rc == 0) {
         rc = PyObject_SetAttr(c->h, s_env, Py_None);
         if (rc == 0)

@@ -318,15 +318,46 @@ static PyObject *fp_environ_from(PyObject *mod, PyObject *args)
     return Py_BuildValue("(NLL)", env, length, info);
 }
 
-/* read_request(fd, buffer, max_block, base, timeout) -> (env, length, n, info) | int
+/* Consume ``n`` bytes already peeked (they are queued: no waiting). */
+static int consume_peeked(int fd, char *into, size_t n)
+{
+    while (n > 0) {
+        ssize_t got = recv(fd, into, n, MSG_DONTWAIT);
+        if (got > 0) {
+            into += got;
+            n -= (size_t)got;
+        } else if (got < 0 && errno == EINTR) {
+            if (PyErr_CheckSignals() < 0)
+                return -1;
+        } else {
+            if (got == 0)
+                errno = ECONNRESET; /* cannot happen: the bytes were queued */
+            PyErr_SetFromErrno(PyExc_OSError);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* read_request(fd, buffer, max_block, base, timeout)
+ *     -> (env, length, n, info, held) | int
  *
  * Reads the vars block into ``buffer`` and builds the environ. nginx writes
- * the packet right after connecting, so the first recv() nearly always
- * brings all of it; otherwise this waits (GIL released) and reads on, with
- * socket-timeout bounding the whole vars block, as handler._read_packet
- * does. The int means "Python takes it from here": the number of bytes in
- * ``buffer`` (a protocol error or a bad CONTENT_LENGTH, which Python
- * explains; or EOF after that many bytes, 0 for none), or -2 when
+ * the packet right after connecting, so the first read nearly always brings
+ * all of it; otherwise this waits (GIL released) and reads on, with
+ * socket-timeout bounding the whole vars block, as handler.read_packet does.
+ *
+ * The reads are MSG_PEEK: the last ``held`` of the ``n`` bytes in ``buffer``
+ * stay in the kernel's receive queue until the response is complete
+ * (handler.py, "the held tail"). Closing a socket with unread data resets
+ * the connection, on unix sockets as on TCP, so a response cut short (an
+ * exception, a killed worker) reaches nginx as an error, never as a clean
+ * end. An incomplete packet's bytes are consumed before waiting for more:
+ * queued data would keep poll() from ever waiting.
+ *
+ * The int means "Python takes it from here", with nothing held: the number
+ * of bytes in ``buffer`` (a protocol error or a bad CONTENT_LENGTH, which
+ * Python explains; or EOF after that many bytes, 0 for none), or -2 when
  * socket-timeout passed before the block was complete. */
 static PyObject *read_request(int fd, PyObject *bufobj, long long max_block, PyObject *base,
                               double timeout)
@@ -341,15 +372,21 @@ static PyObject *read_request(int fd, PyObject *bufobj, long long max_block, PyO
     if (PyObject_GetBuffer(bufobj, &buf, PyBUF_WRITABLE) < 0)
         return NULL;
     for (;;) {
-        got = recv(fd, (char *)buf.buf + n, (size_t)buf.len - n, MSG_DONTWAIT);
+        got = recv(fd, (char *)buf.buf + n, (size_t)buf.len - n, MSG_DONTWAIT | MSG_PEEK);
         if (got > 0) {
-            n += (size_t)got;
-            env = environ_of(buf.buf, n, max_block, base, &length, &info);
-            if (env != Py_None)
+            int whole;
+            env = environ_of(buf.buf, n + (size_t)got, max_block, base, &length, &info);
+            if (env != Py_None) {
+                n += (size_t)got;
                 break; /* the environ, or a Python error */
+            }
             Py_DECREF(env);
-            if (uwsgi_decode(buf.buf, n, max_block, &scratch) != UWSGI_NEED_DATA ||
-                n == (size_t)buf.len)
+            whole = uwsgi_decode(buf.buf, n + (size_t)got, max_block, &scratch) !=
+                    UWSGI_NEED_DATA;
+            if (consume_peeked(fd, (char *)buf.buf + n, (size_t)got) < 0)
+                goto error;
+            n += (size_t)got;
+            if (whole || n == (size_t)buf.len)
                 goto hand_over; /* Python names the error */
             continue;
         }
@@ -388,7 +425,7 @@ static PyObject *read_request(int fd, PyObject *bufobj, long long max_block, PyO
     PyBuffer_Release(&buf);
     if (env == NULL)
         return NULL;
-    return Py_BuildValue("(NLnL)", env, length, (Py_ssize_t)n, info);
+    return Py_BuildValue("(NLnLn)", env, length, (Py_ssize_t)n, info, (Py_ssize_t)got);
 hand_over:
     PyBuffer_Release(&buf);
     return PyLong_FromSsize_t((Py_ssize_t)n);

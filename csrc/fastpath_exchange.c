@@ -17,6 +17,7 @@ typedef struct {
     int headers_count;
     int head_size;
     int status;
+    int aborted; /* cut short after the head: close without finishing (ending.py) */
 } Exchange;
 
 static PyTypeObject ExchangeType;
@@ -160,6 +161,9 @@ static PyObject *fast_head(PyObject *status, PyObject *headers, int *count)
     if (sn < 3 || sd[0] < '1' || sd[0] > '9' || sd[1] < '0' || sd[1] > '9' ||
         sd[2] < '0' || sd[2] > '9' || (sn > 3 && sd[3] != ' ') || !clean_text(sd, sn))
         return NULL;
+    /* 1xx (refused), 204 and 304 (no framing headers): build_head's rules. */
+    if (sd[0] == '1' || ((sd[0] == '2' || sd[0] == '3') && sd[1] == '0' && sd[2] == '4'))
+        return NULL;
     size = 9 + sn + 2 + 2; /* "HTTP/1.1 " status CRLF ... CRLF */
     for (i = 0; i < n; i++) {
         if (!header_pair(PySequence_Fast_ITEMS(headers)[i], &name, &value))
@@ -265,6 +269,8 @@ static int send_body(Exchange *x, struct iovec *body, int n)
             const char *s = PyBytes_AS_STRING(head) + 9;
             x->status = (s[0] - '0') * 100 + (s[1] - '0') * 10 + (s[2] - '0');
         }
+        if (x->status == 204 || x->status == 304)
+            x->head_only = 1; /* no body, whatever the app returns (response.BODILESS) */
         x->sent = 1;
         iov[cnt].iov_base = PyBytes_AS_STRING(head);
         iov[cnt].iov_len = (size_t)PyBytes_GET_SIZE(head);
@@ -446,6 +452,7 @@ static int Exchange_init(Exchange *x, PyObject *args, PyObject *kw)
     x->sent = 0;
     x->tx = 0;
     x->headers_count = x->head_size = x->status = 0;
+    x->aborted = 0;
     return 0;
 }
 
@@ -487,6 +494,7 @@ static PyMemberDef Exchange_members[] = {
     {"headers_count", T_INT, offsetof(Exchange, headers_count), 0, NULL},
     {"head_size", T_INT, offsetof(Exchange, head_size), 0, NULL},
     {"status", T_INT, offsetof(Exchange, status), 0, NULL},
+    {"aborted", T_BOOL, offsetof(Exchange, aborted), 0, NULL},
     {NULL}};
 
 static PyTypeObject ExchangeType = {

@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from uwsgigw.body import ClientDisconnected, SocketInput, drain_socket, open_input
+from uwsgigw.body import (ClientDisconnected, SocketInput, drain_socket, open_input,
+                          unread_after)
 
 BODY = b"".join(b"line %d\n" % i for i in range(20000)) + b"tail-without-newline"
 
@@ -90,6 +91,7 @@ def test_kind_selection(pair):
     assert isinstance(open_input(server, b"a", 3, 0, 4096), SocketInput)
     feed(client, b"bc", close=False).join()
     assert isinstance(open_input(server, b"a", 3, 10, 4096), io.BytesIO)
+    assert server.recv(1) == b"c"  # the held tail: the handler reads it at the end
     feed(client, b"bc", close=False).join()
     spooled = open_input(server, b"a", 3, 3, 4096)
     assert not isinstance(spooled, (io.BytesIO, SocketInput))
@@ -111,7 +113,28 @@ def test_streaming_never_reads_past_content_length(pair):
     client.sendall(b"0123456789NEXT")
     inp = SocketInput(server, b"", 10)
     assert inp.read() == b"0123456789"
-    assert server.recv(4) == b"NEXT"
+    assert inp.unread_on_socket == 1  # the last byte was peeked: still queued
+    assert server.recv(5) == b"9NEXT"
+
+
+@pytest.mark.parametrize("kind,pb", KINDS)
+@pytest.mark.parametrize("prefix_len", [0, 100, len(BODY) - 1])
+def test_the_last_body_byte_stays_queued(kind, pb, prefix_len, pair):
+    """The held tail (uwsgigw/ending.py): once the app has the whole body, its
+    last byte is still in the kernel's queue, so that closing without reading
+    it resets the connection; unread_after says how much the handler reads."""
+    server, client = pair
+    feed(client, BODY[prefix_len:], close=False).join()
+    inp = open_input(server, BODY[:prefix_len], len(BODY), pb, 4096)
+    assert inp.read() == BODY
+    assert unread_after(inp, from_socket=True) == 1
+    assert server.recv(100, socket.MSG_DONTWAIT) == BODY[-1:]
+
+
+def test_a_body_read_with_the_packet_holds_nothing(pair):
+    server, _ = pair
+    inp = open_input(server, b"abc", 3, 0, 4096)
+    assert inp.read() == b"abc" and unread_after(inp, from_socket=False) == 0
 
 
 def test_short_body_raises(pair):

@@ -128,10 +128,13 @@ def test_read_request_reports_what_python_must_take_over():
     a, b = socket.socketpair()
     with a, b:
         b.sendall(data)
-        env, length, n, info = read_request(a, buf)
-        assert (env["REQUEST_METHOD"], length, n) == ("POST", 4, len(data))
+        env, length, n, info, held = read_request(a, buf)
+        assert (env["REQUEST_METHOD"], length, n, held) == ("POST", 4, len(data), len(data))
         assert buf[n - 4:n] == b"body"  # the body's start stays in the buffer for Python
         assert info == packet_info(decoder_py.decode(data, 65535))
+        # Read with MSG_PEEK: all of it is still queued (the held tail, ending.py).
+        assert a.recv(65536, socket.MSG_DONTWAIT | socket.MSG_PEEK) == data
+        a.recv(65536)
         b.close()
         assert read_request(a, buf) == 0  # EOF before any byte
     with pytest.raises(OSError):
@@ -154,8 +157,12 @@ def test_read_request_waits_for_the_rest_within_socket_timeout():
     with a, b:
         b.sendall(data[:5])
         threading.Timer(0.2, lambda: b.sendall(data[5:])).start()
-        env, length, n, _ = read_request(a, buf)
+        env, length, n, _, held = read_request(a, buf)
         assert (env["PATH_INFO"], length, n) == ("/slow", 0, len(data))
+        # The first 5 bytes were consumed before waiting (queued bytes would
+        # keep poll() from waiting); the rest is still queued.
+        assert held == len(data) - 5
+        assert a.recv(65536, socket.MSG_DONTWAIT | socket.MSG_PEEK) == data[5:]
     a, b = socket.socketpair()
     with a, b:
         b.sendall(data[:5])  # then silence

@@ -1,4 +1,6 @@
-"""The Django project mysite1 behind real nginx (nginx/site.conf) and uwsgigw."""
+"""The Django project mysite1 behind real nginx (nginx/site.conf) and uwsgigw,
+under Django's WSGI handler and its ASGI handler (``get_asgi_application``:
+every GET of it hung before the ASGI worker sent the empty request body)."""
 
 from __future__ import annotations
 
@@ -9,15 +11,17 @@ import os
 import pytest
 
 from conftest import http_request, multipart
+from framed_client import fetch
 from conftest import site_get as get, site_post as post
 
 
-@pytest.fixture(scope="module", params=["unix", "tcp"])
+@pytest.fixture(scope="module", params=["wsgi-unix", "wsgi-tcp", "asgi-unix", "asgi-tcp"])
 def site(request, module_factories, tmp_path_factory):
     uploads = tmp_path_factory.mktemp("django-uploads")
+    handler, transport = request.param.split("-")
     server = module_factories.uwsgigw(
-        "--module", "mysite1.wsgi:application", "--processes", "2", "--master",
-        "--post-buffering", "65536", tcp=request.param == "tcp",
+        "--module", "mysite1.%s:application" % handler, "--processes", "2", "--master",
+        "--post-buffering", "65536", tcp=transport == "tcp",
         env={"MYSITE1_UPLOAD_DIR": str(uploads)})
     nginx = module_factories.nginx(server.socket)
     return server, nginx
@@ -94,12 +98,21 @@ def test_500_logs_traceback(site):
 
 
 def test_head(site):
+    get_ = get(site, "/")
     r = http_request(site[1].port, "HEAD", "/")
     assert r.status == 200 and r.body == b""
+    assert r.header("Content-Length") == get_.header("Content-Length") == str(len(get_.body))
+
+
+def test_streaming_response(site):
+    resp = fetch(site[1].port, "/stream/?n=50")
+    assert resp.status == 200 and resp.complete, resp.raw[:300]
+    assert resp.header("transfer-encoding") == "chunked"  # no length: nginx chunks it
+    assert resp.body == b"".join(b"part %d\n" % i for i in range(50))
 
 
 def test_environ(site):
     env = json.loads(get(site, "/environ/").body)
     assert env["SCRIPT_NAME"] == "" and env["PATH_INFO"] == "/environ/"
     assert env["SERVER_PORT"] == str(site[1].port)
-    assert env["wsgi.url_scheme"] == "http"
+    assert env["scheme"] == env.get("wsgi.url_scheme", "http") == "http"

@@ -7,6 +7,11 @@ Three shapes, chosen per request by :func:`open_input`:
   below N bytes, into an unlinked temp file at N and above (uWSGI semantics);
 * otherwise -> :class:`SocketInput`, streaming from the socket and never
   reading past CONTENT_LENGTH (the next bytes are not ours to read).
+
+Every reader that takes the body from the socket *peeks* its last byte
+instead of reading it: that byte stays in the kernel's receive queue until
+the response is complete, so that a response cut short ends in a reset
+(see :mod:`uwsgigw.ending`). The handler reads it at the clean end.
 """
 
 from __future__ import annotations
@@ -28,6 +33,14 @@ def _recv_some(sock: socket.socket, limit: int) -> bytes:
     return data
 
 
+def peek_last(sock: socket.socket) -> bytes:
+    """The body's last byte, left in the kernel's queue (the held tail)."""
+    data = sock.recv(1, socket.MSG_PEEK)
+    if not data:
+        raise ClientDisconnected("client closed the connection while sending the body")
+    return data
+
+
 class SocketInput(io.RawIOBase):
     """A read-only file over the socket, bounded by CONTENT_LENGTH.
 
@@ -42,20 +55,27 @@ class SocketInput(io.RawIOBase):
         super().__init__()
         self._sock = sock
         self._buf = prefix  # bytes received but not yet given to the app
-        self._left = length - len(prefix)  # bytes still on the socket
+        self._left = length - len(prefix)  # bytes still in the kernel's queue
+        self._peeked = False  # the last of them is in _buf (the held tail)
 
     @property
     def unread_on_socket(self) -> int:
+        """Bytes of the body still in the kernel's queue (the held tail included)."""
         return self._left
 
     def readable(self) -> bool:
         return True
 
     def _fill(self) -> bool:
-        if self._left <= 0:
+        left = self._left
+        if left > 1:
+            data = _recv_some(self._sock, min(self._CHUNK, left - 1))
+            self._left -= len(data)
+        elif left == 1 and not self._peeked:
+            data = peek_last(self._sock)
+            self._peeked = True
+        else:
             return False
-        data = _recv_some(self._sock, min(self._CHUNK, self._left))
-        self._left -= len(data)
         self._buf = self._buf + data if self._buf else data
         return True
 
@@ -63,10 +83,13 @@ class SocketInput(io.RawIOBase):
         if size is None or size < 0:
             parts = [self._buf]
             self._buf = b""
-            while self._left > 0:
-                data = _recv_some(self._sock, min(1 << 20, self._left))
+            while self._left > 1:
+                data = _recv_some(self._sock, min(1 << 20, self._left - 1))
                 self._left -= len(data)
                 parts.append(data)
+            if self._left == 1 and not self._peeked:
+                parts.append(peek_last(self._sock))
+                self._peeked = True
             return b"".join(parts)
         while len(self._buf) < size and self._fill():
             pass
@@ -125,12 +148,14 @@ def drain_socket(sock: socket.socket, left: int, deadline: float) -> bool:
 
 
 def read_to_memory(sock: socket.socket, prefix: bytes, length: int) -> io.BytesIO:
+    """The rest of the body into memory; its last byte stays queued (held)."""
     parts = [prefix]
     left = length - len(prefix)
-    while left > 0:
-        data = _recv_some(sock, min(1 << 20, left))
+    while left > 1:
+        data = _recv_some(sock, min(1 << 20, left - 1))
         left -= len(data)
         parts.append(data)
+    parts.append(peek_last(sock))
     return io.BytesIO(b"".join(parts))
 
 
@@ -153,12 +178,14 @@ def read_to_tempfile(sock: socket.socket, prefix: bytes, length: int, bufsize: i
         left = length - len(prefix)
         buf = bytearray(max(1, min(max(bufsize, _MIN_SPOOL_READ), left)))
         view = memoryview(buf)
-        while left > 0:
-            n = sock.recv_into(buf, min(len(buf), left))
+        while left > 1:
+            n = sock.recv_into(buf, min(len(buf), left - 1))
             if n == 0:
                 raise ClientDisconnected("client closed the connection while sending the body")
             spool.write(view[:n])
             left -= n
+        if left:
+            spool.write(peek_last(sock))
         spool.seek(0)
     except BaseException:
         spool.close()
@@ -167,7 +194,10 @@ def read_to_tempfile(sock: socket.socket, prefix: bytes, length: int, bufsize: i
 
 
 def open_input(sock, prefix: bytes, length: int, post_buffering: int, bufsize: int):
-    """Pick the ``wsgi.input`` for a body of ``length`` bytes."""
+    """Pick the ``wsgi.input`` for a body of ``length`` bytes of which
+    ``prefix`` was read already. Unless the prefix holds it all, the body's
+    last byte stays in the kernel's queue: :func:`unread_after` says how many
+    bytes of it the connection still holds once the app is done."""
     if post_buffering and length >= post_buffering:
         return read_to_tempfile(sock, prefix[:length], length, bufsize)
     if len(prefix) >= length:
@@ -175,3 +205,11 @@ def open_input(sock, prefix: bytes, length: int, post_buffering: int, bufsize: i
     if post_buffering:
         return read_to_memory(sock, prefix, length)
     return SocketInput(sock, prefix, length)
+
+
+def unread_after(wsgi_input, from_socket: bool) -> int:
+    """Bytes of the body still in the kernel's queue: what the app left of a
+    streamed body, or the held last byte of one read before the app ran."""
+    if isinstance(wsgi_input, SocketInput):
+        return wsgi_input.unread_on_socket
+    return 1 if from_socket else 0

@@ -111,14 +111,16 @@ def _replace_line(text: str, literal: str, replacement: str, source: str) -> str
 
 def render_site(site_text: str, *, listen: str, upstream: str, params_path: str,
                 static_dir: str, source: str = "site.conf",
-                tls: tuple[str, str] | None = None) -> str:
-    """nginx/site.conf with its machine-specific lines rewritten."""
+                tls: tuple[str, str] | None = None, upstream_extra: str = "") -> str:
+    """nginx/site.conf with its machine-specific lines rewritten;
+    ``upstream_extra``: directives added after ``uwsgi_pass`` (tests use it
+    for settings such as ``uwsgi_buffering off;``)."""
     listen_lines = "listen %s%s;" % (listen, " ssl" if tls else "")
     if tls:
         listen_lines += "\nssl_certificate %s;\nssl_certificate_key %s;" % tls
     text = _replace_line(site_text, LISTEN_LINE, listen_lines, source)
-    text = _replace_line(text, UPSTREAM_LINE, "uwsgi_pass %s;" % normalize_upstream(upstream),
-                         source)
+    text = _replace_line(text, UPSTREAM_LINE, "uwsgi_pass %s;%s" % (
+        normalize_upstream(upstream), "\n" + upstream_extra if upstream_extra else ""), source)
     text = _replace_line(text, INCLUDE_LINE, "include %s;" % params_path, source)
     return _replace_line(text, STATIC_LINE, "alias %s/;" % static_dir.rstrip("/"), source)
 
@@ -158,8 +160,10 @@ class DevNginx:
 
     def __init__(self, upstream: str, *, port: int = 0, host: str = "127.0.0.1",
                  workdir: str | None = None, nginx_dir: str | os.PathLike | None = None,
-                 static_dir: str | None = None, tls: tuple[str, str] | None = None):
+                 static_dir: str | None = None, tls: tuple[str, str] | None = None,
+                 upstream_extra: str = ""):
         self.upstream = upstream
+        self.upstream_extra = upstream_extra
         self.host = host
         self.requested_port = port
         self.port = port
@@ -216,7 +220,8 @@ class DevNginx:
         listen = "%s:%d" % ("[%s]" % self.host if ":" in self.host else self.host, self.port)
         site = render_site(site_src.read_text(), listen=listen, upstream=self.upstream,
                            params_path=params_path, static_dir=self.static_dir,
-                           source=str(site_src), tls=self.tls)
+                           source=str(site_src), tls=self.tls,
+                           upstream_extra=self.upstream_extra)
         site_path = os.path.join(self.workdir, "site.conf")
         Path(site_path).write_text(site)
         Path(self.conf_path).write_text(render_main(self.workdir, site_path))

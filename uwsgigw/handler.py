@@ -24,11 +24,13 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from . import log, reqlog
-from .body import ClientDisconnected, SocketInput, drain_socket, open_input
+from .body import ClientDisconnected, drain_socket, open_input, unread_after
+from .ending import finish
 from .environ import build_environ
 from .errors import BodyTooLarge, ProtocolError
 from .scoreboard import REQ_SIZE, CoreSlot
 from .response import (
+    BODILESS,
     FileWrapper,
     HeadersAlreadySent,
     ResponseError,
@@ -40,8 +42,8 @@ from .response import (
 # The vars block is at most 65535 bytes (16-bit size field); the rest of the
 # read buffer holds the start of the body, which nginx sends right behind.
 _READ_BUFFER = 4 + 65535 + 65536
-_LINGER_RESET = struct.pack("ii", 1, 0)
 _DONTWAIT = socket.MSG_DONTWAIT
+_PEEK = socket.MSG_PEEK
 _STATUS_TEXT = {400: "400 Bad Request", 413: "413 Content Too Large",
                 431: "431 Request Header Fields Too Large",
                 500: "500 Internal Server Error"}
@@ -81,7 +83,7 @@ class _Exchange:
     """The response state of one request: PEP 3333's start_response/write."""
 
     __slots__ = ("conn", "head_only", "pending", "sent", "tx", "headers_count",
-                 "head_size", "status", "timeout")
+                 "head_size", "status", "timeout", "aborted")
 
     def __init__(self, conn: socket.socket, head_only: bool, timeout: float):
         self.conn = conn
@@ -93,6 +95,7 @@ class _Exchange:
         self.headers_count = 0
         self.head_size = 0
         self.status = 0
+        self.aborted = False  # cut short after the head: the connection must reset
 
     def start_response(self, status, headers, exc_info=None):
         if exc_info is not None:
@@ -112,11 +115,13 @@ class _Exchange:
                 raise AssertionError("write() before start_response()")
             head, count = build_head(*self.pending)
             payload = head + data  # a str body fails here, before anything is sent
+            self.status = int(self.pending[0][:3])
+            if self.status in BODILESS:
+                self.head_only = True
             if self.head_only:
                 payload = head
             self.headers_count = count
             self.head_size = len(head)
-            self.status = int(self.pending[0][:3])
             self.sent = True
             send_all(self.conn, payload, self.timeout)
             self.tx += len(payload)
@@ -229,47 +234,55 @@ class ConnectionHandler:
     # -- reading -----------------------------------------------------------
 
     def _read_packet(self, conn, got: int):
-        """Return (packet, bytes read) or (None, n) on early EOF.
+        """Return (packet, n, held), or (None, n, 0) on EOF after n bytes.
 
-        ``got`` is what the C path left in the buffer: > 0 bytes, 0 for EOF
-        before any byte, -1 for nothing read yet. nginx writes the packet right after
-        connecting, so a first read is tried without blocking (no timeout
-        set-up, no poll); the socket gets its socket-timeout only when a
-        read would wait.
+        ``got`` is what the C path left in the buffer, all of it consumed:
+        > 0 bytes, 0 for EOF before any byte, -1 for nothing read yet. As in
+        C (read_request), the reads are MSG_PEEK: the last ``held`` of the
+        ``n`` bytes in the buffer stay in the kernel's queue (ending.py). The
+        bytes of an incomplete packet are consumed before waiting for more.
+        nginx writes the packet right after connecting, so the first read is
+        tried without blocking (no timeout set-up, no poll); the socket gets
+        its socket-timeout only when a read would wait.
         """
         ctx, view = self.ctx, self.view
-        if got < 0:
-            try:
-                got = conn.recv_into(view, 0, _DONTWAIT)
-            except BlockingIOError:
-                got = -1
         if got == 0:
-            return None, 0
+            return None, 0, 0
         n = max(got, 0)
         if n:
-            packet = ctx.decode(view[:n], ctx.max_block)
+            packet = ctx.decode(view[:n], ctx.max_block)  # raises the C path's error
             if packet is not None:
-                return packet, n
+                return packet, n, 0
         # socket-timeout bounds the whole vars block, not each read: nginx
         # sends it at once, and a client trickling a byte per read must not
         # hold the worker indefinitely.
-        deadline = time.monotonic() + ctx.socket_timeout
+        deadline = None
         while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise socket.timeout("vars block not complete within socket-timeout")
-            conn.settimeout(left)
-            got = conn.recv_into(view[n:])
-            if got == 0:
-                return None, n
-            n += got
-            packet = ctx.decode(view[:n], ctx.max_block)
+            try:
+                if deadline is None:
+                    k = conn.recv_into(view[n:], 0, _DONTWAIT | _PEEK)
+                else:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise socket.timeout("vars block not complete within socket-timeout")
+                    conn.settimeout(left)
+                    k = conn.recv_into(view[n:], 0, _PEEK)
+            except BlockingIOError:
+                deadline = time.monotonic() + ctx.socket_timeout
+                continue
+            if k == 0:
+                return None, n, 0
+            packet = ctx.decode(view[:n + k], ctx.max_block)
             if packet is not None:
-                return packet, n
+                return packet, n + k, k
+            conn.recv_into(view[n:], k, _DONTWAIT)  # queued: consume, then wait for more
+            n += k
+            if deadline is None:
+                deadline = time.monotonic() + ctx.socket_timeout
 
     def _read_py(self, fd: int, got: int):
-        """The Python request path: (env, length, n, info), or None when the
-        connection was answered or dropped here (each with its log line).
+        """The Python request path: (env, length, n, info, held), or None when
+        the connection was answered or dropped here (each with its log line).
         ``got``: -1 nothing read yet, -2 the C path timed out, else bytes read."""
         ctx = self.ctx
         if got == -2:
@@ -278,7 +291,7 @@ class ConnectionHandler:
             return None
         conn = self._sock(fd)
         try:
-            packet, n = self._read_packet(conn, got)
+            packet, n, held = self._read_packet(conn, got)
         except ProtocolError as exc:
             self._reject(conn, exc, -1)
             return None
@@ -293,7 +306,7 @@ class ConnectionHandler:
         except ProtocolError as exc:
             self._reject(conn, exc, -1)  # the body size is bogus: read to EOF
             return None
-        return env, length, n, packet_info(packet)
+        return env, length, n, packet_info(packet), held
 
     # -- the request -------------------------------------------------------
 
@@ -319,37 +332,55 @@ class ConnectionHandler:
     def _handle(self, fd: int, req) -> None:
         """The request from what was read so far: ``req`` is read_request's
         answer (C), or -1 when nothing was read yet."""
-        ctx = self.ctx
         started = time.time()
         if type(req) is not tuple:
             req = self._read_py(fd, req)
             if req is None:
                 return
-        env, length, n, info = req
+        env, length, n, info, held = req
+        consumed = (info >> 17) & 0x1FFFF
+        exchange = self.serve_wsgi(fd, env, self.view[consumed:n], length, held,
+                                   self.ctx.pick_app(env), started)
+        if exchange is not None:
+            self._log_request(env, info, exchange, started)
+            self.slot.tx += exchange.tx
+
+    def serve_wsgi(self, fd: int, env: dict, have, length: int, held: int, app,
+                   started: float):
+        """Run ``app`` (None: no app for this URL) for a request whose environ
+        is built, and end the connection; the exchange, or None when the body
+        never arrived (logged). ``have``: the bytes after the vars block read
+        so far (the start of a body of ``length`` bytes); ``held``: how many of
+        the bytes read are still in the kernel's queue (ending.py)."""
+        ctx = self.ctx
         busy_since = started
+        from_socket = False
+        if ctx.limit_post and length > ctx.limit_post:
+            self._reject(self._sock(fd), BodyTooLarge(
+                "request body of %d bytes exceeds limit-post %d" % (length, ctx.limit_post)),
+                held + max(length - len(have), 0))
+            return None
         if length == 0:  # most requests: nothing to read, nothing to copy
             wsgi_input = io.BytesIO()
+        elif len(have) >= length:
+            wsgi_input = io.BytesIO(bytes(have[:length]))
         else:
-            consumed = (info >> 17) & 0x1FFFF
             conn = self._sock(fd)
-            if ctx.limit_post and length > ctx.limit_post:
-                self._reject(conn, BodyTooLarge("request body of %d bytes exceeds limit-post "
-                                                "%d" % (length, ctx.limit_post)),
-                             max(length - (n - consumed), 0))
-                return
-            prefix = bytes(self.view[consumed:n])
-            if length > len(prefix):  # the rest of the body is still to be read
-                conn.settimeout(ctx.socket_timeout)
+            prefix = bytes(have)
             try:
+                if held:  # the body goes on: the peeked bytes are ours to consume now
+                    conn.recv_into(self.view, held, _DONTWAIT)
+                    held = 0
+                conn.settimeout(ctx.socket_timeout)
                 wsgi_input = open_input(conn, prefix, length, ctx.post_buffering,
                                         ctx.post_buffering_bufsize)
             except (ClientDisconnected, OSError) as exc:
                 log.info("%s %s: body not received: %s" % (
                     env["REQUEST_METHOD"], env.get("REQUEST_URI", env["PATH_INFO"]), exc))
-                return
-            if length > len(prefix):
-                # Harakiri counts from here: reading the body was not the app's time.
-                busy_since = time.time()
+                return None
+            from_socket = True
+            # Harakiri counts from here: reading the body was not the app's time.
+            busy_since = time.time()
         env["wsgi.input"] = wsgi_input
         slot = self.slot
         if ctx.track_requests:
@@ -357,27 +388,22 @@ class ConnectionHandler:
                 "latin-1", "replace")[:REQ_SIZE]
         self.env = env
         slot.busy_since = busy_since
-        exchange = self._run_app(fd, env)
+        exchange = self._run_app(fd, env, app)
+        if not exchange.aborted:
+            finish(self._sock(fd), held + unread_after(wsgi_input, from_socket),
+                   ctx.socket_timeout)
         if length:
-            if isinstance(wsgi_input, SocketInput) and wsgi_input.unread_on_socket > 0:
-                try:
-                    self.conn.shutdown(socket.SHUT_WR)
-                except OSError:
-                    pass
-                wsgi_input.drain(time.monotonic() + ctx.socket_timeout)
             wsgi_input.close()  # a spooled body must not hold its disk space until the next request
         self.env = None
-        self._log_request(env, info, exchange, started)
-        slot.tx += exchange.tx
+        return exchange
 
-    def _run_app(self, fd: int, env: dict):
+    def _run_app(self, fd: int, env: dict, app):
         head_only = env["REQUEST_METHOD"] == "HEAD"
         c_exchange = self._c_exchange
         if c_exchange is not None:
             exchange = c_exchange(fd, head_only, self.ctx.socket_timeout)
         else:
             exchange = _Exchange(self._sock(fd), head_only, self.ctx.socket_timeout)
-        app = self.ctx.pick_app(env)
         if app is None:
             self._no_app(exchange, env)
             return exchange
@@ -414,6 +440,7 @@ class ConnectionHandler:
         elif isinstance(exc, (BrokenPipeError, ConnectionResetError, ClientDisconnected,
                               socket.timeout)):
             log.info("client went away during %s: %s" % (what, exc))
+            exchange.aborted = True  # nobody to answer: close at once
         else:
             self.slot.exceptions += 1
             log.exception("exception in the app for %s" % what)
@@ -437,26 +464,25 @@ class ConnectionHandler:
     def _fail(self, exchange, why: str) -> None:
         """Answer 500 if nothing was sent yet; else abort so nginx knows."""
         exchange.status = 500
+        if exchange.sent:
+            # The head went out already: a clean end would make nginx take a
+            # truncated body for a complete one. Closing with the held tail
+            # unread resets the connection instead (ending.py).
+            exchange.aborted = True
+            return
+        data = simple_response("500 Internal Server Error", why + "\n")
         conn = self._sock(self.fd)
-        if not exchange.sent:
-            data = simple_response("500 Internal Server Error", why + "\n")
-            try:
-                conn.settimeout(self.ctx.socket_timeout)
-                conn.sendall(data)
-                exchange.sent = True
-                exchange.tx = len(data)
-            except OSError:
-                pass
-        else:
-            # The head went out already: a clean FIN would make nginx take
-            # a truncated body for a complete one. RST makes it fail loudly.
-            try:
-                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
-            except OSError:
-                pass
+        try:
+            conn.settimeout(self.ctx.socket_timeout)
+            conn.sendall(data)
+            exchange.sent = True
+            exchange.tx = len(data)
+        except OSError:
+            exchange.aborted = True
 
     def _reject(self, conn, exc: ProtocolError, body_left: int) -> None:
-        """Refuse a request we will not run: log, answer, drain, close."""
+        """Refuse a request we will not run: log, answer, drain, close.
+        ``body_left``: the bytes of the request still queued (-1: to EOF)."""
         log.rate_limited(type(exc).__name__, "bad request (%s): %s" % (
             exc.reason, exc), level="WARNING")
         status = _STATUS_TEXT.get(exc.status_hint, "%d Error" % exc.status_hint)

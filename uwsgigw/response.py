@@ -5,6 +5,11 @@ The status line is always ``HTTP/1.1 <code> <reason>``: we never echo a
 client-supplied SERVER_PROTOCOL there. A status or header carrying CR, LF or
 NUL would let an app (or the user input it copies into a header) split the
 response; such a response is never sent.
+
+Statuses without a body (RFC 9110 6.4.1, 15.3.5, 15.4.5): a 1xx is interim,
+never an app's final answer (the app gets a :class:`ResponseError`, the client
+a 500); a 204 or 304 goes out without Content-Length or Transfer-Encoding and
+without a body, whatever the app returned (:data:`BODILESS`).
 """
 
 from __future__ import annotations
@@ -18,6 +23,9 @@ _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+").fullmatch
 _STATUS = re.compile(r"[1-9][0-9][0-9](?: [^\r\n\0]*)?").fullmatch
 _FORBIDDEN = re.compile(r"[\r\n\0]").search
 _first = operator.itemgetter(0)
+BODILESS = (204, 304)  # the exchanges send their head only
+_BODILESS_PREFIX = ("204", "304")
+_FRAMING = ("content-length", "transfer-encoding")
 
 
 class ResponseError(Exception):
@@ -69,6 +77,16 @@ def _names_valid(headers) -> bool:
     return True
 
 
+def _without_framing(headers):
+    """A 204/304 has no body to frame: drop Content-Length and
+    Transfer-Encoding (RFC 9110 8.6, RFC 9112 6.1). Malformed items stay, so
+    validation still names them."""
+    if not isinstance(headers, list):
+        return headers
+    return [h for h in headers if not (type(h) is tuple and len(h) == 2 and
+                                       isinstance(h[0], str) and h[0].lower() in _FRAMING)]
+
+
 def build_head(status, headers) -> tuple[bytes, int]:
     """Validate and serialise; return (head bytes, header count).
 
@@ -81,8 +99,13 @@ def build_head(status, headers) -> tuple[bytes, int]:
         if not isinstance(status, str) or not _STATUS(status):
             raise ResponseError("invalid status %r: expected '<3 digits> <reason>' "
                                 "without CR, LF or NUL" % (status,))
+        if status[0] == "1":
+            raise ResponseError("status %r is informational (1xx): it cannot be the final "
+                                "response (RFC 9110 15.2)" % (status,))
         if len(_good_statuses) < _CACHE_MAX:
             _good_statuses.add(status)
+    if headers and status.startswith(_BODILESS_PREFIX):
+        headers = _without_framing(headers)
     if not headers:
         if type(headers) is not list:
             raise ResponseError("headers must be a list of (name, value) tuples, got %r"

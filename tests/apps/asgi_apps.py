@@ -94,6 +94,9 @@ async def raw(scope, receive, send):
         # Listens: must get http.disconnect when nginx goes away.
         tag = q.get("tag", "x")
         record("started-" + tag, "started")
+        message = await receive()  # ASGI: the (empty) request body comes first
+        while message["type"] == "http.request" and message.get("more_body"):
+            message = await receive()
         message = await receive()
         record("disconnect-" + tag, message["type"])
     elif path == "/cancel-me":

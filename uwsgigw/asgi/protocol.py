@@ -11,16 +11,21 @@ with CR, LF or NUL is never sent: the app gets a :class:`ResponseError` from
 ``send`` and the client a 500, with the header named in the log.
 
 nginx never half-closes an upstream connection, so once the body has been
-read, EOF on the socket means nginx (and its client) went away: a pending
-``receive()`` gets ``http.disconnect``, a task not listening is cancelled, and
-``send()`` raises :class:`ClientDisconnected` (ASGI spec 2.4: an ``OSError``).
+read, a hang-up on the socket means nginx (and its client) went away
+(:mod:`.hangup`): a pending ``receive()`` gets ``http.disconnect``, a task not
+listening is cancelled, and ``send()`` raises :class:`ClientDisconnected`
+(ASGI spec 2.4: an ``OSError``).
+
+As on the WSGI path, the request's last byte stays in the kernel's queue until
+the response is complete (the held tail, uwsgigw/ending.py): a response cut
+short (the app raising, harakiri, the worker dying) resets the connection, so
+nginx never passes a truncated body on as complete.
 """
 
 from __future__ import annotations
 
 import asyncio
 import socket
-import struct
 import tempfile
 import time
 from http import HTTPStatus
@@ -29,11 +34,12 @@ from .. import log
 from ..environ import build_environ
 from ..errors import BodyTooLarge, ProtocolError
 from ..handler import log_incomplete_packet, log_read_failure
-from ..response import ResponseError, build_head, simple_response
+from ..response import BODILESS, ResponseError, build_head, simple_response
 from .scope import build_scope
 
 _CHUNK = 65536
-_LINGER_RESET = struct.pack("ii", 1, 0)
+_PEEK = socket.MSG_PEEK
+_DONTWAIT = socket.MSG_DONTWAIT
 _STATUS_TEXT = {400: "400 Bad Request", 413: "413 Content Too Large",
                 431: "431 Request Header Fields Too Large",
                 500: "500 Internal Server Error", 504: "504 Gateway Timeout"}
@@ -82,7 +88,8 @@ class Exchange:
         self.env: dict = {}
         self.task: asyncio.Task | None = None
         self.body = b""  # received but not yet given to the app
-        self.left = 0  # body bytes still on the socket
+        self.left = 0  # body bytes not received yet
+        self.held = 0  # bytes received but still in the kernel's queue (peeked)
         self.spool = None  # post-buffering temp file
         self.spool_left = 0
         self.more_body = True
@@ -112,6 +119,33 @@ class Exchange:
         async with asyncio.timeout(self.ctx.socket_timeout):
             return await self.loop.sock_recv(self.conn, size)
 
+    async def _peek(self, size: int, timeout: float) -> bytes:
+        """Up to ``size`` queued bytes, left in the queue; waits up to ``timeout``."""
+        while True:
+            try:
+                return self.conn.recv(size, _PEEK)
+            except BlockingIOError:
+                pass
+            ready = self.loop.create_future()
+            self.loop.add_reader(self.fd, _wake, ready)
+            try:
+                async with asyncio.timeout(timeout):
+                    await ready
+            finally:
+                self.loop.remove_reader(self.fd)
+
+    async def _take_body(self, size: int) -> bytes:
+        """Up to ``size`` more body bytes; the last one is peeked, so it stays
+        queued (the held tail). b"" when the client closed."""
+        if self.left > 1:
+            data = await self._recv(min(size, self.left - 1))
+            self.left -= len(data)
+            return data
+        data = await self._peek(1, self.ctx.socket_timeout)
+        if data:
+            self.left, self.held = 0, 1
+        return data
+
     async def _write(self, data) -> None:
         try:
             n = self.conn.send(data)
@@ -125,17 +159,27 @@ class Exchange:
     # -- reading the request -------------------------------------------------
 
     async def read_packet(self):
-        """Return (packet, bytes read) or (None, n) on EOF."""
-        ctx = self.ctx
+        """Return (packet, bytes read, held) or (None, bytes, 0) on EOF.
+
+        The reads are MSG_PEEK, as in handler.py: the last ``held`` of the
+        bytes read stay in the kernel's queue; an incomplete packet's bytes
+        are consumed before waiting for more. socket-timeout bounds the
+        whole vars block.
+        """
+        ctx, conn = self.ctx, self.conn
         data = b""
+        deadline = self.loop.time() + ctx.socket_timeout
         while True:
-            chunk = await self._recv(_CHUNK if len(data) < 65539 else 2 * _CHUNK)
+            chunk = await self._peek(_CHUNK if len(data) < 65539 else 2 * _CHUNK,
+                                     deadline - self.loop.time())
             if not chunk:
-                return None, data
-            data = data + chunk if data else chunk
-            packet = ctx.decode(data, ctx.max_block)
+                return None, data, 0
+            whole = data + chunk if data else chunk
+            packet = ctx.decode(whole, ctx.max_block)
             if packet is not None:
-                return packet, data
+                return packet, whole, len(chunk)
+            conn.recv(len(chunk), _DONTWAIT)  # queued: consume, then wait for more
+            data = whole
 
     async def read_body_before_app(self, length: int) -> None:
         """post-buffering: the whole body before the app runs (uWSGI semantics)."""
@@ -146,12 +190,11 @@ class Exchange:
                 spool.write(self.body)
                 bufsize = max(ctx.post_buffering_bufsize, 4096)
                 while self.left > 0:
-                    data = await self._recv(min(bufsize, self.left))
+                    data = await self._take_body(bufsize)
                     if not data:
                         raise ClientDisconnected("client closed the connection while "
                                                  "sending the body")
                     spool.write(data)
-                    self.left -= len(data)
                 spool.seek(0)
             except BaseException:
                 spool.close()
@@ -160,11 +203,10 @@ class Exchange:
             return
         parts = [self.body]
         while self.left > 0:
-            data = await self._recv(min(1 << 20, self.left))
+            data = await self._take_body(1 << 20)
             if not data:
                 raise ClientDisconnected("client closed the connection while sending the body")
             parts.append(data)
-            self.left -= len(data)
         self.body = b"".join(parts)
 
     # -- ASGI receive ----------------------------------------------------------
@@ -195,7 +237,7 @@ class Exchange:
             data, self.body = self.body, b""
         else:
             try:
-                data = await self._recv(min(_CHUNK, self.left))
+                data = await self._take_body(_CHUNK)
             except (OSError, TimeoutError) as exc:
                 data, why = b"", str(exc) or type(exc).__name__
             else:
@@ -204,7 +246,6 @@ class Exchange:
                 log.info("%s: body not received: %s" % (self.describe(), why))
                 self._disconnect()
                 return _DISCONNECT
-            self.left -= len(data)
         if self.left <= 0 and not self.body:
             self._body_done()
         return {"type": "http.request", "body": data, "more_body": self.more_body}
@@ -216,25 +257,18 @@ class Exchange:
     # -- disconnect detection ----------------------------------------------------
 
     def _watch(self) -> None:
-        """After the body: readability now means EOF (or an error)."""
+        """After the body: watch for nginx hanging up."""
         if not self.watching and not self.closed and not self.disconnected:
             self.watching = True
-            self.loop.add_reader(self.fd, self._readable)
+            self.worker.hangups.watch(self.fd, self._hung_up)
 
     def _unwatch(self) -> None:
         if self.watching:
             self.watching = False
-            self.loop.remove_reader(self.fd)
+            self.worker.hangups.unwatch(self.fd)
 
-    def _readable(self) -> None:
-        try:
-            data = self.conn.recv(4096)
-        except BlockingIOError:
-            return
-        except OSError:
-            data = b""
-        if data:
-            return  # nothing is expected after the body; not ours to read
+    def _hung_up(self) -> None:
+        self.watching = False  # the watcher forgets the fd after calling
         self._disconnect()
         if self.waiter is not None:
             if not self.waiter.done():
@@ -288,6 +322,8 @@ class Exchange:
                 status_line(status), str_headers(message.get("headers", ())))
             self.head_size = len(self.head)
             self.status = status
+            if status in BODILESS:
+                self.head_only = True  # no body, whatever the app sends
         elif kind in ("http.response.trailers", "http.response.zerocopysend",
                       "http.response.pathsend"):
             raise RuntimeError("%s is not supported (no extension was offered)" % kind)
@@ -304,31 +340,32 @@ class Exchange:
         self.close_connection()
 
     def close_connection(self) -> None:
+        """The response is complete: ending.finish on the event loop."""
         if self.closed:
             return
         self.closed = True
         self._unwatch()
         conn = self.conn
+        unread = self.left + self.held
         try:
             conn.shutdown(socket.SHUT_WR)
+            if self.held:  # queued already: no wait
+                unread -= len(conn.recv(self.held, _DONTWAIT))
         except OSError:
-            pass
-        if self.left > 0 and not self.disconnected:
+            unread = 0  # the peer is gone
+        if unread > 0 and not self.disconnected:
             # Unread body: read it (bounded) so our close is not a reset,
             # which nginx would turn into a 502.
-            self.worker.spawn(drain_and_close(self.loop, conn, self.left, min(
+            self.worker.spawn(drain_and_close(self.loop, conn, unread, min(
                 self.ctx.socket_timeout, 2.0)))
         else:
             conn.close()
 
     def abort(self) -> None:
-        """The head went out but the body cannot be completed: RST, so nginx
+        """The head went out but the body cannot be completed: close with the
+        held tail unread, which resets the connection (ending.py), so nginx
         does not take a truncated body for a complete one."""
         if not self.closed:
-            try:
-                self.conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
-            except OSError:
-                pass
             self._unwatch()
             self.closed = True
             self.conn.close()
@@ -354,6 +391,11 @@ class Exchange:
         env = self.env
         return "%s %s" % (env.get("REQUEST_METHOD", "-"),
                           env.get("REQUEST_URI", env.get("PATH_INFO", "")))
+
+
+def _wake(ready: asyncio.Future) -> None:
+    if not ready.done():
+        ready.set_result(None)
 
 
 async def drain_and_close(loop, conn: socket.socket, left: int, timeout: float) -> None:
@@ -405,7 +447,7 @@ async def serve_connection(worker, conn: socket.socket) -> None:
 async def _serve(worker, ex: Exchange) -> None:
     ctx = worker.ctx
     try:
-        packet, data = await ex.read_packet()
+        packet, data, held = await ex.read_packet()
     except ProtocolError as exc:
         await reject(ex, exc, -1)
         return
@@ -416,26 +458,32 @@ async def _serve(worker, ex: Exchange) -> None:
         log_incomplete_packet(len(data))
         return
     length = -1
-    prefix = len(data) - packet.consumed
+    have = len(data) - packet.consumed  # body bytes read with the vars block
     try:
         env, length = build_environ(ctx.base_environ, packet.items, packet.modifier1)
         if ctx.limit_post and length > ctx.limit_post:
             raise BodyTooLarge("request body of %d bytes exceeds limit-post %d"
                                % (length, ctx.limit_post))
     except ProtocolError as exc:
-        await reject(ex, exc, max(length - prefix, 0) if length >= 0 else -1)
+        await reject(ex, exc, held + max(length - have, 0) if length >= 0 else -1)
         return
     ex.env = env
     ex.vars_count = len(packet.items) // 2
     ex.vars_size = packet.consumed - 4
+    if have < length and held:
+        ex.conn.recv(held, _DONTWAIT)  # the body goes on: consume what was peeked
+        held = 0
+    ex.held = held
     app = ctx.pick_app(env)
     if app is not None and ctx.kinds.get(id(app)) == "wsgi":
         ex.closed = True  # the pool thread owns the socket from here
-        await worker.run_wsgi(app, ex.conn, env, data[packet.consumed:], length, ex)
+        await worker.run_wsgi(app, ex.conn, env, data[packet.consumed:], length, held, ex)
         return
     ex.body = bytes(data[packet.consumed:packet.consumed + length]) if length > 0 else b""
-    ex.left = max(length - prefix, 0)
-    ex.more_body = length > 0
+    ex.left = max(length - have, 0)
+    # ASGI: the first receive() always gets an http.request, with body b""
+    # and more_body False when there is no body (GET, HEAD, Content-Length 0).
+    ex.more_body = True
     if ctx.post_buffering and ex.left > 0:
         try:
             await ex.read_body_before_app(length)

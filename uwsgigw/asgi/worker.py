@@ -26,22 +26,20 @@ USR2 dumps tracebacks (faulthandler, from C) and the requests in flight.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import errno
 import faulthandler
 import linecache
 import os
 import signal
-import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 from .. import exitcodes, log, peers
-from ..body import ClientDisconnected, SocketInput, open_input
 from ..handler import ConnectionHandler
 from ..scoreboard import ACCEPTING, REQ_SIZE, STOPPING, CoreSlot, WorkerSlot
 from ..worker import Limits, Worker
+from .hangup import HangupWatcher
 from .lifespan import Lifespan, LifespanFailed
 from .protocol import Exchange, request_log_line, serve_connection
 
@@ -104,6 +102,7 @@ class AsyncWorker:
         self._local = threading.local()
         self._done: asyncio.Future | None = None
         self._heartbeat = None
+        self.hangups: HangupWatcher | None = None  # made with the loop (_main)
 
     # -- set-up -----------------------------------------------------------------
 
@@ -144,6 +143,7 @@ class AsyncWorker:
     async def _main(self) -> None:
         ctx = self.ctx
         self._done = self.loop.create_future()
+        self.hangups = HangupWatcher(self.loop)
         lifespans = []
         seen = set()
         for name, app in ctx.apps:
@@ -304,49 +304,31 @@ class AsyncWorker:
 
     # -- WSGI apps in the thread pool ------------------------------------------------
 
-    async def run_wsgi(self, app, conn, env: dict, prefix: bytes, length: int,
+    async def run_wsgi(self, app, conn, env: dict, prefix: bytes, length: int, held: int,
                        ex: Exchange) -> None:
         self.request_started(ex)
         try:
             await self.loop.run_in_executor(self.pool, self._wsgi_in_thread, app, conn, env,
-                                            prefix, length, ex)
+                                            prefix, length, held, ex)
         finally:
             self.request_done(ex)
 
-    def _wsgi_in_thread(self, app, conn, env, prefix, length, ex) -> None:
-        """handler.py's request path, on a blocking socket, in a pool thread."""
-        ctx = self.ctx
+    def _wsgi_in_thread(self, app, conn, env, prefix, length, held, ex) -> None:
+        """handler.py's request path (serve_wsgi), on a blocking socket, in a
+        pool thread. The app was picked on the loop: picking again would see
+        the SCRIPT_NAME it set. A private core slot: the loop owns core 0."""
         handler = getattr(self._local, "handler", None)
         if handler is None:
-            # The app was picked on the loop (picking again would see the
-            # SCRIPT_NAME it set); a private core slot: the loop owns core 0.
-            local = self._local
-            handler = local.handler = ConnectionHandler(
-                dataclasses.replace(ctx, pick_app=lambda env: local.app), core=len(ctx.cores))
-        self._local.app = app
+            handler = self._local.handler = ConnectionHandler(self.ctx, core=len(self.ctx.cores))
         try:
             conn.setblocking(True)
-            conn.settimeout(ctx.socket_timeout)
-            try:
-                wsgi_input = open_input(conn, bytes(prefix), length, ctx.post_buffering,
-                                        ctx.post_buffering_bufsize)
-            except (ClientDisconnected, OSError) as exc:
-                log.info("%s: body not received: %s" % (ex.describe(), exc))
-                return
-            env["wsgi.input"] = wsgi_input
-            handler.env = env
             before = handler.slot.exceptions
-            handler.conn, handler.fd = conn, conn.fileno()  # the connection is ours to close
-            exchange = handler._run_app(handler.fd, env)
+            handler.conn, handler.fd = conn, conn.fileno()  # closed here, not by the handler
+            exchange = handler.serve_wsgi(handler.fd, env, prefix, length, held, app, ex.started)
             self.core.exceptions += handler.slot.exceptions - before
-            if isinstance(wsgi_input, SocketInput) and wsgi_input.unread_on_socket > 0:
-                try:
-                    conn.shutdown(socket.SHUT_WR)
-                except OSError:
-                    pass
-                wsgi_input.drain(time.monotonic() + ctx.socket_timeout)
-            ex.tx, ex.status = exchange.tx, exchange.status
-            ex.head_size, ex.headers_count = exchange.head_size, exchange.headers_count
+            if exchange is not None:
+                ex.tx, ex.status = exchange.tx, exchange.status
+                ex.head_size, ex.headers_count = exchange.head_size, exchange.headers_count
         finally:
             handler.env = handler.conn = None
             conn.close()

@@ -15,4 +15,5 @@ urlpatterns = [
     path("missing/", views.missing),
     path("error/", views.error),
     path("environ/", views.environ),
+    path("stream/", views.stream),
 ]

@@ -3,7 +3,8 @@
 import hashlib
 import json
 
-from django.http import Http404, HttpResponse, HttpResponseRedirect, JsonResponse
+from django.http import (Http404, HttpResponse, HttpResponseRedirect, JsonResponse,
+                         StreamingHttpResponse)
 from django.views.decorators.csrf import csrf_exempt
 
 
@@ -72,4 +73,13 @@ def error(request):
 def environ(request):
     keys = ("REQUEST_METHOD", "SCRIPT_NAME", "PATH_INFO", "QUERY_STRING", "SERVER_NAME",
             "SERVER_PORT", "REMOTE_ADDR", "wsgi.url_scheme")
-    return JsonResponse({k: request.META[k] for k in keys if k in request.META})
+    data = {k: request.META[k] for k in keys if k in request.META}
+    data["scheme"] = request.scheme  # under ASGI, META has no wsgi.url_scheme
+    return JsonResponse(data)
+
+
+def stream(request):
+    """A response without a length, produced piece by piece."""
+    count = int(request.GET.get("n", "5"))
+    return StreamingHttpResponse(("part %d\n" % i for i in range(count)),
+                                 content_type="text/plain")
