@@ -38,6 +38,7 @@ DECODERS = ["c", "python"]  # both backends run the bad-input tests
 # `make test` runs this suite from a fresh virtualenv holding the wheel built from
 # the sdist (not an editable install) and says so with these variables.
 INSTALLED = os.environ.get("UWSGIGW_TEST_INSTALLED") == "1"
+NO_SKIPS = os.environ.get("UWSGIGW_TEST_NO_SKIPS") == "1"
 BIN_DIR = os.path.dirname(sys.executable)  # the venv's bin: uwsgigw, uwsgitop, uwsgi_curl
 
 # Servers and tools come from this venv even when it is not activated.
@@ -83,6 +84,43 @@ def pytest_sessionstart(session):
         if problems:
             pytest.exit("UWSGIGW_TEST_INSTALLED=1, but:\n  " + "\n  ".join(problems),
                         returncode=pytest.ExitCode.USAGE_ERROR)
+
+
+# -- skips: none in `make test` but the long-running ones -------------------------
+
+_SKIPPED: list[str] = []
+
+
+def _note_skip(report) -> None:
+    if report.skipped and not hasattr(report, "wasxfail") and \
+            "long_running" not in getattr(report, "keywords", {}):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+        _SKIPPED.append("%s: %s" % (report.nodeid or "(collection)", reason))
+
+
+def pytest_collectreport(report):
+    _note_skip(report)
+
+
+def pytest_runtest_logreport(report):
+    _note_skip(report)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    # UWSGIGW_TEST_NO_SKIPS (make test): whatever make installed must run; a
+    # skip means something is missing. Only @pytest.mark.long_running may skip.
+    if NO_SKIPS and _SKIPPED and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter):
+    if NO_SKIPS and _SKIPPED:
+        terminalreporter.section("skipped tests fail this run (UWSGIGW_TEST_NO_SKIPS=1)",
+                                 sep="=", red=True, bold=True)
+        for line in _SKIPPED:
+            terminalreporter.line("SKIPPED %s" % line, red=True)
+        terminalreporter.line("Only @pytest.mark.long_running tests may skip here "
+                              "(they run in make soak).", red=True)
 
 
 # -- packets and raw uwsgi ------------------------------------------------------
