@@ -1,8 +1,8 @@
 """Build hook for the optional C packet decoder; metadata is in pyproject.toml.
 
 The only additions over pyproject.toml: ``cffi_modules`` (the cffi build
-script in uwsgigw/_decoder_build.py) and a build_ext that never fails the
-install. Without cffi or a working C compiler uwsgigw installs anyway, warns
+script in uwsgigw/_decoder_build.py), a build_ext that never fails the
+install, and a build_py that ships nginx/ inside the package. Without cffi or a working C compiler uwsgigw installs anyway, warns
 on stderr, and runs the pure-Python decoder (``--decoder auto``). pip shows
 a successful build's output only with ``pip install -v``; at run time
 ``uwsgigw --version`` names the decoder in use.
@@ -15,6 +15,7 @@ from pathlib import Path
 
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
+from setuptools.command.build_py import build_py
 
 ROOT = Path(__file__).resolve().parent
 C_SOURCES = ("csrc/uwsgi_decoder.h", "csrc/uwsgi_decoder.c")
@@ -43,6 +44,22 @@ class OptionalBuildExt(build_ext):
             super().build_extension(ext)
         except Exception as exc:  # CompileError / LinkError / CCompilerError
             warn("%s: %s" % (type(exc).__name__, exc))
+
+
+class BuildPyWithNginx(build_py):
+    """Copy nginx/ (site.conf, uwsgi_params, systemd units) into the built package
+    as uwsgigw/nginx/: where ``python -m uwsgigw.devnginx`` finds it once installed
+    from a wheel. An editable install reads the checkout's nginx/ instead."""
+
+    def run(self) -> None:
+        super().run()
+        if getattr(self, "editable_mode", False):
+            return
+        dest = Path(self.build_lib, "uwsgigw", "nginx")
+        self.mkpath(str(dest))
+        for path in sorted((ROOT / "nginx").glob("*")):
+            if path.is_file():
+                self.copy_file(str(path), str(dest / path.name))
 
 
 def cffi_options() -> dict:
@@ -75,5 +92,6 @@ def fastpath_extension() -> list:
                                                  sorted((ROOT / "csrc").glob("fastpath_*.c"))])]
 
 
-setup(cmdclass={"build_ext": OptionalBuildExt}, ext_modules=fastpath_extension(),
+setup(cmdclass={"build_ext": OptionalBuildExt, "build_py": BuildPyWithNginx},
+      ext_modules=fastpath_extension(),
       **cffi_options())

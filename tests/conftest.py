@@ -23,18 +23,104 @@ from pathlib import Path
 
 import pytest
 
-from uwsgigw.devnginx import DevNginx, can_connect, connect_address, free_port, stop_process_group
+import uwsgigw
+from uwsgigw.devnginx import (DevNginx, can_connect, connect_address, free_port,
+                              stop_process_group, uwsgigw_command)
 
 TESTS_DIR = Path(__file__).resolve().parent
 REPO_DIR = TESTS_DIR.parent
 APPS_DIR = TESTS_DIR / "apps"
 DJANGO_DIR = APPS_DIR / "djangoproj"
-NGINX_DIR = REPO_DIR / "nginx"
+NGINX_DIR = REPO_DIR / "nginx"  # the files as tracked; the installed copy must equal them
 READY_LINE = "ready to accept requests"
 DECODERS = ["c", "python"]  # both backends run the bad-input tests
 
+# `make test` runs this suite from a fresh virtualenv holding the wheel built from
+# the sdist (not an editable install) and says so with these variables.
+INSTALLED = os.environ.get("UWSGIGW_TEST_INSTALLED") == "1"
+NO_SKIPS = os.environ.get("UWSGIGW_TEST_NO_SKIPS") == "1"
+BIN_DIR = os.path.dirname(sys.executable)  # the venv's bin: uwsgigw, uwsgitop, uwsgi_curl
+
+# Servers and tools come from this venv even when it is not activated.
+if os.environ.get("PATH", "").split(os.pathsep)[0] != BIN_DIR:
+    os.environ["PATH"] = os.pathsep.join([BIN_DIR, os.environ.get("PATH", "")]).rstrip(os.pathsep)
+
 # Tests import the apps too, to compute the bytes they must receive.
 sys.path.insert(0, str(APPS_DIR))
+
+
+# -- what runs: the installed command, never the checkout ------------------------
+
+def uwsgigw_cmd(*args: str) -> list[str]:
+    """The server command: the ``uwsgigw`` script of this venv (``python -m
+    uwsgigw`` only in a dev run that has no script)."""
+    return uwsgigw_command(*args)
+
+
+def python_module_cmd(module: str, *args: str) -> list[str]:
+    """``python -m module``, without the working directory on sys.path (-P)."""
+    safe_path = ["-P"] if sys.version_info >= (3, 11) else []
+    return [sys.executable, *safe_path, "-m", module, *args]
+
+
+def installed_problems() -> list[str]:
+    """Why this run does not test the installed build (empty when it does)."""
+    problems = []
+    package = Path(uwsgigw.__file__).resolve().parent
+    if package == (REPO_DIR / "uwsgigw").resolve() or \
+            not package.is_relative_to(Path(sys.prefix).resolve()):
+        problems.append("uwsgigw is imported from %s, not from this venv's installed wheel (%s)"
+                        % (package, sys.prefix))
+    script = os.path.join(BIN_DIR, "uwsgigw")
+    cmd = uwsgigw_cmd()
+    if cmd != [script] or not os.access(script, os.X_OK):
+        problems.append("the server command is %r, not the installed script %s" % (cmd, script))
+    return problems
+
+
+def pytest_sessionstart(session):
+    if INSTALLED:
+        problems = installed_problems()
+        if problems:
+            pytest.exit("UWSGIGW_TEST_INSTALLED=1, but:\n  " + "\n  ".join(problems),
+                        returncode=pytest.ExitCode.USAGE_ERROR)
+
+
+# -- skips: none in `make test` but the long-running ones -------------------------
+
+_SKIPPED: list[str] = []
+
+
+def _note_skip(report) -> None:
+    if report.skipped and not hasattr(report, "wasxfail") and \
+            "long_running" not in getattr(report, "keywords", {}):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+        _SKIPPED.append("%s: %s" % (report.nodeid or "(collection)", reason))
+
+
+def pytest_collectreport(report):
+    _note_skip(report)
+
+
+def pytest_runtest_logreport(report):
+    _note_skip(report)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    # UWSGIGW_TEST_NO_SKIPS (make test): whatever make installed must run; a
+    # skip means something is missing. Only @pytest.mark.long_running may skip.
+    if NO_SKIPS and _SKIPPED and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter):
+    if NO_SKIPS and _SKIPPED:
+        terminalreporter.section("skipped tests fail this run (UWSGIGW_TEST_NO_SKIPS=1)",
+                                 sep="=", red=True, bold=True)
+        for line in _SKIPPED:
+            terminalreporter.line("SKIPPED %s" % line, red=True)
+        terminalreporter.line("Only @pytest.mark.long_running tests may skip here "
+                              "(they run in make soak).", red=True)
 
 
 # -- packets and raw uwsgi ------------------------------------------------------
@@ -289,7 +375,8 @@ def _remove_short_tmpdirs():
 
 def server_env(extra: dict | None = None) -> dict:
     env = dict(os.environ)
-    paths = [str(APPS_DIR), str(DJANGO_DIR), str(REPO_DIR)]
+    # Never the checkout: a server imports the uwsgigw this venv has installed.
+    paths = [str(APPS_DIR), str(DJANGO_DIR)]
     if env.get("PYTHONPATH"):
         paths.append(env["PYTHONPATH"])
     env["PYTHONPATH"] = os.pathsep.join(paths)
@@ -304,14 +391,14 @@ def server_env(extra: dict | None = None) -> dict:
 
 
 class UwsgigwProcess:
-    """``python -m uwsgigw ...`` in its own process group, log in a file."""
+    """``uwsgigw ...`` (see uwsgigw_cmd) in its own process group, log in a file."""
 
     def __init__(self, args: list[str], socket_addr: str, log_path: str, env: dict,
                  cwd: str | None = None):
         self.args = args
         self.socket = socket_addr
         self.log_path = log_path
-        self.cmd = [sys.executable, "-m", "uwsgigw", *args]
+        self.cmd = uwsgigw_cmd(*args)
         with open(log_path, "wb") as log:
             self.proc = subprocess.Popen(self.cmd, stdin=subprocess.DEVNULL, stdout=log,
                                          stderr=subprocess.STDOUT, env=env, cwd=cwd,
@@ -378,7 +465,7 @@ class _Factories:
     def uwsgigw(self, *args: str, socket: str | None = None, tcp: bool = False,
                 env: dict | None = None, cwd: str | None = None, wait: bool = True,
                 ready_timeout: float = 30.0) -> UwsgigwProcess:
-        """Start ``python -m uwsgigw *args``.
+        """Start ``uwsgigw *args``.
 
         ``--socket`` is added (a fresh unix path, or 127.0.0.1:<free port> with
         ``tcp=True``) unless ``socket`` is given, or ``--ini`` names it (then pass
@@ -410,7 +497,8 @@ class _Factories:
         self.count += 1
         workdir = os.path.join(self.workdir, "nginx-%d" % self.count)
         os.makedirs(workdir)
-        nginx = DevNginx(upstream, workdir=workdir, nginx_dir=NGINX_DIR, **kwargs)
+        # nginx_dir: devnginx's own default, so an installed run uses the shipped copy.
+        nginx = DevNginx(upstream, workdir=workdir, **kwargs)
         self.nginxes.append(nginx)
         return nginx.start()
 

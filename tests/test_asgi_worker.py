@@ -298,14 +298,14 @@ def test_max_requests_recycles_the_async_worker(uwsgigw_factory, nginx_factory):
 
 def test_stdlib_asyncio_loop_without_uvloop(uwsgigw_factory, nginx_factory, tmp_path):
     """uvloop is optional: hide it and the worker runs on asyncio's own loop."""
-    from conftest import APPS_DIR, REPO_DIR
+    from conftest import APPS_DIR
     shim = tmp_path / "shim"
     shim.mkdir()
     (shim / "uvloop.py").write_text("raise ImportError('hidden by the test')\n")
     records = tmp_path / "records"
     records.mkdir()
     server = uwsgigw_factory("--module", "asgi_apps:raw", env={
-        "PYTHONPATH": os.pathsep.join([str(shim), str(APPS_DIR), str(REPO_DIR)]),
+        "PYTHONPATH": os.pathsep.join([str(shim), str(APPS_DIR)]),
         "ASGI_APPS_RECORD_DIR": str(records)})
     nginx = nginx_factory(server.socket)
     server.wait_for_log("asyncio event loop")

@@ -1,7 +1,7 @@
 """The command line: uWSGI spellings, errors and exit codes, the CLI-only flags.
 
-Most tests run the click command in-process (fast); a few run
-``python -m uwsgigw`` as a real subprocess.
+Most tests run the click command in-process (fast); a few run the installed
+``uwsgigw`` command as a real subprocess.
 """
 
 from __future__ import annotations
@@ -11,17 +11,15 @@ import re
 import subprocess
 import sys
 import types
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from conftest import uwsgigw_cmd
 
 from uwsgigw import exitcodes
 from uwsgigw.cli import main, parse_argv
 from uwsgigw.config import ConfigError, load
 from uwsgigw.options import OPTIONS
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(autouse=True)
@@ -264,9 +262,8 @@ def test_reload_errors(tmp_path):
 
 def _uwsgigw(*args: str, cwd=None):
     env = {k: v for k, v in os.environ.items() if not k.startswith("UWSGIGW_")}
-    env["PYTHONPATH"] = str(REPO)
-    return subprocess.run([sys.executable, "-m", "uwsgigw", *args], capture_output=True,
-                          text=True, env=env, cwd=cwd, timeout=60)
+    return subprocess.run(uwsgigw_cmd(*args), capture_output=True, text=True, env=env,
+                          cwd=cwd, timeout=60)
 
 
 def test_subprocess_check_and_error(tmp_path):

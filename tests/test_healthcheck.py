@@ -7,12 +7,11 @@ import json
 import os
 import socket
 import subprocess
-import sys
 import threading
 
 import pytest
 from click.testing import CliRunner
-from conftest import REPO_DIR, short_tmpdir
+from conftest import server_env, short_tmpdir, uwsgigw_cmd
 
 from uwsgigw import healthcheck
 from uwsgigw.cli import main
@@ -160,11 +159,11 @@ def test_packet_is_what_nginx_would_send():
 def test_as_a_real_command_over_tcp(module_uwsgigw_factory):
     server = module_uwsgigw_factory("--module", PLAIN, tcp=True)
     port = server.socket.rsplit(":", 1)[1]
-    env = dict(os.environ, PYTHONPATH=str(REPO_DIR))
-    done = subprocess.run([sys.executable, "-m", "uwsgigw", "healthcheck", ":" + port,
-                           "/echo", "-d", "x"], capture_output=True, env=env, timeout=30)
+    env = server_env()
+    done = subprocess.run(uwsgigw_cmd("healthcheck", ":" + port, "/echo", "-d", "x"),
+                          capture_output=True, env=env, timeout=30)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith(b"HTTP/1.1 200 OK")
-    done = subprocess.run([sys.executable, "-m", "uwsgigw", "healthcheck", ":" + port,
-                           "/nope", "-q"], capture_output=True, env=env, timeout=30)
+    done = subprocess.run(uwsgigw_cmd("healthcheck", ":" + port, "/nope", "-q"),
+                          capture_output=True, env=env, timeout=30)
     assert done.returncode == 1 and done.stdout == b""

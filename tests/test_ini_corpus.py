@@ -10,11 +10,11 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from conftest import uwsgigw_cmd
 
 from uwsgigw.cli import main
 from uwsgigw.uwsgi_compat import UNSUPPORTED
@@ -72,8 +72,7 @@ def test_corpus_strict_files_still_pass():
 def test_corpus_with_the_real_command(name):
     path = next(p for p in FILES if p.name.startswith(name))
     env = {k: v for k, v in os.environ.items() if not CORPUS_VARIABLES.search(k)}
-    env["PYTHONPATH"] = str(REPO)
-    result = subprocess.run([sys.executable, "-m", "uwsgigw", "--ini", str(path), "--check"],
+    result = subprocess.run(uwsgigw_cmd("--ini", str(path), "--check"),
                             capture_output=True, text=True, env=env, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[-1].startswith("%s: OK for uwsgigw" % path)

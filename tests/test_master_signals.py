@@ -209,15 +209,14 @@ def test_reload_with_lazy_apps_imports_in_the_new_workers(uwsgigw_factory, tmp_p
 
 def test_reload_and_stop_through_the_pidfile(uwsgigw_factory, tmp_path):
     import subprocess
-    import sys
 
-    from conftest import server_env
+    from conftest import server_env, uwsgigw_cmd
 
     pidfile = str(tmp_path / "pid")
     server = uwsgigw_factory("--module", APP, "--master", "--pidfile", pidfile)
     before = wait_workers(server, 1)
     mark = server.log_mark()
-    cli = [sys.executable, "-m", "uwsgigw"]
+    cli = uwsgigw_cmd()
     assert subprocess.run(cli + ["--reload", pidfile], env=server_env(),
                           timeout=30).returncode == 0
     server.wait_for_log("reloaded in", since=mark)

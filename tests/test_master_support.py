@@ -5,12 +5,11 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 
 from conftest import http_request, nginx_vars, parse_response, server_env, uwsgi_request, \
-    wait_until
+    uwsgigw_cmd, wait_until
 from soak.procinfo import children  # noqa: F401  (the test_master_* files import it from here)
 
 APP = "master_apps:application"
@@ -83,10 +82,6 @@ class Launched:
     def stop(self) -> None:
         from uwsgigw.devnginx import stop_process_group
         stop_process_group(self.proc, signal.SIGTERM, 10)
-
-
-def uwsgigw_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "uwsgigw", *args]
 
 
 def launch_env(extra: dict | None = None) -> dict:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import sys
 import time
 
 import pytest
@@ -135,7 +136,7 @@ def test_socket_activation_serves(launched, tmp_path):
                "    os.close(%d)\n"
                "os.environ.update(LISTEN_PID=str(os.getpid()), LISTEN_FDS='1')\n"
                "os.execv(sys.argv[1], sys.argv[1:])\n" % (fd, fd, fd))
-    cmd = [uwsgigw_cmd()[0], "-c", wrapper,
+    cmd = [sys.executable, "-c", wrapper,
            *uwsgigw_cmd("--module", APP, "--master", "--processes", "2")]
     server = Launched(cmd, str(tmp_path / "log"), launch_env(), pass_fds=(fd,))
     launched.append(server)

@@ -124,6 +124,7 @@ def test_big_download_keeps_worker_rss_flat(worker, kind):
     assert peak.growth < LIMIT_KB, peak.growth
 
 
+@pytest.mark.long_running
 @pytest.mark.skipif(not LOAD_SECONDS, reason="long: UWSGIGW_LOAD_SECONDS=30 (make soak)")
 def test_1000_concurrent_connections_through_nginx(uwsgigw_factory, factories):
     from soak.load import LoadNginx, run_load

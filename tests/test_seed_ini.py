@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import DJANGO_DIR, REPO_DIR, http_request, server_env, wait_until
+from conftest import DJANGO_DIR, REPO_DIR, http_request, server_env, uwsgigw_cmd, wait_until
 
 SEEDS = sorted((REPO_DIR.parent / "shared" / "seeds").glob("001_*.txt"))
 pytestmark = pytest.mark.skipif(not SEEDS, reason="../shared/seeds is not here")
@@ -91,7 +91,7 @@ def test_seed_ini_checks_clean():
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp, "seed.ini")
         path.write_text(seed_ini(), encoding="utf-8")
-        out = subprocess.run([sys.executable, "-m", "uwsgigw", "--ini", str(path), "--check"],
+        out = subprocess.run(uwsgigw_cmd("--ini", str(path), "--check"),
                              capture_output=True, text=True, env=server_env(), timeout=60)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "OK for uwsgigw" in out.stdout
@@ -99,7 +99,7 @@ def test_seed_ini_checks_clean():
 
 def test_seed_ini_serves_django_through_nginx(seed_site, nginx_factory):
     ini, pidfile, sock, logfile, state = seed_site
-    started = subprocess.run([sys.executable, "-m", "uwsgigw", "--ini", str(ini)],
+    started = subprocess.run(uwsgigw_cmd("--ini", str(ini)),
                              capture_output=True, text=True, env=server_env(), timeout=60)
     assert started.returncode == 0, started.stdout + started.stderr  # daemonize: parent returns
     wait_until(lambda: pidfile.exists() and pidfile.read_text().strip(), 20, what="pidfile")

@@ -12,11 +12,11 @@ import re
 import signal
 import stat
 import subprocess
-import sys
 
 import pytest
 
-from conftest import DJANGO_DIR, NGINX_DIR, http_request, server_env, wait_until
+from conftest import (DJANGO_DIR, NGINX_DIR, http_request, python_module_cmd, server_env,
+                      wait_until)
 from uwsgigw import devnginx
 
 STANDARD_PARAMS = [
@@ -165,11 +165,12 @@ def test_static_location_is_served_by_nginx(site):
 # -- make run ------------------------------------------------------------------------
 
 def test_devnginx_demo(tmp_path):
-    """``python -m uwsgigw.devnginx --demo`` (what ``make run`` starts)."""
+    """``python -m uwsgigw.devnginx --demo`` (what ``make run`` starts), the installed one:
+    its nginx/ files come from the package when installed from a wheel."""
     out_path = tmp_path / "demo.out"
     with open(out_path, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "uwsgigw.devnginx", "--demo",
-                                 "--port", "0"], stdin=subprocess.DEVNULL, stdout=out,
+        proc = subprocess.Popen(python_module_cmd("uwsgigw.devnginx", "--demo", "--port", "0"),
+                                stdin=subprocess.DEVNULL, stdout=out,
                                 stderr=subprocess.STDOUT, env=server_env(),
                                 start_new_session=True)
     children: list[int] = []

@@ -26,7 +26,10 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO_NGINX_DIR = Path(__file__).resolve().parent.parent / "nginx"
+# Where site.conf and uwsgi_params are: the copy a wheel ships inside the package
+# (setup.py's build_py puts it there), else the checkout's nginx/ (editable installs).
+PACKAGE_NGINX_DIR = Path(__file__).resolve().parent / "nginx"
+CHECKOUT_NGINX_DIR = Path(__file__).resolve().parent.parent / "nginx"
 
 # The literal lines of nginx/site.conf that get rewritten. If site.conf
 # changes one of them, templating fails loudly instead of testing a config
@@ -42,6 +45,25 @@ TEMP_DIRS = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
 
 class DevNginxError(RuntimeError):
     """nginx could not be configured or started; the message has its log."""
+
+
+def default_nginx_dir() -> Path:
+    """The shipped nginx/ files: inside the installed package, or in the checkout."""
+    for directory in (PACKAGE_NGINX_DIR, CHECKOUT_NGINX_DIR):
+        if (directory / "site.conf").is_file():
+            return directory
+    raise DevNginxError("no site.conf in %s (installed package) nor %s (checkout): "
+                        "pass --nginx-dir DIR (a directory with site.conf and uwsgi_params)"
+                        % (PACKAGE_NGINX_DIR, CHECKOUT_NGINX_DIR))
+
+
+def uwsgigw_command(*args: str) -> list[str]:
+    """The ``uwsgigw`` console script beside this interpreter (the venv's), so what
+    runs is the installed command; ``python -m uwsgigw`` only where it has none."""
+    script = os.path.join(os.path.dirname(sys.executable), "uwsgigw")
+    if os.path.isfile(script) and os.access(script, os.X_OK):
+        return [script, *args]
+    return [sys.executable, "-m", "uwsgigw", *args]
 
 
 def find_nginx() -> str:
@@ -168,7 +190,7 @@ class DevNginx:
         self.requested_port = port
         self.port = port
         self.tls = tls
-        self.nginx_dir = Path(nginx_dir) if nginx_dir else REPO_NGINX_DIR
+        self.nginx_dir = Path(nginx_dir) if nginx_dir else default_nginx_dir()
         self._own_workdir = workdir is None
         self.workdir = workdir or tempfile.mkdtemp(prefix="uwsgigw-nginx-")
         self.static_dir = static_dir or os.path.join(self.workdir, "static")
@@ -211,7 +233,8 @@ class DevNginx:
         params_src = self.nginx_dir / "uwsgi_params"
         for path in (site_src, params_src):
             if not path.is_file():
-                raise DevNginxError("missing %s (run from a uwsgigw checkout)" % path)
+                raise DevNginxError("missing %s: pass --nginx-dir DIR (a directory with "
+                                    "site.conf and uwsgi_params)" % path)
         os.makedirs(self.static_dir, exist_ok=True)
         for d in TEMP_DIRS:
             os.makedirs(os.path.join(self.workdir, d), exist_ok=True)
@@ -327,8 +350,8 @@ def _read(path: str) -> str:
 
 def _start_demo_server(workdir: str, processes: int) -> tuple[subprocess.Popen, str]:
     sock = os.path.join(workdir, "demo.sock")
-    cmd = [sys.executable, "-m", "uwsgigw", "--socket", sock, "--module", "uwsgigw.demo",
-           "--processes", str(processes)]
+    cmd = uwsgigw_command("--socket", sock, "--module", "uwsgigw.demo",
+                          "--processes", str(processes))
     if processes > 1:
         cmd.append("--master")
     # The server's log goes to this terminal, so the request lines show up live.
@@ -356,7 +379,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1", help="address nginx listens on")
     parser.add_argument("--processes", type=int, default=2, help="demo worker processes")
     parser.add_argument("--nginx-dir", default=None,
-                        help="directory with site.conf and uwsgi_params (default: the repo's nginx/)")
+                        help="directory with site.conf and uwsgi_params (default: the copy "
+                        "installed with uwsgigw, or the checkout's nginx/)")
     args = parser.parse_args(argv)
 
     workdir = tempfile.mkdtemp(prefix="uwsgigw-run-")
