@@ -23,7 +23,7 @@ from .environ import base_environ
 from .handler import WorkerContext
 from .log import ErrorStream
 from .response import FileWrapper
-from .master import Master, inherited_fds, take_reexec_state
+from .master import Master, take_reexec_state
 from .peers import allow_list
 from .sockets import SocketError, adopt, bind_all, close_all
 from .worker import Worker
@@ -198,15 +198,25 @@ def open_sockets(cfg, inherited) -> list:
     return bind_all(cfg.socket, cfg.listen, cfg.chmod_socket, cfg.chown_socket)
 
 
+def inherited_fds(state: dict) -> tuple[list[int], dict]:
+    """The listening fds (and unix paths we own) a reloading image passed on
+    (``Master.reexec`` writes them)."""
+    fds, paths = [], {}
+    for fd, path, _spec in state.get("listeners", []):
+        fds.append(fd)
+        if path:
+            paths[fd] = path
+    return fds, paths
+
+
 def daemonize() -> None:
     """Detach (double fork + setsid), as uWSGI's ``daemonize = LOGFILE``."""
-    sys.stdout.flush()
-    sys.stderr.flush()
+    log.flush_std()
     if os.fork():
-        os._exit(0)
+        log.exit_now(0)
     os.setsid()
     if os.fork():
-        os._exit(0)
+        log.exit_now(0)
     null = os.open(os.devnull, os.O_RDWR)
     os.dup2(null, 0)
     os.close(null)

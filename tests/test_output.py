@@ -1,0 +1,133 @@
+"""Output and start-up, with real processes (issue 12, section 5).
+
+The app's ``print()``, ``logging``, ``sys.stderr`` and ``wsgi.errors`` reach
+``logto`` line by line, promptly, and survive recycling, reload and stop --
+without PYTHONUNBUFFERED (``server_env`` sets it; these tests empty it, which
+Python reads as unset, and the app reports whether it is set).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+
+import pytest
+
+from conftest import READY_LINE, nginx_vars, parse_response, uwsgi_request, wait_until
+from uwsgigw.devnginx import can_connect
+
+APP = "output_apps:application"
+BUFFERED = {"PYTHONUNBUFFERED": ""}  # empty is unset for Python: stdout block-buffered
+KINDS = ("out-print", "out-logging", "out-stderr", "out-errors")
+
+
+def read(path) -> str:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return f.read()
+    except FileNotFoundError:
+        return ""
+
+
+def wait_ready(logto, sock: str, proc=None, timeout: float = 30.0) -> None:
+    def ready():
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError("uwsgigw exited (%s) at start-up; log:\n%s"
+                                 % (proc.returncode, read(logto)))
+        return READY_LINE in read(logto) and can_connect(*_unix(sock), timeout=0.5)
+    wait_until(ready, timeout, what="ready line in %s" % logto)
+
+
+def _unix(sock: str):
+    import socket
+    return socket.AF_UNIX, sock
+
+
+def wait_for_lines(logto, tag: str, kinds=KINDS, timeout: float = 5.0) -> None:
+    """Every kind of line for ``tag`` is in the log within ``timeout`` (prompt)."""
+    wanted = ["%s %s\n" % (kind, tag) for kind in kinds]
+    try:
+        wait_until(lambda: all(w in read(logto) for w in wanted), timeout,
+                   what="lines %s" % wanted)
+    except TimeoutError:
+        text = read(logto)
+        missing = [w.strip() for w in wanted if w not in text]
+        raise AssertionError("missing from the log: %s\nlog:\n%s" % (missing, text)) from None
+
+
+def request(sock: str, tag: str, path: str = "/") -> None:
+    resp = parse_response(uwsgi_request(sock, nginx_vars(uri="%s?%s" % (path, tag))))
+    assert resp.status == 200
+    assert resp.body == b"unbuffered=0"  # the fault's condition: no PYTHONUNBUFFERED
+
+
+def start(factories, tmp_path, *args: str, app: str = APP):
+    logto = tmp_path / "app.log"
+    server = factories.uwsgigw("--module", app, "--logto", str(logto), *args,
+                               env=BUFFERED, wait=False)
+    wait_ready(logto, server.socket, server.proc)
+    return server, logto
+
+
+def stopped(server, timeout: float = 15.0) -> int:
+    try:
+        return server.proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        raise AssertionError("uwsgigw did not stop") from None
+
+
+@pytest.mark.parametrize("stop", ["TERM", "INT"])
+def test_app_output_reaches_logto_through_recycle_reload_and_stop(factories, tmp_path, stop):
+    server, logto = start(factories, tmp_path, "--master", "--max-requests", "2")
+    # Printed at import in the master (the app is preloaded): line-buffered there too.
+    wait_until(lambda: "out-import %d\n" % server.pid in read(logto), 5, what="import line")
+    for n in range(1, 5):  # max-requests 2: the worker recycles twice on the way
+        request(server.socket, "r%d" % n)
+        wait_for_lines(logto, "r%d" % n)
+    wait_until(lambda: read(logto).count("recycling: max-requests 2 reached") >= 2, 10,
+               what="two recycles")
+    imports = read(logto).count("out-import %d\n" % server.pid)
+    mark = len(read(logto))
+    os.kill(server.pid, signal.SIGHUP)  # re-executes the master: a fresh import
+    # "reloaded in", or "ready" when the recycling old worker was gone by then
+    wait_until(lambda: any(w in read(logto)[mark:] for w in ("reloaded in", READY_LINE)),
+               20, what="reload")
+    assert read(logto).count("out-import %d\n" % server.pid) == imports + 1
+    request(server.socket, "r5")
+    wait_for_lines(logto, "r5")
+    if stop == "TERM":
+        # No newline: only a flush before the worker's os._exit() writes it.
+        request(server.socket, "r6", path="/partial")
+        wait_for_lines(logto, "r6")
+    os.kill(server.pid, getattr(signal, "SIG" + stop))
+    assert stopped(server) == 0 or stop == "INT"
+    text = read(logto)
+    for n in range(1, 6):
+        for kind in KINDS:
+            assert text.count("%s r%d\n" % (kind, n)) == 1, (kind, n, text)
+    if stop == "TERM":
+        assert "out-partial r6" in text, text
+
+
+def test_app_output_in_single_process_mode(factories, tmp_path):
+    server, logto = start(factories, tmp_path)
+    for n in range(1, 3):
+        request(server.socket, "s%d" % n)
+        wait_for_lines(logto, "s%d" % n)
+    request(server.socket, "s3", path="/partial")
+    os.kill(server.pid, signal.SIGTERM)
+    assert stopped(server) == 0
+    assert "out-partial s3" in read(logto)
+
+
+def test_asgi_app_output_reaches_logto(factories, tmp_path):
+    server, logto = start(factories, tmp_path, "--master", "--max-requests", "2",
+                          app="output_apps:asgi")
+    for n in range(1, 4):
+        request(server.socket, "a%d" % n)
+        wait_for_lines(logto, "a%d" % n, kinds=KINDS[:3])
+    request(server.socket, "a4", path="/partial")
+    os.kill(server.pid, signal.SIGTERM)
+    assert stopped(server) == 0
+    assert "out-partial a4" in read(logto)
