@@ -4,6 +4,7 @@ The app's ``print()``, ``logging``, ``sys.stderr`` and ``wsgi.errors`` reach
 ``logto`` line by line, promptly, and survive recycling, reload and stop --
 without PYTHONUNBUFFERED (``server_env`` sets it; these tests empty it, which
 Python reads as unset, and the app reports whether it is set).
+A server started with descriptors 0, 1 and 2 closed still starts, logs and serves.
 """
 
 from __future__ import annotations
@@ -11,11 +12,13 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 
 import pytest
 
-from conftest import READY_LINE, nginx_vars, parse_response, uwsgi_request, wait_until
-from uwsgigw.devnginx import can_connect
+from conftest import (READY_LINE, nginx_vars, parse_response, server_env, short_tmpdir,
+                      uwsgi_request, wait_until)
+from uwsgigw.devnginx import can_connect, stop_process_group
 
 APP = "output_apps:application"
 BUFFERED = {"PYTHONUNBUFFERED": ""}  # empty is unset for Python: stdout block-buffered
@@ -131,3 +134,76 @@ def test_asgi_app_output_reaches_logto(factories, tmp_path):
     os.kill(server.pid, signal.SIGTERM)
     assert stopped(server) == 0
     assert "out-partial a4" in read(logto)
+
+
+# -- started with descriptors 0, 1 and 2 closed -------------------------------------------
+
+def _close_std_fds() -> None:
+    for fd in (0, 1, 2):
+        os.close(fd)
+
+
+@pytest.fixture
+def closed_fds_server():
+    """Start ``python -m uwsgigw ARGS`` with fds 0, 1, 2 closed; stop it (its
+    process group, or the daemon's pid from its pidfile) at teardown."""
+    started = []
+
+    def launch(*args: str):
+        cmd = [sys.executable, "-m", "uwsgigw", *args]
+        proc = subprocess.Popen(cmd, close_fds=True, pass_fds=(), env=server_env(BUFFERED),
+                                preexec_fn=_close_std_fds, start_new_session=True)
+        started.append(proc)
+        return proc
+
+    yield launch
+    for proc in started:
+        stop_process_group(proc, signal.SIGTERM, 10)
+
+
+def _stop_daemon(pidfile) -> None:
+    pid = int(read(pidfile) or 0)
+    if not pid:
+        return
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            wait_until(lambda: not os.path.exists("/proc/%d" % pid), 10, what="daemon exit")
+            return
+        except TimeoutError:
+            continue
+
+
+def test_starts_logs_and_serves_with_fds_0_1_2_closed(closed_fds_server, tmp_path):
+    logto = tmp_path / "app.log"
+    sock = os.path.join(short_tmpdir(), "closed.sock")
+    proc = closed_fds_server("--socket", sock, "--module", APP, "--logto", str(logto))
+    wait_ready(logto, sock, proc)
+    request(sock, "c1")
+    wait_for_lines(logto, "c1")
+    wait_until(lambda: "GET /?c1 => generated" in read(logto), 5, what="request line")
+    # What was closed is /dev/null now, not the log file, nor a socket.
+    for fd in (0, 1, 2):
+        target = os.readlink("/proc/%d/fd/%d" % (proc.pid, fd))
+        assert target == (str(logto) if fd else os.devnull), (fd, target)
+
+
+def test_daemonize_with_fds_0_1_2_closed(closed_fds_server, tmp_path):
+    logto = tmp_path / "daemon.log"
+    pidfile = tmp_path / "daemon.pid"
+    sock = os.path.join(short_tmpdir(), "daemon.sock")
+    proc = closed_fds_server("--socket", sock, "--module", APP, "--daemonize", str(logto),
+                             "--pidfile", str(pidfile))
+    try:
+        assert proc.wait(30) == 0  # the parent of the double fork returns at once
+        wait_ready(logto, sock)
+        request(sock, "d1")
+        wait_for_lines(logto, "d1")
+        daemon = int(read(pidfile))
+        assert daemon != proc.pid
+    finally:
+        _stop_daemon(pidfile)
+    assert not os.path.exists("/proc/%d" % daemon)

@@ -23,7 +23,7 @@ from typing import Any, NoReturn
 
 import click
 
-from . import __version__, exitcodes
+from . import __version__, exitcodes, log
 from .config import ConfigError, build, describe_unknown, describe_unsupported
 from .options import BOOL, BY_NAME, MAPPED, OPTIONS, Option
 from .uwsgi_compat import UNSUPPORTED
@@ -64,6 +64,7 @@ class UwsgiCommand(click.Command):
     and ``uwsgigw healthcheck ...`` runs the client mode (healthcheck.py)."""
 
     def main(self, args=None, prog_name=None, **extra):
+        log.ensure_std_fds()  # first: started with fds 0-2 closed, files would take them
         argv = list(sys.argv[1:] if args is None else args)
         if argv[:1] == ["healthcheck"]:
             from .healthcheck import command

@@ -21,6 +21,30 @@ _path: str | None = None
 _rate: dict[str, tuple[float, int]] = {}  # key -> (last logged, held back)
 
 
+def ensure_std_fds() -> None:
+    """Put /dev/null on whichever of fds 0, 1 and 2 is closed, and give Python
+    back the ``sys.std*`` streams it set to None for them.
+
+    Supervisors and test harnesses sometimes start daemons with these closed.
+    Left so, the first file opened (the ``logto`` file) would become fd 2 and
+    be lost when fds 1 and 2 are pointed at it. Call before anything opens a file.
+    """
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+    for fd, name in enumerate(("stdin", "stdout", "stderr")):
+        if getattr(sys, name) is None:
+            stream = open(fd, "r" if fd == 0 else "w", closefd=False,
+                          errors="backslashreplace" if fd == 2 else None)
+            setattr(sys, name, stream)
+            setattr(sys, "__%s__" % name, stream)
+
+
 def line_buffered() -> None:
     """Make the app's ``print()`` reach the log line by line (stdout is
     block-buffered when it is a file or a pipe unless PYTHONUNBUFFERED is set)."""
