@@ -38,7 +38,7 @@ import sys
 import time
 from dataclasses import dataclass
 
-from . import exitcodes, log, reqlog
+from . import exitcodes, log, reqlog, vacuum
 from .reqlog import event
 from .scoreboard import ACCEPTING, BOOTING, STOPPING, Scoreboard
 from .stats import StatsServer
@@ -678,6 +678,7 @@ class Master:
                         for w in self.workers.values() if not w.killed_for],
             "counts": self.counts,
             "carried": self.carried,
+            "vacuum": vacuum.state(),  # paths a privileged cleaner removes (vacuum.py)
         }
         fds = [l.fileno() for l in self.listeners] + [b.fd for b in self.boards]
         env = dict(os.environ)

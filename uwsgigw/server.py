@@ -7,16 +7,14 @@ fork unless ``lazy-apps``), then workers.
 
 from __future__ import annotations
 
-import grp
 import mmap
 import os
-import pwd
 import struct
 import sys
 import traceback
 
 from . import __version__, exitcodes, log, reqlog
-from . import systemd
+from . import perms, systemd, vacuum
 from .app import AppLoadError, AppTable, load_apps, prepare_process
 from .decoder import DecoderUnavailable, select
 from .environ import base_environ
@@ -114,6 +112,10 @@ def serve(cfg) -> int:
     try:
         if pidfile:
             write_pidfile(pidfile)
+        if inherited is None:
+            vacuum.delegate(cfg, listeners, pidfile)
+        else:
+            vacuum.adopt(inherited.get("vacuum"))
         drop_privileges(getattr(cfg, "uid", None), getattr(cfg, "gid", None))
         if os.geteuid() == 0 and not inherited:  # said once, not at every reload
             log.warning("running as root without uid=: the app runs with full root "
@@ -140,7 +142,7 @@ def serve(cfg) -> int:
     finally:
         close_all(listeners, vacuum=bool(cfg.vacuum))
         if pidfile and cfg.vacuum:
-            remove_pidfile(pidfile)
+            vacuum.remove_pidfile(pidfile)
 
 
 def cfg_need_app(cfg) -> bool:
@@ -238,33 +240,14 @@ def write_pidfile(path: str) -> None:
     os.replace(tmp, path)
 
 
-def remove_pidfile(path: str) -> None:
-    try:
-        with open(path) as f:
-            if f.read().strip() != str(os.getpid()):
-                return  # not ours any more
-        os.unlink(path)
-    except OSError:
-        pass
-
-
 def drop_privileges(uid_spec, gid_spec) -> None:
     """setgid/setuid after binding, like uWSGI: the app never runs as root."""
     if not uid_spec and not gid_spec:
         return
-    user = None
     try:
-        if uid_spec:
-            user = (pwd.getpwuid(int(uid_spec)) if str(uid_spec).isdigit()
-                    else pwd.getpwnam(str(uid_spec)))
-        gid = None
-        if gid_spec:
-            gid = (int(gid_spec) if str(gid_spec).isdigit()
-                   else grp.getgrnam(str(gid_spec)).gr_gid)
+        user, gid = perms.resolve(uid_spec, gid_spec)
     except KeyError as exc:
         raise PrivilegeError("uid/gid: unknown user or group %s" % exc) from None
-    if gid is None and user is not None:
-        gid = user.pw_gid
     uid = user.pw_uid if user is not None else None
     if (uid is None or os.getuid() == uid) and (gid is None or os.getgid() == gid):
         return  # already there (e.g. after a reload)
