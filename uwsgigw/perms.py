@@ -1,7 +1,11 @@
 """Who may do what to a path, by the kernel's rules, for users we are not.
 
-vacuum asks: may the uid/gid we drop to remove our socket and pidfile?
-(vacuum.py)
+Three things ask: vacuum (may the uid/gid we drop to remove our socket and
+pidfile? -- vacuum.py), the start-up warning for a unix socket nginx's worker
+user cannot connect to (connect() needs write permission on the socket and
+search permission on every directory above it; otherwise nginx answers 502
+with ``connect() ... (13: Permission denied)``), and ``--check``, which
+predicts both.
 """
 
 from __future__ import annotations
@@ -13,6 +17,9 @@ import stat
 from dataclasses import dataclass
 
 R, W, X = 4, 2, 1
+# The users nginx's workers usually run as (Debian/Ubuntu, RHEL/Alpine/the
+# official image, nginx's compiled-in default).
+NGINX_USERS = ("www-data", "nginx", "nobody")
 
 
 @dataclass(frozen=True)
@@ -22,6 +29,15 @@ class Ids:
     uid: int
     gids: frozenset
     name: str = ""
+
+
+@dataclass(frozen=True)
+class Mode:
+    """What ``os.stat`` says about a path (or what bind would make of it)."""
+
+    st_uid: int
+    st_gid: int
+    st_mode: int
 
 
 def user_ids(user: pwd.struct_passwd, gid: int | None = None) -> Ids:
@@ -108,3 +124,54 @@ def can_unlink(path: str, ids: Ids) -> bool:
         return False
     return not (dir_st.st_mode & stat.S_ISVTX and ids.uid not in (dir_st.st_uid,
                                                                   file_st.st_uid))
+
+
+def nginx_users() -> list[Ids]:
+    found = []
+    for name in NGINX_USERS:
+        try:
+            found.append(user_ids(pwd.getpwnam(name)))
+        except KeyError:
+            continue
+    return found
+
+
+def owner_text(st) -> str:
+    try:
+        user = pwd.getpwuid(st.st_uid).pw_name
+    except KeyError:
+        user = str(st.st_uid)
+    try:
+        group = grp.getgrgid(st.st_gid).gr_name
+    except KeyError:
+        group = str(st.st_gid)
+    return "%s:%s mode %04o" % (user, group, stat.S_IMODE(st.st_mode))
+
+
+def socket_warning(path: str, st) -> str | None:
+    """Why none of the nginx users present here could connect to the unix socket
+    ``path`` with owner and mode ``st``; None if one can, or none exists."""
+    users = nginx_users()
+    if not users:
+        return None
+    names = ", ".join(u.name for u in users)
+    consequence = ("so nginx would answer 502 (connect() to unix:%s failed (13: Permission "
+                   "denied))" % path)
+    if not any(allows(st, u, W) for u in users):
+        first = users[0]
+        try:
+            group = grp.getgrgid(pwd.getpwnam(first.name).pw_gid).gr_name
+        except KeyError:
+            group = first.name
+        return ("socket %s is %s: none of the users nginx usually runs as (%s) may connect "
+                "to it, %s; set chown-socket = %s:%s (nginx's user), or chmod-socket = 660 "
+                "with chown-socket giving the socket a group nginx's user is in"
+                % (path, owner_text(st), names, consequence, first.name, group))
+    blocked = [blocking_dir(path, u) for u in users if allows(st, u, W)]
+    if all(blocked):
+        directory, dir_st = blocked[0]
+        return ("socket %s: directory %s (%s) does not let the users nginx usually runs as "
+                "(%s) through to it, %s; put the socket in a directory they can search "
+                "(chmod o+x %s, or a group of theirs)"
+                % (path, directory, owner_text(dir_st), names, consequence, directory))
+    return None

@@ -108,6 +108,8 @@ def serve(cfg) -> int:
     except (SocketError, OSError) as exc:
         log.error(str(exc))
         return exitcodes.SOCKET_ERROR
+    if inherited is None:
+        warn_unreachable(listeners)
     pidfile = getattr(cfg, "pidfile", None)
     try:
         if pidfile:
@@ -209,6 +211,19 @@ def inherited_fds(state: dict) -> tuple[list[int], dict]:
         if path:
             paths[fd] = path
     return fds, paths
+
+
+def warn_unreachable(listeners) -> None:
+    """A unix socket nginx's usual users cannot connect to: nginx would answer
+    502 with no word from us, so say it at start-up (perms.py)."""
+    for listener in listeners:
+        if listener.path:
+            try:
+                message = perms.socket_warning(listener.path, os.stat(listener.path))
+            except OSError:
+                continue
+            if message:
+                log.warning(message)
 
 
 def daemonize() -> None:
