@@ -86,15 +86,35 @@ def seed_site(nginx_factory):
         shutil.rmtree(rundir, ignore_errors=True)
 
 
-def test_seed_ini_checks_clean():
-    """--check on the seed as written: usable, with a line for `http` only in a comment."""
+def _check(path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "uwsgigw", "--ini", str(path), "--check"],
+                          capture_output=True, text=True, env=server_env(), timeout=60)
+
+
+def test_seed_ini_as_written_checks_with_only_machine_errors():
+    """--check on the seed as written: its values are all valid; what stops it here is
+    another machine's directories, each an error naming its line."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp, "seed.ini")
         path.write_text(seed_ini(), encoding="utf-8")
-        out = subprocess.run([sys.executable, "-m", "uwsgigw", "--ini", str(path), "--check"],
-                             capture_output=True, text=True, env=server_env(), timeout=60)
+        out = _check(path)
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert out.stdout.splitlines()[-1] == "configuration NOT usable (3 errors, on stderr)"
+    errors = sorted(line.split(": ", 3)[3] for line in out.stderr.splitlines())
+    assert errors == [
+        "chdir = /home/user1/mysite1: on this machine, no such directory",
+        "daemonize = /var/log/uwsgi/mysite1.log: on this machine, directory /var/log/uwsgi "
+        "does not exist",
+        "socket = /run/uwsgi/mysite1.sock: on this machine, directory /run/uwsgi does not exist"]
+
+
+def test_seed_ini_with_this_machines_paths_checks_ok(seed_site):
+    """The same file with this machine's paths: --check says it starts (and the next
+    test starts it)."""
+    ini = seed_site[0]
+    out = _check(ini)
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "OK for uwsgigw" in out.stdout
+    assert out.stdout.splitlines()[-1].startswith("%s: OK for uwsgigw" % ini)
 
 
 def test_seed_ini_serves_django_through_nginx(seed_site, nginx_factory):

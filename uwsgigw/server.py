@@ -84,9 +84,13 @@ def _load(cfg):
 
 def serve(cfg) -> int:
     inherited = take_reexec_state()  # set when a reloading master re-executed us
+    try:  # before daemonizing: a log that cannot be opened fails in the foreground
+        log.setup(cfg.logto or getattr(cfg, "daemonize", None))
+    except OSError as exc:
+        log.error("cannot open the log file %s: %s" % (exc.filename, exc.strerror))
+        return exitcodes.CONFIG_ERROR
     if getattr(cfg, "daemonize", None) and inherited is None:
         daemonize()
-    log.setup(cfg.logto or getattr(cfg, "daemonize", None))
     # The request log format is compiled once, here, for every way of starting.
     for warning in list(getattr(cfg, "warnings", ())) + reqlog.setup(cfg):
         log.warning(warning)
