@@ -226,8 +226,10 @@ OPTIONS: list[Option] = [
            "the sockets)", PROCS, check="group", metavar="GROUP"),
     Option("pidfile", PATH, None, "write the master's pid to this file", PROCS,
            check="parent", metavar="FILE"),
-    Option("vacuum", BOOL, False, "remove the unix sockets and the pidfile on exit",
-           PROCS),
+    Option("vacuum", BOOL, False, "remove the unix sockets and the pidfile on exit; "
+           "where the uid/gid dropped to may not (a root-owned /run directory, a sticky "
+           "one), a tiny privileged process started before the drop removes them once "
+           "the master has exited, even if it was killed", PROCS),
     Option("daemonize", PATH, None, "detach from the terminal and log to this file",
            PROCS, short="d", check="parent", metavar="LOGFILE"),
     Option("stats", SOCKET, None, "serve stats on this unix path or HOST:PORT: one JSON "
