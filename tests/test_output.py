@@ -17,7 +17,7 @@ import sys
 import pytest
 
 from conftest import (READY_LINE, nginx_vars, parse_response, server_env, short_tmpdir,
-                      uwsgi_request, wait_until)
+                      stop_pid, uwsgi_request, wait_until)
 from uwsgigw.devnginx import can_connect, stop_process_group
 
 APP = "output_apps:application"
@@ -161,22 +161,6 @@ def closed_fds_server():
         stop_process_group(proc, signal.SIGTERM, 10)
 
 
-def _stop_daemon(pidfile) -> None:
-    pid = int(read(pidfile) or 0)
-    if not pid:
-        return
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            wait_until(lambda: not os.path.exists("/proc/%d" % pid), 10, what="daemon exit")
-            return
-        except TimeoutError:
-            continue
-
-
 def test_starts_logs_and_serves_with_fds_0_1_2_closed(closed_fds_server, tmp_path):
     logto = tmp_path / "app.log"
     sock = os.path.join(short_tmpdir(), "closed.sock")
@@ -205,5 +189,6 @@ def test_daemonize_with_fds_0_1_2_closed(closed_fds_server, tmp_path):
         daemon = int(read(pidfile))
         assert daemon != proc.pid
     finally:
-        _stop_daemon(pidfile)
+        if read(pidfile).strip():
+            stop_pid(int(read(pidfile)))
     assert not os.path.exists("/proc/%d" % daemon)

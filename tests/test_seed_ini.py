@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import DJANGO_DIR, REPO_DIR, http_request, server_env, wait_until
+from conftest import DJANGO_DIR, REPO_DIR, http_request, server_env, stop_pid, wait_until
 
 SEEDS = sorted((REPO_DIR.parent / "shared" / "seeds").glob("001_*.txt"))
 pytestmark = pytest.mark.skipif(not SEEDS, reason="../shared/seeds is not here")
@@ -72,16 +72,7 @@ def seed_site(nginx_factory):
     finally:
         pid = state["pid"] or (int(pidfile.read_text()) if pidfile.exists() else None)
         if pid:
-            for sig in (signal.SIGTERM, signal.SIGKILL):
-                try:
-                    os.kill(pid, sig)
-                except ProcessLookupError:
-                    break
-                try:
-                    wait_until(lambda: not os.path.exists("/proc/%d" % pid), 10)
-                    break
-                except TimeoutError:
-                    continue
+            stop_pid(pid)
         shutil.rmtree(base, ignore_errors=True)
         shutil.rmtree(rundir, ignore_errors=True)
 
