@@ -353,6 +353,22 @@ def wait_until(predicate, timeout: float, interval: float = 0.02, what: str = "c
         time.sleep(interval)
 
 
+def stop_pid(pid: int, timeout: float = 10.0) -> None:
+    """Stop a process we did not start as a child (a daemon): SIGTERM, then
+    SIGKILL if it is still there after ``timeout``."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            wait_until(lambda: not os.path.exists("/proc/%d" % pid), timeout,
+                       what="pid %d gone" % pid)
+            return
+        except TimeoutError:
+            continue
+
+
 _SHORT_DIRS: list[str] = []
 
 

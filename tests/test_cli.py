@@ -14,7 +14,7 @@ import types
 
 import pytest
 from click.testing import CliRunner
-from conftest import uwsgigw_cmd
+from conftest import APPS_DIR, uwsgigw_cmd
 
 from uwsgigw import exitcodes
 from uwsgigw.cli import main, parse_argv
@@ -141,13 +141,27 @@ def test_missing_ini_file_exit_78(tmp_path):
 
 def test_check_ok_prints_warnings_and_exits_0(tmp_path):
     ini = tmp_path / "site.ini"
-    ini.write_text("[uwsgi]\nhttp = :8000\nmodule = app\nthunder-lock\n")
+    ini.write_text("[uwsgi]\nhttp = :8000\nsocket = %s\npythonpath = %s\nmodule = plain_apps\n"
+                   "thunder-lock\n" % (tmp_path / "app.sock", APPS_DIR))
     result = run("--ini", str(ini), "--check")
-    assert result.exit_code == 0
+    assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     assert lines[0].startswith("warning: %s:2: 'http' is a uWSGI option" % ini)
     assert any(line.startswith("note: ") and "thunder-lock" in line for line in lines)
-    assert lines[-1] == "%s: OK for uwsgigw (2 warnings)" % ini
+    warnings = [line for line in lines if line.startswith("warning: ")]
+    assert lines[-1] == "%s: OK for uwsgigw (%d warnings)" % (ini, len(warnings))
+
+
+def test_check_without_a_socket_exits_1(tmp_path):
+    # It used to print "OK" and exit 0: start-up stops there.
+    result = run("-w", "no_such_app_module", "--check")
+    assert result.exit_code == 1
+    errors = result.stderr.splitlines()
+    assert errors[0].startswith("uwsgigw: error: no socket to serve on")
+    assert errors[1] == ("uwsgigw: error: command line (--module): module = no_such_app_module: "
+                         "on this machine, the app does not load: ModuleNotFoundError: No "
+                         "module named 'no_such_app_module'")
+    assert "configuration NOT usable (2 errors, on stderr)" in result.stdout
 
 
 def test_check_with_errors_exits_1(tmp_path):
@@ -270,9 +284,17 @@ def test_subprocess_check_and_error(tmp_path):
     from test_config import SEED_INI  # noqa: E402 (tests/ is on sys.path under pytest)
     ini = tmp_path / "seed.ini"
     ini.write_text(SEED_INI, encoding="utf-8")
-    ok = _uwsgigw("--ini", str(ini), "--check")
-    assert ok.returncode == 0, ok.stderr
-    assert ok.stdout.splitlines()[-1].startswith("%s: OK for uwsgigw" % ini)
+    seed = _uwsgigw("--ini", str(ini), "--check")
+    # The seed's paths are another machine's: each is an error naming its line.
+    assert seed.returncode == 1, seed.stdout + seed.stderr
+    assert seed.stdout.splitlines()[-1].startswith("configuration NOT usable")
+    errors = seed.stderr.splitlines()
+    assert errors and all(e.startswith("uwsgigw: error: %s:" % ini) and "on this machine" in e
+                          for e in errors), errors
+    assert any("chdir = /home/user1/mysite1: on this machine, no such directory" in e
+               for e in errors)
+    assert any("daemonize = /var/log/uwsgi/mysite1.log: on this machine, directory "
+               "/var/log/uwsgi does not exist" in e for e in errors)
     bad = _uwsgigw("-s", ":1", "-w", "app", "-p", "two")
     assert bad.returncode == exitcodes.CONFIG_ERROR
     assert bad.stderr.strip() == ("uwsgigw: error: command line (--processes): processes = "

@@ -348,15 +348,17 @@ def test_boolean_word_for_a_number(tmp_path):
 
 # -- whole-configuration checks ----------------------------------------------------------------
 
-def test_no_socket_is_an_error_at_start_up_and_a_warning_for_check(tmp_path):
+def test_no_socket_stops_start_up_and_check(tmp_path):
     text = "[uwsgi]\nhttp = :8000\nmodule = app\n"
     messages = errors_of(tmp_path, text)
     assert messages == ["no uwsgi socket: http = :8000 (%s:2) only speaks HTTP, and uwsgigw "
                         "speaks the uwsgi protocol to nginx. Add socket = 127.0.0.1:8000 (or a "
                         "unix socket path) and use uwsgi_pass with that address in nginx"
                         % (tmp_path / "site.ini")]
+    # --check still builds the Config (to check the rest); the CLI reports it as an error.
     cfg = cfg_from(tmp_path, text, check=True)
-    assert cfg.warnings[-1].endswith("(start-up would stop here)")
+    assert cfg.stoppers == messages
+    assert not [w for w in cfg.warnings if "no uwsgi socket" in w]
     assert "set socket = ADDRESS" in errors_of(tmp_path, "[uwsgi]\nmodule = app\n")[0]
 
 
@@ -365,11 +367,12 @@ def test_systemd_socket_activation_needs_no_socket(tmp_path):
     assert cfg.socket == []
 
 
-def test_missing_include_is_an_error_at_start_up_and_a_warning_for_check(tmp_path):
+def test_missing_include_stops_start_up_and_check(tmp_path):
     text = "[uwsgi]\nsocket = :1\nini = /nonexistent/base.ini\n"
     assert "ini file /nonexistent/base.ini does not exist" in errors_of(tmp_path, text)[0]
     cfg = cfg_from(tmp_path, text, check=True)
-    assert "ini file /nonexistent/base.ini does not exist" in cfg.warnings[0]
+    assert "ini file /nonexistent/base.ini does not exist" in cfg.stoppers[0]
+    assert cfg.warnings == []
 
 
 def test_missing_paths_users_and_groups_are_warnings(tmp_path):

@@ -401,7 +401,7 @@ def test_single_process_mode_drops_privileges_too(uwsgigw_factory, nobody_dir):
 
 
 # The warning server.py should log at start-up (see the report to the lead).
-ROOT_WARNING_WORDS = ("root", "uid")
+ROOT_WARNING_WORDS = ("running as root", "uid")
 
 
 @needs_root
@@ -418,7 +418,7 @@ def test_no_root_warning_once_uid_is_set(uwsgigw_factory, nobody_dir):
     srv = uwsgigw_factory("--wsgi-file", os.path.join(nobody_dir, "nobody_app.py"),
                           "--uid", "nobody", "--gid", "nogroup")
     assert not [l for l in srv.log_text().splitlines()
-                if " WARNING " in l and "root" in l]
+                if " WARNING " in l and "running as root" in l]
 
 
 # -- post-buffering temp files ---------------------------------------------------------------

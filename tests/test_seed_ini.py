@@ -19,12 +19,12 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
 
-from conftest import DJANGO_DIR, REPO_DIR, http_request, server_env, uwsgigw_cmd, wait_until
+from conftest import (DJANGO_DIR, REPO_DIR, http_request, server_env, stop_pid,
+                      uwsgigw_cmd, wait_until)
 
 SEEDS = sorted((REPO_DIR.parent / "shared" / "seeds").glob("001_*.txt"))
 pytestmark = pytest.mark.skipif(not SEEDS, reason="../shared/seeds is not here")
@@ -72,29 +72,40 @@ def seed_site(nginx_factory):
     finally:
         pid = state["pid"] or (int(pidfile.read_text()) if pidfile.exists() else None)
         if pid:
-            for sig in (signal.SIGTERM, signal.SIGKILL):
-                try:
-                    os.kill(pid, sig)
-                except ProcessLookupError:
-                    break
-                try:
-                    wait_until(lambda: not os.path.exists("/proc/%d" % pid), 10)
-                    break
-                except TimeoutError:
-                    continue
+            stop_pid(pid)
         shutil.rmtree(base, ignore_errors=True)
         shutil.rmtree(rundir, ignore_errors=True)
 
 
-def test_seed_ini_checks_clean():
-    """--check on the seed as written: usable, with a line for `http` only in a comment."""
+def _check(path) -> subprocess.CompletedProcess:
+    return subprocess.run(uwsgigw_cmd("--ini", str(path), "--check"),
+                          capture_output=True, text=True, env=server_env(), timeout=60)
+
+
+def test_seed_ini_as_written_checks_with_only_machine_errors():
+    """--check on the seed as written: its values are all valid; what stops it here is
+    another machine's directories, each an error naming its line."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp, "seed.ini")
         path.write_text(seed_ini(), encoding="utf-8")
-        out = subprocess.run(uwsgigw_cmd("--ini", str(path), "--check"),
-                             capture_output=True, text=True, env=server_env(), timeout=60)
+        out = _check(path)
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert out.stdout.splitlines()[-1] == "configuration NOT usable (3 errors, on stderr)"
+    errors = sorted(line.split(": ", 3)[3] for line in out.stderr.splitlines())
+    assert errors == [
+        "chdir = /home/user1/mysite1: on this machine, no such directory",
+        "daemonize = /var/log/uwsgi/mysite1.log: on this machine, directory /var/log/uwsgi "
+        "does not exist",
+        "socket = /run/uwsgi/mysite1.sock: on this machine, directory /run/uwsgi does not exist"]
+
+
+def test_seed_ini_with_this_machines_paths_checks_ok(seed_site):
+    """The same file with this machine's paths: --check says it starts (and the next
+    test starts it)."""
+    ini = seed_site[0]
+    out = _check(ini)
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "OK for uwsgigw" in out.stdout
+    assert out.stdout.splitlines()[-1].startswith("%s: OK for uwsgigw" % ini)
 
 
 def test_seed_ini_serves_django_through_nginx(seed_site, nginx_factory):

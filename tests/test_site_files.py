@@ -7,7 +7,9 @@ directory); everything else is the file users copy.
 
 from __future__ import annotations
 
+import grp
 import os
+import pwd
 import re
 import signal
 import stat
@@ -101,8 +103,8 @@ def template_ini(text: str, replacements: dict[str, str]) -> str:
 def test_site_ini_has_the_expected_options():
     text = (NGINX_DIR / "site.ini").read_text()
     assert text.lstrip().startswith("[uwsgi]")
-    for key in ("module", "master", "processes", "socket", "chmod-socket", "vacuum",
-                "harakiri", "buffer-size", "post-buffering"):
+    for key in ("module", "master", "processes", "socket", "chmod-socket", "chown-socket",
+                "vacuum", "harakiri", "buffer-size", "post-buffering"):
         assert re.search(r"^%s\s*=" % re.escape(key), text, re.M), key
     assert "socket = /run/uwsgigw/site.sock" in text
     assert "uwsgi_pass unix:/run/uwsgigw/site.sock;" in (NGINX_DIR / "site.conf").read_text()
@@ -130,7 +132,11 @@ def test_site_conf_and_site_ini_serve_the_django_project(site):
 
 def test_ini_socket_mode_and_vacuum(site):
     server, _ = site
-    assert stat.S_IMODE(os.stat(server.socket).st_mode) == 0o660  # chmod-socket = 660
+    st = os.stat(server.socket)
+    assert stat.S_IMODE(st.st_mode) == 0o660  # chmod-socket = 660
+    if os.geteuid() == 0:  # chown-socket = www-data:www-data
+        assert (pwd.getpwuid(st.st_uid).pw_name, grp.getgrgid(st.st_gid).gr_name) == (
+            "www-data", "www-data")
     assert server.stop() == 0
     assert not os.path.exists(server.socket)  # vacuum = true
 

@@ -47,18 +47,29 @@ def prepare_process(cfg) -> None:
         sys.path.insert(0, cwd)
 
 
+def venv_site_packages(home: str) -> str:
+    return os.path.join(home, "lib", "python%d.%d" % sys.version_info[:2], "site-packages")
+
+
+def virtualenv_problem(home: str) -> str | None:
+    """Why ``home`` is no virtualenv this interpreter can import from, or None."""
+    site_packages = venv_site_packages(home)
+    if os.path.isdir(site_packages):
+        return None
+    return "no %s (is it a virtualenv made with Python %d.%d?)" % (
+        site_packages, *sys.version_info[:2])
+
+
 def add_virtualenv(home: str) -> None:
     """Make ``home``'s site-packages importable (uWSGI's ``home``/``virtualenv``).
 
     The running interpreter stays ours; we add the venv's site-packages the
     way ``site`` would (processing .pth files), ahead of the system's.
     """
-    version = "python%d.%d" % sys.version_info[:2]
-    site_packages = os.path.join(home, "lib", version, "site-packages")
-    if not os.path.isdir(site_packages):
-        raise AppLoadError(
-            "home/virtualenv %s: no %s (is it a virtualenv made with Python %d.%d?)"
-            % (home, site_packages, *sys.version_info[:2]))
+    problem = virtualenv_problem(home)
+    if problem:
+        raise AppLoadError("home/virtualenv %s: %s" % (home, problem))
+    site_packages = venv_site_packages(home)
     before = list(sys.path)
     site.addsitedir(site_packages)
     added = [p for p in sys.path if p not in before]

@@ -8,8 +8,9 @@ uWSGI options uwsgigw does not support are accepted as hidden flags that only
 produce the same warning as in an INI file; anything else gets "not an
 option" with the closest name and exit code 78.
 
-Besides the options: ``--check`` (validate, exit 0 or 1), ``--print-config``,
-``--version``, ``--reload PIDFILE`` (SIGHUP), ``--stop PIDFILE`` (SIGTERM).
+Besides the options: ``--check`` (predict start-up, exit 0 or 1; preflight.py),
+``--print-config``, ``--version``, ``--reload PIDFILE`` (SIGHUP), ``--stop
+PIDFILE`` (SIGTERM).
 ``uwsgigw healthcheck ADDRESS [PATH] ...`` is the client mode (healthcheck.py).
 """
 
@@ -23,7 +24,7 @@ from typing import Any, NoReturn
 
 import click
 
-from . import __version__, exitcodes
+from . import __version__, exitcodes, log
 from .config import ConfigError, build, describe_unknown, describe_unsupported
 from .options import BOOL, BY_NAME, MAPPED, OPTIONS, Option
 from .uwsgi_compat import UNSUPPORTED
@@ -64,6 +65,7 @@ class UwsgiCommand(click.Command):
     and ``uwsgigw healthcheck ...`` runs the client mode (healthcheck.py)."""
 
     def main(self, args=None, prog_name=None, **extra):
+        log.ensure_std_fds()  # first: started with fds 0-2 closed, files would take them
         argv = list(sys.argv[1:] if args is None else args)
         if argv[:1] == ["healthcheck"]:
             from .healthcheck import command
@@ -123,8 +125,10 @@ def _unsupported_options(taken: set[str]) -> list[click.Option]:
 def build_command() -> click.Command:
     params: list[click.Parameter] = [_option(o) for o in OPTIONS if o.cli]
     params += [
-        click.Option(["--check"], is_flag=True, help="validate the configuration "
-                     "without serving; exit 0 (usable) or 1, warnings on stdout"),
+        click.Option(["--check"], is_flag=True, help="predict start-up without serving: "
+                     "exit 1 with the errors on stderr if it would stop (also for this "
+                     "machine: sockets, paths, users, the app's import), else 0; "
+                     "warnings on stdout"),
         click.Option(["--print-config"], is_flag=True, help="print the effective "
                      "configuration as INI, with where each value came from, and exit"),
         click.Option(["--version"], is_flag=True, help="print the version, the decoder "
@@ -229,14 +233,31 @@ def _version(inv: Invocation) -> NoReturn:
     sys.exit(exitcodes.OK)
 
 
-def _report_check(cfg: Any) -> None:
-    for message in cfg.warnings:
+def _not_usable(warnings: list[str], errors: list[str]) -> NoReturn:
+    """--check found what would stop start-up: warnings on stdout, errors on stderr."""
+    for message in warnings:
+        click.echo("warning: " + message)
+    click.echo("configuration NOT usable (%d error%s, on stderr)"
+               % (len(errors), "" if len(errors) == 1 else "s"))
+    _fail(errors, exitcodes.RUNTIME_ERROR)
+
+
+def _report_check(cfg: Any) -> NoReturn:
+    """--check: predict start-up on this machine (preflight.py), exit 0 or 1."""
+    from .preflight import predict
+    prediction = predict(cfg, os.environ)
+    warnings = cfg.warnings + prediction.warnings
+    errors = cfg.stoppers + prediction.errors
+    if errors:
+        _not_usable(warnings, errors)
+    for message in warnings:
         click.echo("warning: " + message)
     for message in cfg.notes:
         click.echo("note: " + message)
     what = ", ".join(cfg.ini_files) or "command line"
     click.echo("%s: OK for uwsgigw (%d warning%s)" % (
-        what, len(cfg.warnings), "" if len(cfg.warnings) == 1 else "s"))
+        what, len(warnings), "" if len(warnings) == 1 else "s"))
+    sys.exit(exitcodes.OK)
 
 
 def _run(**params: Any) -> None:
@@ -251,14 +272,10 @@ def _run(**params: Any) -> None:
                     cli_listeners=inv.listeners)
     except ConfigError as exc:
         if inv.check:
-            for message in exc.warnings:
-                click.echo("warning: " + message)
-            click.echo("configuration NOT usable (%d error%s, on stderr)"
-                       % (len(exc.messages), "" if len(exc.messages) == 1 else "s"))
-        _fail(exc.messages, exitcodes.RUNTIME_ERROR if inv.check else exc.exit_code)
+            _not_usable(exc.warnings, exc.messages)
+        _fail(exc.messages, exc.exit_code)
     if inv.check:
         _report_check(cfg)
-        sys.exit(exitcodes.OK)
     if inv.print_config:
         for message in cfg.warnings:
             click.echo("warning: " + message, err=True)

@@ -6,10 +6,14 @@ environment variables < command line, each value through its option's parser
 take the last value; a higher layer's list replaces a lower layer's.
 
 Problems are collected, not raised one by one, so ``--check`` reports them
-all: *errors* (a bad value, an unknown key under strict, a missing include at
-start-up) end in one ``ConfigError``; *warnings* (unknown keys, unsupported
+all: *errors* (a bad value, an unknown key under strict, a missing include,
+no socket) end in one ``ConfigError``; *warnings* (unknown keys, unsupported
 uWSGI options, paths missing on this machine) end up in ``cfg.warnings``,
 which ``server.serve`` logs; *notes* say what accepted-and-mapped options do.
+With ``check=True`` the errors that are not about a value (a missing
+include, no socket) go to ``cfg.stoppers`` instead, so the rest can still be
+checked, and the machine is left to ``preflight.predict``: ``--check``
+reports both as errors.
 """
 
 from __future__ import annotations
@@ -48,7 +52,8 @@ class Config:
     """
 
     def __init__(self, values: dict[str, Any], sources: dict[str, list[str]],
-                 warnings: list[str], notes: list[str], files: list[str]) -> None:
+                 warnings: list[str], notes: list[str], files: list[str],
+                 stoppers: list[str] | None = None) -> None:
         self.__dict__.update(values)
         # attr -> "where": one origin, or the distinct origins of a list's items
         self.sources = {attr: ", ".join(dict.fromkeys(where)) for attr, where in sources.items()}
@@ -56,6 +61,7 @@ class Config:
         self.warnings = warnings
         self.notes = notes
         self.ini_files = files
+        self.stoppers = stoppers or []  # check=True: errors start-up would stop on
 
     def source(self, name: str) -> str:
         opt = BY_NAME.get(name)
@@ -113,10 +119,12 @@ _WHERE = re.compile(r"(.+?):([0-9]+): ")
 
 
 class _Problems:
-    def __init__(self) -> None:
+    def __init__(self, check: bool = False) -> None:
+        self.check = check
         self.errors: list[str] = []
         self.warnings: list[str] = []
         self.notes: list[str] = []
+        self.stoppers: list[str] = []  # check: what would stop start-up (cfg.stoppers)
 
     @staticmethod
     def _add(bucket: list[str], message: str) -> None:
@@ -128,6 +136,11 @@ class _Problems:
 
     def warn(self, message: str) -> None:
         self._add(self.warnings, message)
+
+    def stop(self, message: str) -> None:
+        """An error at start-up; ``--check`` reports it as one, but the Config
+        is still built (to check the rest, and for tools that read it)."""
+        self._add(self.stoppers if self.check else self.errors, message)
 
     def note(self, message: str) -> None:
         self._add(self.notes, message)
@@ -301,11 +314,11 @@ def _exists(path: str, chdir: str | None, test=os.path.exists) -> bool:
 
 
 def _check_paths(values: dict[str, Any], sources: dict[str, list[str]],
-                 problems: _Problems) -> None:
+                 problems: _Problems, only: str | None = None) -> None:
     chdir = values["chdir"]
     for opt in OPTIONS:
         value = values[opt.attr]
-        if not opt.check or value in (None, []):
+        if not opt.check or value in (None, []) or (only and opt.check != only):
             continue
         items = value if opt.multi else [value]
         for item, where in zip(items, sources[opt.attr]):
@@ -354,9 +367,9 @@ def _expand_pythonpath(values: dict[str, Any], sources: dict[str, list[str]]) ->
 
 
 def _no_socket(values: dict[str, Any], environ: Mapping[str, str], listeners: list[str],
-               check: bool, problems: _Problems) -> None:
+               problems: _Problems) -> None:
     if values["socket"] or environ.get("LISTEN_FDS"):
-        return
+        return  # systemd socket activation: --check says it cannot check those
     if listeners:
         message = ("no uwsgi socket: %s only speaks HTTP, and uwsgigw speaks the uwsgi "
                    "protocol to nginx. Add socket = 127.0.0.1:8000 (or a unix socket "
@@ -365,29 +378,27 @@ def _no_socket(values: dict[str, Any], environ: Mapping[str, str], listeners: li
     else:
         message = ("no socket to serve on: set socket = ADDRESS in the INI file, "
                    "--socket ADDRESS or UWSGIGW_SOCKET (or use systemd socket activation)")
-    if check:
-        problems.warn(message + " (start-up would stop here)")
-    else:
-        problems.error(message)
+    problems.stop(message)
 
 
 def _finish(values: dict[str, Any], sources: dict[str, list[str]],
             environ: Mapping[str, str], listeners: list[str], check: bool,
             problems: _Problems) -> None:
     _expand_pythonpath(values, sources)
-    _no_socket(values, environ, listeners, check, problems)
+    _no_socket(values, environ, listeners, problems)
     if values["module"] and values["wsgi_file"]:
         problems.warn("%s: module and wsgi-file are both set; module %s is used, wsgi-file "
                       "%s is not" % (sources["module"][-1], values["module"],
                                      values["wsgi_file"]))
-    if not (values["module"] or values["wsgi_file"] or values["mount"]):
+    if not (values["module"] or values["wsgi_file"] or values["mount"] or check):
         problems.warn("no application configured: set module = (or wsgi-file =, or mount =)"
                       + ("; start-up stops when need-app is on" if values["need_app"] else ""))
     if values["chmod_socket"] in ("666", "777") and values["socket"]:
         problems.warn("%s: chmod-socket = %s lets every local user connect, and whoever "
                       "connects can forge REMOTE_ADDR; prefer 660 with nginx in the group"
                       % (sources["chmod_socket"][-1], values["chmod_socket"]))
-    _check_paths(values, sources, problems)
+    # --check: preflight.py predicts the rest, as errors where start-up would stop.
+    _check_paths(values, sources, problems, only="pythonpath" if check else None)
 
 
 # -- entry points --------------------------------------------------------------
@@ -396,7 +407,7 @@ def build(cli: Mapping[str, Any], environ: Mapping[str, str], *, check: bool = F
           cli_warnings: Iterable[str] = (), cli_listeners: Iterable[str] = ()) -> Config:
     """Build the Config from parsed command-line values (``attr -> raw``; lists as
     sequences; ``None``/empty when not given) and the environment."""
-    problems = _Problems()
+    problems = _Problems(check)
     for message in cli_warnings:
         problems.warn(message)
     layers = [_Layer(), _Layer(), _Layer()]
@@ -421,7 +432,7 @@ def build(cli: Mapping[str, Any], environ: Mapping[str, str], *, check: bool = F
         for message in result.warnings:
             problems.warn(message)
         for message in result.missing:
-            (problems.warn if check else problems.error)(message)
+            problems.stop(message)
         # ("ini =" in a file is an include the reader has already followed.)
         _ini_layer(result, layers[0], problems, unknown, listeners)
     values = {o.attr: o.initial() for o in OPTIONS}
@@ -434,9 +445,10 @@ def build(cli: Mapping[str, Any], environ: Mapping[str, str], *, check: bool = F
     _finish(values, sources, environ, listeners, check, problems)
     warnings = _Problems.in_file_order(problems.warnings, files)
     if problems.errors:
-        raise ConfigError(_Problems.in_file_order(problems.errors, files), warnings=warnings)
+        raise ConfigError(_Problems.in_file_order(problems.errors + problems.stoppers, files),
+                          warnings=warnings)
     return Config(values, sources, warnings, _Problems.in_file_order(problems.notes, files),
-                  files)
+                  files, _Problems.in_file_order(problems.stoppers, files))
 
 
 def load(argv: list[str], environ: Mapping[str, str]) -> Config:

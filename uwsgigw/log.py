@@ -14,26 +14,78 @@ import os
 import sys
 import time
 import traceback
+from typing import NoReturn
 
 _fd = 2
 _path: str | None = None
 _rate: dict[str, tuple[float, int]] = {}  # key -> (last logged, held back)
 
 
+def ensure_std_fds() -> None:
+    """Put /dev/null on whichever of fds 0, 1 and 2 is closed, and give Python
+    back the ``sys.std*`` streams it set to None for them.
+
+    Supervisors and test harnesses sometimes start daemons with these closed.
+    Left so, the first file opened (the ``logto`` file) would become fd 2 and
+    be lost when fds 1 and 2 are pointed at it. Call before anything opens a file.
+    """
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+    for fd, name in enumerate(("stdin", "stdout", "stderr")):
+        if getattr(sys, name) is None:
+            stream = open(fd, "r" if fd == 0 else "w", closefd=False,
+                          errors="backslashreplace" if fd == 2 else None)
+            setattr(sys, name, stream)
+            setattr(sys, "__%s__" % name, stream)
+
+
+def line_buffered() -> None:
+    """Make the app's ``print()`` reach the log line by line (stdout is
+    block-buffered when it is a file or a pipe unless PYTHONUNBUFFERED is set)."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.reconfigure(line_buffering=True)
+        except (AttributeError, ValueError, OSError):
+            pass  # replaced by the app with something else, or closed
+
+
+def flush_std() -> None:
+    """Write out what the app left in ``sys.stdout``/``sys.stderr``; never raises."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # None, closed, or a broken replacement
+            pass
+
+
+def exit_now(code: int) -> NoReturn:
+    """``os._exit`` (no atexit, no finalizers: right after fork) without losing
+    the app's buffered output."""
+    flush_std()
+    os._exit(code)
+
+
 def setup(logto: str | None) -> None:
     """Send the log (and the process's stdout/stderr, as uWSGI does) to ``logto``.
 
     Apps print and write to ``wsgi.errors``; with ``logto`` set an operator
-    expects all of it in that one file, so fds 1 and 2 are pointed there too.
+    expects all of it in that one file, so fds 1 and 2 are pointed there too,
+    and ``sys.stdout``/``sys.stderr`` are made line-buffered.
     """
     global _fd, _path
     _path = logto
+    line_buffered()
     if not logto:
         _fd = 2
         return
     fd = os.open(logto, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
-    sys.stdout.flush()
-    sys.stderr.flush()
+    flush_std()
     os.dup2(fd, 1)
     os.dup2(fd, 2)
     os.close(fd)

@@ -38,7 +38,7 @@ import sys
 import time
 from dataclasses import dataclass
 
-from . import exitcodes, log, reqlog
+from . import exitcodes, log, reqlog, vacuum
 from .reqlog import event
 from .scoreboard import ACCEPTING, BOOTING, STOPPING, Scoreboard
 from .stats import StatsServer
@@ -55,7 +55,6 @@ try:
     START_CWD = os.getcwd()  # re-exec from where we were started (chdir moves us)
 except OSError:  # started in a deleted directory
     START_CWD = "/"
-
 
 
 @dataclass
@@ -471,6 +470,7 @@ class Master:
         # Blocked across fork: a signal sent to the new pid before it has
         # reset the master's handlers would otherwise be swallowed by them.
         signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
+        log.flush_std()  # or each worker would write out a copy of what is buffered
         try:
             pid = os.fork()
             if pid == 0:
@@ -497,7 +497,7 @@ class Master:
             if self.stats is not None:
                 self.stats.close_in_child()
             if not stop_with_parent(self.pid):
-                os._exit(0)  # the master died before we could ask
+                log.exit_now(0)  # the master died before we could ask
             self.notifier.close()
             for key in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):
                 os.environ.pop(key, None)
@@ -522,7 +522,7 @@ class Master:
         except BaseException:
             log.exception("worker %d (pid %d) failed" % (worker_id, os.getpid()))
         finally:
-            os._exit(code)
+            log.exit_now(code)
 
     # -- the periodic work -------------------------------------------------------
 
@@ -678,6 +678,7 @@ class Master:
                         for w in self.workers.values() if not w.killed_for],
             "counts": self.counts,
             "carried": self.carried,
+            "vacuum": vacuum.state(),  # paths a privileged cleaner removes (vacuum.py)
         }
         fds = [l.fileno() for l in self.listeners] + [b.fd for b in self.boards]
         env = dict(os.environ)
@@ -685,6 +686,7 @@ class Master:
         argv = [sys.executable] + list(getattr(sys, "orig_argv", sys.argv)[1:])
         signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
         cwd = os.getcwd()
+        log.flush_std()  # exec drops what the app left in sys.stdout's buffer
         try:
             for fd in fds:
                 os.set_inheritable(fd, True)
@@ -712,14 +714,3 @@ class Master:
         self.spawn_disabled = ""
         self.boot_failures = 0
         self.reload_started = time.monotonic()
-
-
-def inherited_fds(state: dict) -> tuple[list[int], dict]:
-    """The listening fds (and unix paths we own) a reloading image passed on."""
-    fds, paths = [], {}
-    for fd, path, _spec in state.get("listeners", []):
-        fds.append(fd)
-        if path:
-            paths[fd] = path
-    return fds, paths
-

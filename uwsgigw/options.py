@@ -55,8 +55,9 @@ class Option:
     maps_to: str = ""
     minimum: int | None = 0
     choices: tuple[str, ...] = ()
-    # What --check looks for on this machine: "dir", "file", "parent",
-    # "socket", "pythonpath", "user", "group", "owner" (warnings only).
+    # What start-up warns about when missing on this machine: "dir", "file",
+    # "parent", "socket", "pythonpath", "user", "group", "owner" (--check
+    # predicts them in preflight.py, as errors where start-up would stop).
     check: str | None = None
     metavar: str = "VALUE"
     flag_value: str | None = None  # CLI: the value of a bare --flag
@@ -225,8 +226,10 @@ OPTIONS: list[Option] = [
            "the sockets)", PROCS, check="group", metavar="GROUP"),
     Option("pidfile", PATH, None, "write the master's pid to this file", PROCS,
            check="parent", metavar="FILE"),
-    Option("vacuum", BOOL, False, "remove the unix sockets and the pidfile on exit",
-           PROCS),
+    Option("vacuum", BOOL, False, "remove the unix sockets and the pidfile on exit; "
+           "where the uid/gid dropped to may not (a root-owned /run directory, a sticky "
+           "one), a tiny privileged process started before the drop removes them once "
+           "the master has exited, even if it was killed", PROCS),
     Option("daemonize", PATH, None, "detach from the terminal and log to this file",
            PROCS, short="d", check="parent", metavar="LOGFILE"),
     Option("stats", SOCKET, None, "serve stats on this unix path or HOST:PORT: one JSON "
@@ -389,12 +392,25 @@ name); `--strict` or `strict = true` makes them errors. A key used only as a
 warnings (never errors: the file is valid uWSGI) that say what to do instead;
 they are listed after the options.
 
-`uwsgigw --ini FILE --check` validates without serving and exits 0 or 1.
-Paths, users and groups missing on this machine are warnings there. A
-configuration without a uwsgi socket is a warning for `--check` (the socket
-can still come from `--socket`, `UWSGIGW_SOCKET` or systemd socket
-activation) and an error at start-up. `--print-config` prints the effective
-configuration, with where each value came from."""
+`uwsgigw --ini FILE --check` predicts start-up for the same command line and
+environment, without serving: it exits 1 when start-up would stop, with one
+error line on stderr for each reason, and 0 otherwise. Besides bad values,
+missing includes and no uwsgi socket, it asks this machine what start-up
+would: whether `logto`/`daemonize` and `pidfile` can be written, the decoder
+is there, each unix socket's directory exists and is writable (and the path
+is not another live socket), each TCP address can be bound (a moment's bind;
+an address held by the server in `pidfile` is only a warning, for a check
+before a reload), `uid`, `gid` and `chown-socket` name users and groups that
+exist (and can be switched to), `chdir` and `home` exist, and the app
+imports -- in a child process, after `env`, `chdir`, `home`, `pythonpath`
+and the privilege drop, with the exception's last line as the error (a
+warning with `need-app = false`). Such errors say "on this machine". What
+does not stop start-up is a warning on stdout: a `pythonpath` that is not
+there, a unix socket none of nginx's usual users (`www-data`, `nginx`,
+`nobody`) could connect to, an import slower than 30 s (not checked). Only
+sockets passed by systemd socket activation (`LISTEN_FDS` set) cannot be
+checked before start-up: that is a warning that says so. `--print-config`
+prints the effective configuration, with where each value came from."""
 
 
 def settings_markdown() -> str:

@@ -7,23 +7,21 @@ fork unless ``lazy-apps``), then workers.
 
 from __future__ import annotations
 
-import grp
 import mmap
 import os
-import pwd
 import struct
 import sys
 import traceback
 
 from . import __version__, exitcodes, log, reqlog
-from . import systemd
+from . import perms, systemd, vacuum
 from .app import AppLoadError, AppTable, load_apps, prepare_process
 from .decoder import DecoderUnavailable, select
 from .environ import base_environ
 from .handler import WorkerContext
 from .log import ErrorStream
 from .response import FileWrapper
-from .master import Master, inherited_fds, take_reexec_state
+from .master import Master, take_reexec_state
 from .peers import allow_list
 from .sockets import SocketError, adopt, bind_all, close_all
 from .worker import Worker
@@ -86,9 +84,13 @@ def _load(cfg):
 
 def serve(cfg) -> int:
     inherited = take_reexec_state()  # set when a reloading master re-executed us
+    try:  # before daemonizing: a log that cannot be opened fails in the foreground
+        log.setup(cfg.logto or getattr(cfg, "daemonize", None))
+    except OSError as exc:
+        log.error("cannot open the log file %s: %s" % (exc.filename, exc.strerror))
+        return exitcodes.CONFIG_ERROR
     if getattr(cfg, "daemonize", None) and inherited is None:
         daemonize()
-    log.setup(cfg.logto or getattr(cfg, "daemonize", None))
     # The request log format is compiled once, here, for every way of starting.
     for warning in list(getattr(cfg, "warnings", ())) + reqlog.setup(cfg):
         log.warning(warning)
@@ -110,10 +112,16 @@ def serve(cfg) -> int:
     except (SocketError, OSError) as exc:
         log.error(str(exc))
         return exitcodes.SOCKET_ERROR
+    if inherited is None:
+        warn_unreachable(listeners)
     pidfile = getattr(cfg, "pidfile", None)
     try:
         if pidfile:
             write_pidfile(pidfile)
+        if inherited is None:
+            vacuum.delegate(cfg, listeners, pidfile)
+        else:
+            vacuum.adopt(inherited.get("vacuum"))
         drop_privileges(getattr(cfg, "uid", None), getattr(cfg, "gid", None))
         if os.geteuid() == 0 and not inherited:  # said once, not at every reload
             log.warning("running as root without uid=: the app runs with full root "
@@ -140,7 +148,7 @@ def serve(cfg) -> int:
     finally:
         close_all(listeners, vacuum=bool(cfg.vacuum))
         if pidfile and cfg.vacuum:
-            remove_pidfile(pidfile)
+            vacuum.remove_pidfile(pidfile)
 
 
 def cfg_need_app(cfg) -> bool:
@@ -198,15 +206,38 @@ def open_sockets(cfg, inherited) -> list:
     return bind_all(cfg.socket, cfg.listen, cfg.chmod_socket, cfg.chown_socket)
 
 
+def inherited_fds(state: dict) -> tuple[list[int], dict]:
+    """The listening fds (and unix paths we own) a reloading image passed on
+    (``Master.reexec`` writes them)."""
+    fds, paths = [], {}
+    for fd, path, _spec in state.get("listeners", []):
+        fds.append(fd)
+        if path:
+            paths[fd] = path
+    return fds, paths
+
+
+def warn_unreachable(listeners) -> None:
+    """A unix socket nginx's usual users cannot connect to: nginx would answer
+    502 with no word from us, so say it at start-up (perms.py)."""
+    for listener in listeners:
+        if listener.path:
+            try:
+                message = perms.socket_warning(listener.path, os.stat(listener.path))
+            except OSError:
+                continue
+            if message:
+                log.warning(message)
+
+
 def daemonize() -> None:
     """Detach (double fork + setsid), as uWSGI's ``daemonize = LOGFILE``."""
-    sys.stdout.flush()
-    sys.stderr.flush()
+    log.flush_std()
     if os.fork():
-        os._exit(0)
+        log.exit_now(0)
     os.setsid()
     if os.fork():
-        os._exit(0)
+        log.exit_now(0)
     null = os.open(os.devnull, os.O_RDWR)
     os.dup2(null, 0)
     os.close(null)
@@ -228,33 +259,14 @@ def write_pidfile(path: str) -> None:
     os.replace(tmp, path)
 
 
-def remove_pidfile(path: str) -> None:
-    try:
-        with open(path) as f:
-            if f.read().strip() != str(os.getpid()):
-                return  # not ours any more
-        os.unlink(path)
-    except OSError:
-        pass
-
-
 def drop_privileges(uid_spec, gid_spec) -> None:
     """setgid/setuid after binding, like uWSGI: the app never runs as root."""
     if not uid_spec and not gid_spec:
         return
-    user = None
     try:
-        if uid_spec:
-            user = (pwd.getpwuid(int(uid_spec)) if str(uid_spec).isdigit()
-                    else pwd.getpwnam(str(uid_spec)))
-        gid = None
-        if gid_spec:
-            gid = (int(gid_spec) if str(gid_spec).isdigit()
-                   else grp.getgrnam(str(gid_spec)).gr_gid)
+        user, gid = perms.resolve(uid_spec, gid_spec)
     except KeyError as exc:
         raise PrivilegeError("uid/gid: unknown user or group %s" % exc) from None
-    if gid is None and user is not None:
-        gid = user.pw_gid
     uid = user.pw_uid if user is not None else None
     if (uid is None or os.getuid() == uid) and (gid is None or os.getgid() == gid):
         return  # already there (e.g. after a reload)

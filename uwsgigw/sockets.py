@@ -17,6 +17,7 @@ import stat
 from dataclasses import dataclass
 
 from . import log
+from .vacuum import remove_socket
 
 
 class SocketError(Exception):
@@ -224,7 +225,4 @@ def close_all(listeners: list[Listener], vacuum: bool) -> None:
     for listener in listeners:
         listener.sock.close()
         if vacuum and listener.path:
-            try:
-                os.unlink(listener.path)
-            except OSError:
-                pass
+            remove_socket(listener.path)  # a failure is logged (vacuum.py)

@@ -49,6 +49,7 @@ import time
 from . import __version__, log
 from .scoreboard import ACCEPTING, read_statm
 from .sockets import Listener, bind_unix, parse_address
+from .vacuum import remove_socket
 
 CONNECTION_TIMEOUT = 5.0  # seconds a stats client gets, request and reply
 MAX_CONNECTIONS = 64
@@ -525,10 +526,7 @@ class StatsServer:
         for listener, _ in self.listeners:
             listener.sock.close()
             if listener.path:
-                try:
-                    os.unlink(listener.path)
-                except OSError:
-                    pass
+                remove_socket(listener.path)  # a failure is logged (vacuum.py)
         self.listeners = []
 
 

@@ -114,6 +114,7 @@ class Worker:
 
     def run(self) -> None:
         self.ctx.pid = os.getpid()
+        log.line_buffered()  # the app's print() reaches the log line by line
         others = [threading.Thread(target=self._serve, args=(core,), daemon=True,
                                    name="uwsgigw-core-%d" % core)
                   for core in range(1, self.threads)]

@@ -129,12 +129,13 @@ class AsyncWorker:
     def run(self) -> None:
         loop = self._ensure_loop()
         self.ctx.pid = os.getpid()
+        log.line_buffered()  # the app's print() reaches the log line by line
         try:
             loop.run_until_complete(self._main())
         except LifespanFailed as exc:
             log.error("%s; stopping (exit %d)" % (exc, exitcodes.APP_LOAD_ERROR))
             if self.forked:
-                os._exit(exitcodes.APP_LOAD_ERROR)  # master.py: stop start-up
+                log.exit_now(exitcodes.APP_LOAD_ERROR)  # master.py: stop start-up
             raise SystemExit(exitcodes.APP_LOAD_ERROR) from None
         finally:
             if self.pool is not None:
