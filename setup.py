@@ -80,16 +80,17 @@ def cffi_options() -> dict:
 
 
 def fastpath_extension() -> list:
-    """The hot path in C (csrc/fastpath.c, CPython C API): it builds Python
-    objects, which cffi cannot. It compiles the decoder source in too, so
+    """The hot path in C (csrc/fastpath*.c, CPython C API): it builds Python
+    objects, which cffi cannot. Each file is its own unit (csrc/fastpath.h
+    declares what they share); the decoder source is compiled in too, so
     both C paths validate packets with the same code."""
     if not (ROOT / "csrc" / "fastpath.c").is_file():
         return []
+    parts = [str(p.relative_to(ROOT)) for p in sorted((ROOT / "csrc").glob("fastpath_*.c"))]
     return [Extension("uwsgigw._fastpath",
-                      sources=["csrc/fastpath.c", "csrc/uwsgi_decoder.c"],
+                      sources=["csrc/fastpath.c", *parts, "csrc/uwsgi_decoder.c"],
                       include_dirs=["csrc"],
-                      depends=list(C_SOURCES) + [str(p.relative_to(ROOT)) for p in
-                                                 sorted((ROOT / "csrc").glob("fastpath_*.c"))])]
+                      depends=list(C_SOURCES) + ["csrc/fastpath.h"])]
 
 
 setup(cmdclass={"build_ext": OptionalBuildExt, "build_py": BuildPyWithNginx},

@@ -10,155 +10,179 @@
  *   accept(listen_fd)        accept4() -> int fd (no socket object, no
  *                            getsockname() as socket.socket(fileno=) does)
  *   read_request(fd, buf, max_block, base, timeout)
- *                            the vars block read, decoded and made an
- *                            environ; an int when Python must take over
+ *                            the vars block read, decoded and made an environ:
+ *                            a request.RequestHead, or an int when Python must
+ *                            take over; TimeoutError after socket-timeout
  *   environ_from(data, max_block, base)
  *                            decode + environ of a buffer (tests, bench)
  *   Exchange(fd, head_only, timeout)
  *                            PEP 3333 start_response/write; builds the head
  *                            and sends head + body in one sendmsg()
- *   uwsgi_line(...)          uWSGI's default request line
- *   Core(handler, ...).serve(fd)
+ *   uwsgi_line(record)       uWSGI's default request line
+ *   Core(hooks, settings).serve(fd)
  *                            a request without a body, start to end
  *
- * Files: fastpath_environ.c (names, environ, read_request, accept),
- * fastpath_exchange.c, fastpath_reqlog.c, fastpath_core.c; this file holds
- * the shared hooks and the module, and includes the others.
- *
- * Semantics mirror uwsgigw/environ.py and uwsgigw/handler.py's _Exchange
- * exactly; tests/test_fastpath.py compares them on random packets and
- * responses. Validation is by uwsgi_decode() (the same C the cffi decoder
+ * fastpath.h declares what the files share; uwsgigw/fastpath.py declares
+ * the seam with Python. Semantics mirror uwsgigw/environ.py and handler.py's
+ * _Exchange exactly; tests/test_fastpath.py compares them on random packets
+ * and responses. Validation is by uwsgi_decode() (the same C the cffi decoder
  * runs), so a packet it accepts can be walked without further checks.
  */
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
-#include <structmember.h>
+#include "fastpath.h"
 
-#include <errno.h>
-#include <poll.h>
-#include <string.h>
-#include <sys/socket.h>
-#include <sys/uio.h>
 #include <time.h>
-#include <unistd.h>
 
-#include "uwsgi_decoder.h"
+fp_state fp;
+uwsgi_scratch fp_scratch;
 
-/* Hooks set once by uwsgigw/fastpath.py: the Python pieces C defers to. */
-static PyObject *ResponseError;      /* response.ResponseError */
-static PyObject *HeadersAlreadySent; /* response.HeadersAlreadySent */
-static PyObject *py_build_head;      /* response.build_head: explains errors */
-static PyObject *FileWrapperType;    /* response.FileWrapper */
+double fp_now_monotonic(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec / 1e9;
+}
 
-/* Interned strings used per request. */
-static PyObject *s_CONTENT_TYPE, *s_CONTENT_LENGTH, *s_HTTPS, *s_REQUEST_SCHEME,
-    *s_url_scheme, *s_https, *s_SCRIPT_NAME, *s_PATH_INFO, *s_write,
-    *s_comma, *s_semicolon;
+double fp_now_realtime(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return ts.tv_sec + ts.tv_nsec / 1e9;
+}
 
-static double now_monotonic(void);
+int fp_is_str(PyObject *v, const char *lit, Py_ssize_t n)
+{
+    return v != NULL && PyUnicode_Check(v) && PyUnicode_KIND(v) == PyUnicode_1BYTE_KIND &&
+           PyUnicode_GET_LENGTH(v) == n && memcmp(PyUnicode_1BYTE_DATA(v), lit, n) == 0;
+}
 
-/* One scratch for uwsgi_decode(): it is written and read within that one
- * call, with the GIL held. Nothing reads it afterwards: Python calls made
- * while building the environ can run other code (a finalizer, another
- * thread) that decodes too, so the environ walks the validated packet in
- * the caller's buffer instead. */
-static uwsgi_scratch scratch;
+/* C reads these tuples by position: the Python types must list the fields
+ * in this order (checked once, at init). */
+static const char *const head_fields[] = {"env", "length", "consumed", "nvars", "modifier1",
+                                          "nread", "held", NULL};
+static const char *const record_fields[] = {
+    "env", "status", "tx", "head_size", "headers_count", "nvars", "pktsize", "modifier1",
+    "started", "elapsed", "pid", "worker_id", "core", "requests", "total", NULL};
 
-/* The sections live in their own files (one job each) but build as one unit,
- * so everything stays static and the compiler sees the whole hot path. */
-#include "fastpath_environ.c"
-#include "fastpath_exchange.c"
-#include "fastpath_reqlog.c"
-#include "fastpath_core.c"
+static int check_fields(PyObject *type, const char *const *names)
+{
+    PyObject *fields = PyObject_GetAttrString(type, "_fields");
+    Py_ssize_t i, n = 0;
+    int ok;
 
-/* -------------------------------------------------------------- module -- */
+    if (fields == NULL)
+        return -1;
+    while (names[n] != NULL)
+        n++;
+    ok = PyTuple_Check(fields) && PyTuple_GET_SIZE(fields) == n;
+    for (i = 0; ok && i < n; i++)
+        ok = PyUnicode_Check(PyTuple_GET_ITEM(fields, i)) &&
+             PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(fields, i), names[i]) == 0;
+    Py_DECREF(fields);
+    if (!ok) {
+        PyErr_Format(PyExc_TypeError, "%R: its fields are not the ones C reads, in order",
+                     type);
+        return -1;
+    }
+    return 0;
+}
 
+/* init(ResponseError, HeadersAlreadySent, build_head, FileWrapper, RequestHead,
+ *      RequestRecord, (busy_since, requests, tx, rt_total, rt_count, req, req_size)) */
 static PyObject *fp_init(PyObject *mod, PyObject *args)
 {
-    PyObject *re, *has, *bh, *fw;
+    PyObject *re, *has, *bh, *fw, *head, *record, *layout;
 
-    if (!PyArg_ParseTuple(args, "OOOO:init", &re, &has, &bh, &fw))
+    if (!PyArg_ParseTuple(args, "OOOOOOO:init", &re, &has, &bh, &fw, &head, &record, &layout))
+        return NULL;
+    if (check_fields(head, head_fields) < 0 || check_fields(record, record_fields) < 0)
+        return NULL;
+    if (!PyArg_ParseTuple(layout, "nnnnnnn:slot layout", &fp.off_busy_since, &fp.off_requests,
+                          &fp.off_tx, &fp.off_rt_total, &fp.off_rt_count, &fp.off_req,
+                          &fp.req_size))
         return NULL;
     Py_INCREF(re);
     Py_INCREF(has);
     Py_INCREF(bh);
     Py_INCREF(fw);
-    Py_XSETREF(ResponseError, re);
-    Py_XSETREF(HeadersAlreadySent, has);
-    Py_XSETREF(py_build_head, bh);
-    Py_XSETREF(FileWrapperType, fw);
+    Py_INCREF(head);
+    Py_INCREF(record);
+    Py_XSETREF(fp.ResponseError, re);
+    Py_XSETREF(fp.HeadersAlreadySent, has);
+    Py_XSETREF(fp.build_head, bh);
+    Py_XSETREF(fp.FileWrapper, fw);
+    Py_XSETREF(fp.RequestHead, head);
+    Py_XSETREF(fp.RequestRecord, record);
     Py_RETURN_NONE;
 }
 
 static PyMethodDef fp_methods[] = {
-    {"init", fp_init, METH_VARARGS, "init(ResponseError, HeadersAlreadySent, build_head, FileWrapper)"},
+    {"init", fp_init, METH_VARARGS,
+     "init(ResponseError, HeadersAlreadySent, build_head, FileWrapper, RequestHead, "
+     "RequestRecord, slot_layout)"},
     {"accept", fp_accept, METH_O, "accept(listen_fd) -> fd, or -1 when none waits"},
     {"read_request", (PyCFunction)(void (*)(void))fp_read_request, METH_FASTCALL,
-     "read_request(fd, buffer, max_block, base, timeout) -> (env, length, n, info) | int"},
-    {"slot_layout", fp_slot_layout, METH_VARARGS,
-     "slot_layout(busy_since, requests, tx, rt_total, rt_count): CoreSlot offsets"},
-    {"uwsgi_line", (PyCFunction)(void (*)(void))fp_uwsgi_line, METH_FASTCALL,
-     "uwsgi_line(env, info, exchange, pid, requests, total, ctime, msecs, core) -> bytes | None"},
+     "read_request(fd, buffer, max_block, base, timeout) -> RequestHead | int"},
+    {"uwsgi_line", fp_uwsgi_line, METH_O,
+     "uwsgi_line(record) -> bytes (uWSGI's default line) | None"},
     {"environ_from", fp_environ_from, METH_VARARGS,
-     "environ_from(data, max_block, base) -> (env, length, info) | None"},
+     "environ_from(data, max_block, base) -> RequestHead | None"},
     {NULL}};
 
 static struct PyModuleDef fp_module = {
     PyModuleDef_HEAD_INIT, "uwsgigw._fastpath",
     "The per-request hot path in C; see csrc/fastpath.c.", -1, fp_methods};
 
-#define INTERN(var, text)                                   \
-    do {                                                    \
-        if ((var = PyUnicode_InternFromString(text)) == NULL) \
-            return NULL;                                    \
+#define INTERN(var, text)                                      \
+    do {                                                       \
+        if ((fp.var = PyUnicode_InternFromString(text)) == NULL) \
+            return NULL;                                       \
     } while (0)
+
+static int add_type(PyObject *m, const char *name, PyTypeObject *type)
+{
+    Py_INCREF(type);
+    if (PyModule_AddObject(m, name, (PyObject *)type) < 0) {
+        Py_DECREF(type);
+        return -1;
+    }
+    return 0;
+}
 
 PyMODINIT_FUNC PyInit__fastpath(void)
 {
     PyObject *m;
 
-    INTERN(s_CONTENT_TYPE, "CONTENT_TYPE");
-    INTERN(s_CONTENT_LENGTH, "CONTENT_LENGTH");
-    INTERN(s_HTTPS, "HTTPS");
-    INTERN(s_REQUEST_SCHEME, "REQUEST_SCHEME");
-    INTERN(s_url_scheme, "wsgi.url_scheme");
-    INTERN(s_https, "https");
-    INTERN(s_SCRIPT_NAME, "SCRIPT_NAME");
-    INTERN(s_PATH_INFO, "PATH_INFO");
-    INTERN(s_write, "write");
-    INTERN(s_comma, ", ");
-    INTERN(s_REMOTE_ADDR, "REMOTE_ADDR");
-    INTERN(s_env, "env");
-    INTERN(s_emit, "emit");
-    INTERN(s_emit_filtered, "emit_filtered");
-    INTERN(s_fd_attr, "_fd");
-    INTERN(s_wsgi_input, "wsgi.input");
-    INTERN(s_start_response, "start_response");
-    INTERN(s_close, "close");
-    INTERN(s_no_app, "_no_app");
-    INTERN(s_app_failed, "_app_failed");
-    INTERN(s_close_failed, "_close_failed");
-    INTERN(s_send_file, "_send_file");
-    INTERN(s_HEAD, "HEAD");
-    INTERN(s_REMOTE_USER, "REMOTE_USER");
-    INTERN(s_REQUEST_METHOD, "REQUEST_METHOD");
-    INTERN(s_REQUEST_URI, "REQUEST_URI");
-    INTERN(s_SERVER_PROTOCOL, "SERVER_PROTOCOL");
-    INTERN(s_semicolon, "; ");
+    INTERN(CONTENT_TYPE, "CONTENT_TYPE");
+    INTERN(CONTENT_LENGTH, "CONTENT_LENGTH");
+    INTERN(HTTPS, "HTTPS");
+    INTERN(REQUEST_SCHEME, "REQUEST_SCHEME");
+    INTERN(url_scheme, "wsgi.url_scheme");
+    INTERN(https, "https");
+    INTERN(SCRIPT_NAME, "SCRIPT_NAME");
+    INTERN(PATH_INFO, "PATH_INFO");
+    INTERN(REMOTE_ADDR, "REMOTE_ADDR");
+    INTERN(REMOTE_USER, "REMOTE_USER");
+    INTERN(REQUEST_METHOD, "REQUEST_METHOD");
+    INTERN(REQUEST_URI, "REQUEST_URI");
+    INTERN(SERVER_PROTOCOL, "SERVER_PROTOCOL");
+    INTERN(HEAD, "HEAD");
+    INTERN(wsgi_input, "wsgi.input");
+    INTERN(write, "write");
+    INTERN(comma, ", ");
+    INTERN(semicolon, "; ");
+    INTERN(start_response, "start_response");
+    INTERN(close, "close");
+    INTERN(env, "env");
+    INTERN(no_app, "no_app");
+    INTERN(app_failed, "app_failed");
+    INTERN(close_failed, "close_failed");
+    INTERN(send_file, "send_file");
     if (PyType_Ready(&ExchangeType) < 0 || PyType_Ready(&CoreType) < 0)
         return NULL;
     m = PyModule_Create(&fp_module);
     if (m == NULL)
         return NULL;
-    Py_INCREF(&ExchangeType);
-    if (PyModule_AddObject(m, "Exchange", (PyObject *)&ExchangeType) < 0) {
-        Py_DECREF(&ExchangeType);
-        Py_DECREF(m);
-        return NULL;
-    }
-    Py_INCREF(&CoreType);
-    if (PyModule_AddObject(m, "Core", (PyObject *)&CoreType) < 0) {
-        Py_DECREF(&CoreType);
+    if (add_type(m, "Exchange", &ExchangeType) < 0 || add_type(m, "Core", &CoreType) < 0) {
         Py_DECREF(m);
         return NULL;
     }

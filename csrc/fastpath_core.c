@@ -1,74 +1,49 @@
 /*
- * Core: a request without a body, start to end: part of csrc/fastpath.c, the one translation unit of
- * uwsgigw._fastpath. It is #included there (after the shared hooks and
- * interned strings) and never compiled alone.
+ * Core: a request without a body, start to end, in C (declarations in
+ * fastpath.h; the seam with Python in uwsgigw/fastpath.py).
+ *
+ * Core(hooks, settings).serve(fd) runs a whole request without a body --
+ * read, environ, app, response, the end of the connection, the counters and
+ * the request line -- and returns None. Any other request comes back to
+ * Python as read_request's answer (a RequestHead with a body to read, or the
+ * int of a hand-over), and handler.py carries on from there.
+ *
+ * The rare turns of a request (no app mounted, the app raising, a
+ * FileWrapper, a failing close()) call the hooks' public methods
+ * (fastpath.CoreHooks), so each exists once, in Python. The settings are
+ * read once, here; none of them is looked up per request. With the default
+ * request log (chosen once by reqlog: settings.line_fd >= 0) the line is
+ * built and written in C; otherwise the record goes to settings.emit.
  */
+#include "fastpath.h"
 
-/* ---------------------------------------------------------------- Core -- */
-
-/* One worker thread's request loop body in C: Core.serve(fd) runs a whole
- * request without a body (read, environ, app, response, counters, request
- * log) and returns None; any other request comes back to handler.py as
- * read_request's answer, and Python carries on from there. The rare turns
- * of a request C does run (no app mounted, the app raising, a FileWrapper,
- * a failing close(), a log format other than the default) call the
- * handler's own Python methods, so each exists once. */
+#include <errno.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 typedef struct {
     PyObject_HEAD
-    PyObject *h;             /* the ConnectionHandler */
-    PyObject *buf;           /* its read buffer (bytearray) */
-    long long max_block;
-    PyObject *base;          /* base environ */
-    double timeout;
+    PyObject *hooks;     /* handler.ConnectionHandler: no_app, app_failed, ... and env */
+    PyObject *settings;  /* fastpath.CoreSettings: keeps what C points into alive */
+    PyObject *buf;       /* the read buffer (bytearray) */
+    PyObject *base;      /* base environ */
     PyObject *pick_app;
-    PyObject *new_input;     /* io.BytesIO */
-    PyObject *slot;          /* the CoreSlot (keeps its memory alive) */
-    char *slot_mem;          /* its address */
-    PyObject *count_request;
-    PyObject *ctime;         /* reqlog.ctime */
-    PyObject *reqlog;        /* the modules whose settings are read per request */
-    PyObject *log;
-    PyObject *default_emit;  /* reqlog._default_emit: C builds that line */
-    int track_requests, log_requests;
-    long long pid, core;
+    PyObject *new_input; /* io.BytesIO */
+    PyObject *emit;      /* reqlog's emitter for the record, or None */
+    long long max_block;
+    double timeout;
+    char *slot;          /* this core's scoreboard slot (scoreboard.CoreSlot) */
+    uint64_t *total;     /* the server's request count, in shared memory */
+    int track_requests;  /* write "METHOD URI" to the slot (harakiri logs it) */
+    int line_fd;         /* >= 0: write the default line here; -1: emit */
+    long long pid, worker_id, core;
 } Core;
 
-/* CoreSlot field offsets (scoreboard.py), given by fastpath.py from ctypes. */
-static Py_ssize_t off_busy_since, off_requests, off_tx, off_rt_total, off_rt_count;
+#define SLOT(c, off, type) (*(type *)((c)->slot + (off)))
 
-static PyObject *s_env, *s_emit, *s_emit_filtered, *s_fd_attr,
-    *s_wsgi_input, *s_start_response, *s_close, *s_no_app, *s_app_failed,
-    *s_close_failed, *s_send_file, *s_HEAD;
-
-static double now_realtime(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-#define SLOT(c, off, type) (*(type *)((c)->slot_mem + (off)))
-
-static PyObject *new_exchange(int fd, int head_only, double timeout)
-{
-    Exchange *x = PyObject_GC_New(Exchange, &ExchangeType);
-    if (x == NULL)
-        return NULL;
-    x->fd = fd;
-    x->head_only = head_only;
-    x->timeout = timeout;
-    x->pending = NULL;
-    x->sent = 0;
-    x->tx = 0;
-    x->headers_count = x->head_size = x->status = 0;
-    x->aborted = 0;
-    PyObject_GC_Track(x);
-    return (PyObject *)x;
-}
-
-/* Call h.<name>(args...) with ``exc`` as the exception being handled, so
- * the Python side's log.exception() sees its traceback. */
+/* Call hooks.<name>(args...) with ``exc`` as the exception being handled,
+ * so the Python side's log.exception() sees its traceback. */
 static int call_handling(Core *c, PyObject *name, PyObject *exc, PyObject *a, PyObject *b)
 {
     PyObject *ot, *ov, *otb, *r;
@@ -79,9 +54,9 @@ static int call_handling(Core *c, PyObject *name, PyObject *exc, PyObject *a, Py
     Py_INCREF(exc);
     PyErr_SetExcInfo(type, exc, tb); /* steals the three */
     if (a == NULL)
-        r = PyObject_CallMethodOneArg(c->h, name, exc);
+        r = PyObject_CallMethodOneArg(c->hooks, name, exc);
     else
-        r = PyObject_CallMethodObjArgs(c->h, name, a, b, exc, NULL);
+        r = PyObject_CallMethodObjArgs(c->hooks, name, a, b, exc, NULL);
     PyErr_SetExcInfo(ot, ov, otb);
     Py_XDECREF(r);
     return r == NULL ? -1 : 0;
@@ -115,11 +90,11 @@ static int run_app(Core *c, PyObject *x, PyObject *env)
         return -1;
     if (app == Py_None) {
         Py_DECREF(app);
-        app = PyObject_CallMethodObjArgs(c->h, s_no_app, x, env, NULL);
+        app = PyObject_CallMethodObjArgs(c->hooks, fp.no_app, x, env, NULL);
         Py_XDECREF(app);
         return app == NULL ? -1 : 0;
     }
-    sr = PyObject_GetAttr(x, s_start_response);
+    sr = PyObject_GetAttr(x, fp.start_response);
     if (sr != NULL) {
         PyObject *args[2] = {env, sr};
         result = PyObject_Vectorcall(app, args, 2, NULL);
@@ -129,7 +104,7 @@ static int run_app(Core *c, PyObject *x, PyObject *env)
     if (result != NULL) {
         PyObject *done = Exchange_send_result((Exchange *)x, result);
         if (done == Py_False) {
-            PyObject *r = PyObject_CallMethodObjArgs(c->h, s_send_file, x, result, NULL);
+            PyObject *r = PyObject_CallMethodObjArgs(c->hooks, fp.send_file, x, result, NULL);
             Py_XDECREF(r);
             if (r == NULL) {
                 Py_DECREF(done);
@@ -145,7 +120,7 @@ static int run_app(Core *c, PyObject *x, PyObject *env)
     if (rc < 0) {
         exc = take_exception();
         if (exc != NULL) {
-            rc = call_handling(c, s_app_failed, exc, x, env);
+            rc = call_handling(c, fp.app_failed, exc, x, env);
             Py_DECREF(exc);
         }
     }
@@ -154,7 +129,7 @@ static int run_app(Core *c, PyObject *x, PyObject *env)
          * is kept aside meanwhile. */
         PyObject *t, *v, *tb;
         PyErr_Fetch(&t, &v, &tb);
-        close = PyObject_GetAttr(result, s_close);
+        close = PyObject_GetAttr(result, fp.close);
         if (close == NULL) {
             PyErr_Clear();
         } else {
@@ -163,7 +138,7 @@ static int run_app(Core *c, PyObject *x, PyObject *env)
             if (r == NULL) {
                 exc = take_exception();
                 if (exc != NULL) {
-                    if (call_handling(c, s_close_failed, exc, NULL, NULL) < 0) {
+                    if (call_handling(c, fp.close_failed, exc, NULL, NULL) < 0) {
                         if (t == NULL)
                             PyErr_Fetch(&t, &v, &tb);
                         else
@@ -184,80 +159,6 @@ static int run_app(Core *c, PyObject *x, PyObject *env)
     return rc;
 }
 
-/* handler._log_request in C. */
-static int log_request(Core *c, PyObject *env, long long info, PyObject *x, double started)
-{
-    PyObject *total, *emit;
-    long long requests;
-    double elapsed;
-    int rc = 0;
-
-    /* The slot holds the thread's counts (handler.requests reads it). */
-    requests = (long long)++SLOT(c, off_requests, uint64_t);
-    total = PyObject_CallNoArgs(c->count_request);
-    if (total == NULL)
-        return -1;
-    elapsed = now_realtime() - started;
-    SLOT(c, off_rt_total, double) += elapsed;
-    SLOT(c, off_rt_count, uint64_t) = (uint64_t)requests;
-    emit = PyObject_GetAttr(c->reqlog, c->log_requests ? s_emit : s_emit_filtered);
-    if (emit == NULL) {
-        Py_DECREF(total);
-        return -1;
-    }
-    if (emit != Py_None) {
-        PyObject *line = NULL;
-        if (emit == c->default_emit) {
-            PyObject *st = PyFloat_FromDouble(started), *ct = NULL;
-            if (st != NULL)
-                ct = PyObject_CallOneArg(c->ctime, st);
-            Py_XDECREF(st);
-            if (ct != NULL) {
-                long long v[5] = {c->pid, requests, PyLong_AsLongLong(total),
-                                  (long long)(elapsed * 1000), c->core};
-                if (!PyErr_Occurred())
-                    line = uwsgi_line(env, info, (Exchange *)x, v, ct);
-                Py_DECREF(ct);
-            }
-            if (line == NULL)
-                rc = -1;
-        }
-        if (line != NULL && line != Py_None) {
-            PyObject *fdo = PyObject_GetAttr(c->log, s_fd_attr);
-            int logfd = fdo ? (int)PyLong_AsLong(fdo) : -1;
-            Py_XDECREF(fdo);
-            if (PyErr_Occurred()) {
-                rc = -1;
-            } else {
-                ssize_t w;
-                do { /* one line per write(): O_APPEND keeps lines whole */
-                    w = write(logfd, PyBytes_AS_STRING(line), (size_t)PyBytes_GET_SIZE(line));
-                } while (w < 0 && errno == EINTR);
-            }
-        } else if (rc == 0) { /* another format, or a line C cannot build */
-            PyObject *st = PyFloat_FromDouble(started), *el = PyFloat_FromDouble(elapsed);
-            PyObject *inf = PyLong_FromLongLong(info), *r = NULL;
-            if (st && el && inf) {
-                PyObject *args[7] = {c->h, env, inf, x, st, el, total};
-                r = PyObject_Vectorcall(emit, args, 7, NULL);
-            }
-            Py_XDECREF(st);
-            Py_XDECREF(el);
-            Py_XDECREF(inf);
-            if (r == NULL)
-                rc = -1;
-            Py_XDECREF(r);
-        }
-        Py_XDECREF(line);
-    }
-    Py_DECREF(emit);
-    Py_DECREF(total);
-    if (rc < 0)
-        return -1;
-    SLOT(c, off_tx, uint64_t) += (uint64_t)((Exchange *)x)->tx;
-    return 0;
-}
-
 /* ending.finish for a request without a body: shutdown(SHUT_WR), so nginx
  * sees the end now even if a process the app forked holds the descriptor,
  * then read the held tail (queued already) so the close is not a reset. */
@@ -276,55 +177,149 @@ static void finish(int fd, char *scratch, size_t cap, Py_ssize_t held)
     }
 }
 
+/* request.describe(env) -- "METHOD URI" (PATH_INFO when there is no
+ * REQUEST_URI) -- into the slot, for harakiri's log line, as handler.py
+ * writes it; before busy_since, which tells readers it is there. */
+static void track(Core *c, PyObject *env)
+{
+    char *req = c->slot + fp.off_req;
+    Py_ssize_t size = fp.req_size, n = 0;
+    PyObject *parts[2] = {PyDict_GetItemWithError(env, fp.REQUEST_METHOD),
+                          PyDict_GetItemWithError(env, fp.REQUEST_URI)};
+    int i;
+
+    if (parts[1] == NULL)
+        parts[1] = PyDict_GetItemWithError(env, fp.PATH_INFO);
+    PyErr_Clear(); /* a missing or odd var only makes the text shorter */
+    for (i = 0; i < 2; i++) {
+        PyObject *s = parts[i];
+        Py_ssize_t len;
+        if (i == 1 && n < size)
+            req[n++] = ' ';
+        if (s == NULL || !PyUnicode_Check(s) || PyUnicode_KIND(s) != PyUnicode_1BYTE_KIND)
+            continue;
+        len = PyUnicode_GET_LENGTH(s);
+        if (len > size - n)
+            len = size - n;
+        memcpy(req + n, PyUnicode_1BYTE_DATA(s), (size_t)len);
+        n += len;
+    }
+    if (n < size)
+        req[n] = '\0';
+}
+
+/* record.account in C: the same counts on the same slot (its C twin). */
+static void account(Core *c, fp_record *r, long long tx, double elapsed)
+{
+    uint64_t requests = SLOT(c, fp.off_requests, uint64_t) + 1;
+
+    SLOT(c, fp.off_requests, uint64_t) = requests;
+    SLOT(c, fp.off_rt_total, double) += elapsed;
+    SLOT(c, fp.off_rt_count, uint64_t) = requests;
+    SLOT(c, fp.off_tx, uint64_t) += (uint64_t)tx;
+    r->requests = (long long)requests;
+    r->total = (long long)++*c->total; /* no lock, as server.SharedCounter.incr */
+}
+
+/* The request line: the default one written here, or the record emitted. */
+static int log_request(Core *c, const fp_record *r)
+{
+    PyObject *line, *record, *res;
+
+    if (c->line_fd >= 0) {
+        line = fp_default_line(r);
+        if (line == NULL)
+            return -1;
+        if (line != Py_None) {
+            ssize_t w;
+            do { /* one line per write(): O_APPEND keeps lines whole */
+                w = write(c->line_fd, PyBytes_AS_STRING(line), (size_t)PyBytes_GET_SIZE(line));
+            } while (w < 0 && errno == EINTR);
+            Py_DECREF(line);
+            return 0;
+        }
+        Py_DECREF(line); /* not latin-1: Python's formatter escapes it */
+    }
+    if (c->emit == Py_None)
+        return 0;
+    record = fp_record_tuple(r);
+    if (record == NULL)
+        return -1;
+    res = PyObject_CallOneArg(c->emit, record);
+    Py_DECREF(record);
+    Py_XDECREF(res);
+    return res == NULL ? -1 : 0;
+}
+
 static PyObject *Core_serve(Core *c, PyObject *fdobj)
 {
-    PyObject *req, *env, *x = NULL, *input, *method;
-    long long length, info;
-    Py_ssize_t held;
+    PyObject *env, *x = NULL, *input, *method;
+    fp_head h = {0};
+    fp_record r;
     double started;
     int fd = (int)PyLong_AsLong(fdobj), rc;
 
     if (fd == -1 && PyErr_Occurred())
         return NULL;
-    started = now_realtime();
-    req = read_request(fd, c->buf, c->max_block, c->base, c->timeout);
-    if (req == NULL || !PyTuple_Check(req))
-        return req; /* an int: Python reads on */
-    length = PyLong_AsLongLong(PyTuple_GET_ITEM(req, 1));
-    if (length != 0 || c->track_requests)
-        return req; /* a body to read, or the slot's request text: Python */
-    info = PyLong_AsLongLong(PyTuple_GET_ITEM(req, 3));
-    held = PyLong_AsSsize_t(PyTuple_GET_ITEM(req, 4));
-    env = PyTuple_GET_ITEM(req, 0);
-    Py_INCREF(env);
-    Py_DECREF(req);
+    started = fp_now_realtime();
+    switch (fp_read_head(fd, c->buf, c->max_block, c->base, c->timeout, &h)) {
+    case FP_HEAD:
+        break;
+    case FP_HANDOVER:
+        return PyLong_FromSsize_t(h.nread); /* Python explains it */
+    case FP_TIMEOUT:
+        PyErr_SetString(PyExc_TimeoutError, "vars block not complete within socket-timeout");
+        return NULL;
+    default:
+        return NULL;
+    }
+    if (h.length != 0)
+        return fp_head_tuple(&h); /* a body to read: Python */
+    env = h.env;
     input = PyObject_CallNoArgs(c->new_input);
-    if (input == NULL || PyDict_SetItem(env, s_wsgi_input, input) < 0 ||
-        PyObject_SetAttr(c->h, s_env, env) < 0) {
+    if (input == NULL || PyDict_SetItem(env, fp.wsgi_input, input) < 0 ||
+        PyObject_SetAttr(c->hooks, fp.env, env) < 0) {
         Py_XDECREF(input);
         Py_DECREF(env);
         return NULL;
     }
     Py_DECREF(input);
-    SLOT(c, off_busy_since, double) = started;
-    method = PyDict_GetItemWithError(env, s_REQUEST_METHOD);
-    x = new_exchange(fd, method != NULL && PyUnicode_Check(method) &&
-                             PyUnicode_Compare(method, s_HEAD) == 0, c->timeout);
+    if (c->track_requests)
+        track(c, env);
+    SLOT(c, fp.off_busy_since, double) = started;
+    method = PyDict_GetItemWithError(env, fp.REQUEST_METHOD);
+    x = fp_new_exchange(fd, method != NULL && PyUnicode_Check(method) &&
+                                PyUnicode_Compare(method, fp.HEAD) == 0, c->timeout);
     if (x == NULL) {
         Py_DECREF(env);
         return NULL;
     }
     rc = run_app(c, x, env);
     if (rc == 0 && !((Exchange *)x)->aborted)
-        finish(fd, PyByteArray_AS_STRING(c->buf), (size_t)PyByteArray_GET_SIZE(c->buf), held);
+        finish(fd, PyByteArray_AS_STRING(c->buf), (size_t)PyByteArray_GET_SIZE(c->buf), h.held);
     if (rc == 0) {
-        rc = PyObject_SetAttr(c->h, s_env, Py_None);
+        Exchange *e = (Exchange *)x;
+        rc = PyObject_SetAttr(c->hooks, fp.env, Py_None);
+        r.env = env;
+        r.status = e->status;
+        r.tx = e->tx;
+        r.head_size = e->head_size;
+        r.headers_count = e->headers_count;
+        r.nvars = h.nvars;
+        r.pktsize = h.consumed - 4;
+        r.modifier1 = h.modifier1;
+        r.started = started;
+        r.elapsed = fp_now_realtime() - started;
+        r.pid = c->pid;
+        r.worker_id = c->worker_id;
+        r.core = c->core;
+        account(c, &r, e->tx, r.elapsed);
         if (rc == 0)
-            rc = log_request(c, env, info, x, started);
+            rc = log_request(c, &r);
     } else {
         PyObject *t, *v, *tb;
         PyErr_Fetch(&t, &v, &tb);
-        if (PyObject_SetAttr(c->h, s_env, Py_None) < 0)
+        if (PyObject_SetAttr(c->hooks, fp.env, Py_None) < 0)
             PyErr_Clear();
         PyErr_Restore(t, v, tb);
     }
@@ -335,66 +330,94 @@ static PyObject *Core_serve(Core *c, PyObject *fdobj)
     Py_RETURN_NONE;
 }
 
+/* A settings attribute as a new reference (NULL with AttributeError). */
+static PyObject *setting(PyObject *settings, const char *name)
+{
+    return PyObject_GetAttrString(settings, name);
+}
+
+static int setting_ll(PyObject *settings, const char *name, long long *out)
+{
+    PyObject *v = setting(settings, name);
+    if (v == NULL)
+        return -1;
+    *out = PyLong_AsLongLong(v);
+    Py_DECREF(v);
+    return (*out == -1 && PyErr_Occurred()) ? -1 : 0;
+}
+
 static int Core_init(Core *c, PyObject *args, PyObject *kw)
 {
-    PyObject *slot_addr;
+    PyObject *hooks, *settings, *v;
+    long long slot_address, total_address, track, line_fd;
 
-    if (!PyArg_ParseTuple(args, "OOLOdOOOOOOOOOppLL:Core", &c->h, &c->buf, &c->max_block,
-                          &c->base, &c->timeout, &c->pick_app, &c->new_input, &c->slot,
-                          &slot_addr, &c->count_request, &c->ctime, &c->reqlog, &c->log,
-                          &c->default_emit, &c->track_requests, &c->log_requests, &c->pid,
-                          &c->core))
+    if (!PyArg_ParseTuple(args, "OO:Core", &hooks, &settings))
+        return -1;
+    Py_INCREF(hooks);
+    Py_INCREF(settings);
+    Py_XSETREF(c->hooks, hooks);
+    Py_XSETREF(c->settings, settings);
+    Py_XSETREF(c->buf, setting(settings, "buffer"));
+    Py_XSETREF(c->base, setting(settings, "base_environ"));
+    Py_XSETREF(c->pick_app, setting(settings, "pick_app"));
+    Py_XSETREF(c->new_input, setting(settings, "new_input"));
+    Py_XSETREF(c->emit, setting(settings, "emit"));
+    if (c->buf == NULL || c->base == NULL || c->pick_app == NULL || c->new_input == NULL ||
+        c->emit == NULL)
         return -1;
     if (!PyByteArray_Check(c->buf) || !PyDict_CheckExact(c->base)) {
-        PyErr_SetString(PyExc_TypeError, "Core: buf must be a bytearray, base a dict");
+        PyErr_SetString(PyExc_TypeError, "Core: buffer must be a bytearray, "
+                                         "base_environ a dict");
         return -1;
     }
-    c->slot_mem = PyLong_AsVoidPtr(slot_addr);
-    if (c->slot_mem == NULL)
+    if (setting_ll(settings, "max_block", &c->max_block) < 0 ||
+        setting_ll(settings, "slot_address", &slot_address) < 0 ||
+        setting_ll(settings, "total_address", &total_address) < 0 ||
+        setting_ll(settings, "track_requests", &track) < 0 ||
+        setting_ll(settings, "line_fd", &line_fd) < 0 ||
+        setting_ll(settings, "pid", &c->pid) < 0 ||
+        setting_ll(settings, "worker_id", &c->worker_id) < 0 ||
+        setting_ll(settings, "core", &c->core) < 0)
         return -1;
-    Py_INCREF(c->h);
-    Py_INCREF(c->buf);
-    Py_INCREF(c->base);
-    Py_INCREF(c->pick_app);
-    Py_INCREF(c->new_input);
-    Py_INCREF(c->slot);
-    Py_INCREF(c->count_request);
-    Py_INCREF(c->ctime);
-    Py_INCREF(c->reqlog);
-    Py_INCREF(c->log);
-    Py_INCREF(c->default_emit);
+    v = setting(settings, "socket_timeout");
+    if (v == NULL)
+        return -1;
+    c->timeout = PyFloat_AsDouble(v);
+    Py_DECREF(v);
+    if (c->timeout == -1.0 && PyErr_Occurred())
+        return -1;
+    if (slot_address == 0 || total_address == 0) {
+        PyErr_SetString(PyExc_ValueError, "Core: slot_address and total_address are needed");
+        return -1;
+    }
+    c->slot = (char *)(intptr_t)slot_address;
+    c->total = (uint64_t *)(intptr_t)total_address;
+    c->track_requests = track != 0;
+    c->line_fd = (int)line_fd;
     return 0;
 }
 
 static int Core_traverse(Core *c, visitproc visit, void *arg)
 {
-    Py_VISIT(c->h);
+    Py_VISIT(c->hooks);
+    Py_VISIT(c->settings);
     Py_VISIT(c->buf);
     Py_VISIT(c->base);
     Py_VISIT(c->pick_app);
     Py_VISIT(c->new_input);
-    Py_VISIT(c->slot);
-    Py_VISIT(c->count_request);
-    Py_VISIT(c->ctime);
-    Py_VISIT(c->reqlog);
-    Py_VISIT(c->log);
-    Py_VISIT(c->default_emit);
+    Py_VISIT(c->emit);
     return 0;
 }
 
 static int Core_clear(Core *c)
 {
-    Py_CLEAR(c->h);
+    Py_CLEAR(c->hooks);
+    Py_CLEAR(c->settings);
     Py_CLEAR(c->buf);
     Py_CLEAR(c->base);
     Py_CLEAR(c->pick_app);
     Py_CLEAR(c->new_input);
-    Py_CLEAR(c->slot);
-    Py_CLEAR(c->count_request);
-    Py_CLEAR(c->ctime);
-    Py_CLEAR(c->reqlog);
-    Py_CLEAR(c->log);
-    Py_CLEAR(c->default_emit);
+    Py_CLEAR(c->emit);
     return 0;
 }
 
@@ -407,13 +430,16 @@ static void Core_dealloc(Core *c)
 
 static PyMethodDef Core_methods[] = {
     {"serve", (PyCFunction)Core_serve, METH_O,
-     "serve(fd) -> None when the request was served here, else read_request's answer"},
+     "serve(fd) -> None when the request was served here, else read_request's answer "
+     "(a RequestHead with a body to read, or an int: Python takes over); TimeoutError "
+     "after socket-timeout"},
     {NULL}};
 
-static PyTypeObject CoreType = {
+PyTypeObject CoreType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "uwsgigw._fastpath.Core",
-    .tp_doc = "A request thread's common request, in C (see handler.py).",
+    .tp_doc = "Core(hooks, settings): a request thread's common request, in C "
+              "(uwsgigw/fastpath.py declares both arguments).",
     .tp_basicsize = sizeof(Core),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_new = PyType_GenericNew,
@@ -423,11 +449,3 @@ static PyTypeObject CoreType = {
     .tp_clear = (inquiry)Core_clear,
     .tp_methods = Core_methods,
 };
-
-static PyObject *fp_slot_layout(PyObject *mod, PyObject *args)
-{
-    if (!PyArg_ParseTuple(args, "nnnnn:slot_layout", &off_busy_since, &off_requests, &off_tx,
-                          &off_rt_total, &off_rt_count))
-        return NULL;
-    Py_RETURN_NONE;
-}

@@ -1,8 +1,13 @@
 /*
- * The var-name cache, the environ, read_request() and accept(): part of csrc/fastpath.c, the one translation unit of
- * uwsgigw._fastpath. It is #included there (after the shared hooks and
- * interned strings) and never compiled alone.
+ * The var-name cache, the environ, read_request() and accept() of
+ * uwsgigw._fastpath (declarations in fastpath.h).
  */
+#include "fastpath.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <string.h>
+#include <sys/socket.h>
 
 /* ---------------------------------------------------------------- keys -- */
 
@@ -74,12 +79,6 @@ static PyObject *key_str(const char *p, uint32_t n)
 
 #define MAX_BASE_SEEN 64
 
-static int is_str(PyObject *v, const char *lit, Py_ssize_t n)
-{
-    return v != NULL && PyUnicode_Check(v) && PyUnicode_KIND(v) == PyUnicode_1BYTE_KIND &&
-           PyUnicode_GET_LENGTH(v) == n && memcmp(PyUnicode_1BYTE_DATA(v), lit, n) == 0;
-}
-
 /* HTTPS in ("on", "1") after .lower(): only ASCII letters lower to o/n in
  * latin-1, so an ASCII case fold is exact. */
 static int https_on(PyObject *v)
@@ -130,7 +129,7 @@ static int put_var(PyObject *env, PyObject *base, PyObject *k, PyObject *v,
     }
     {
         /* RFC 9110 5.3 joins repeats with ", "; Cookie (RFC 6265 5.4) with "; ". */
-        PyObject *sep = is_str(k, "HTTP_COOKIE", 11) ? s_semicolon : s_comma;
+        PyObject *sep = fp_is_str(k, "HTTP_COOKIE", 11) ? fp.semicolon : fp.comma;
         PyObject *a = PyUnicode_Concat(old, sep), *joined;
         int rc;
         if (a == NULL)
@@ -155,25 +154,25 @@ static void release_seen(PyObject **seen, int nseen)
  * valid here" (Python raises the error), -1 a Python error. */
 static long long body_length(PyObject *env)
 {
-    PyObject *v = PyDict_GetItemWithError(env, s_CONTENT_TYPE);
+    PyObject *v = PyDict_GetItemWithError(env, fp.CONTENT_TYPE);
     const unsigned char *d;
     Py_ssize_t n, i;
     long long length = 0;
 
     if (v != NULL && PyUnicode_Check(v) && PyUnicode_GET_LENGTH(v) == 0) {
-        if (PyDict_DelItem(env, s_CONTENT_TYPE) < 0)
+        if (PyDict_DelItem(env, fp.CONTENT_TYPE) < 0)
             return -1;
     } else if (v == NULL && PyErr_Occurred()) {
         return -1;
     }
-    v = PyDict_GetItemWithError(env, s_CONTENT_LENGTH);
+    v = PyDict_GetItemWithError(env, fp.CONTENT_LENGTH);
     if (v == NULL)
         return PyErr_Occurred() ? -1 : 0;
     if (!PyUnicode_Check(v) || PyUnicode_KIND(v) != PyUnicode_1BYTE_KIND)
         return -2;
     n = PyUnicode_GET_LENGTH(v);
     if (n == 0)
-        return PyDict_DelItem(env, s_CONTENT_LENGTH) < 0 ? -1 : 0;
+        return PyDict_DelItem(env, fp.CONTENT_LENGTH) < 0 ? -1 : 0;
     if (n > 18)
         return -2;
     d = PyUnicode_1BYTE_DATA(v);
@@ -186,14 +185,13 @@ static long long body_length(PyObject *env)
 }
 
 /* Decode data[0:n] and build the environ. Returns a new reference to the
- * environ (and sets *length and *info); Py_None (new ref) when Python must
- * take over (need data, a protocol error, an invalid CONTENT_LENGTH); NULL
- * on a Python error. *info is the decoder's packed summary without outlen
- * (consumed, modifier1, item count: see uwsgi_decoder.h). */
+ * environ and fills h's length, consumed, nvars and modifier1; Py_None (new
+ * ref) when Python must take over (need data, a protocol error, an invalid
+ * CONTENT_LENGTH); NULL on a Python error. */
 static PyObject *environ_of(const char *data, size_t n, long long max_block,
-                            PyObject *base, long long *length_out, long long *info)
+                            PyObject *base, fp_head *h)
 {
-    int64_t rc = uwsgi_decode(data, n, max_block, &scratch);
+    int64_t rc = uwsgi_decode(data, n, max_block, &fp_scratch);
     PyObject *env, *seen[MAX_BASE_SEEN];
     int nseen = 0;
     const unsigned char *p, *end;
@@ -248,12 +246,12 @@ static PyObject *environ_of(const char *data, size_t n, long long max_block,
         Py_RETURN_NONE;
     }
     {
-        PyObject *https = PyDict_GetItemWithError(env, s_HTTPS);
+        PyObject *https = PyDict_GetItemWithError(env, fp.HTTPS);
         if (https == NULL && PyErr_Occurred())
             goto fail;
         if (https_on(https) ||
-            is_str(PyDict_GetItemWithError(env, s_REQUEST_SCHEME), "https", 5)) {
-            if (PyDict_SetItem(env, s_url_scheme, s_https) < 0)
+            fp_is_str(PyDict_GetItemWithError(env, fp.REQUEST_SCHEME), "https", 5)) {
+            if (PyDict_SetItem(env, fp.url_scheme, fp.https) < 0)
                 goto fail;
         } else if (PyErr_Occurred()) {
             goto fail;
@@ -261,8 +259,8 @@ static PyObject *environ_of(const char *data, size_t n, long long max_block,
     }
     if (((rc >> 34) & 0xFF) == 30) {
         /* modifier1 30: PATH_INFO still carries the SCRIPT_NAME prefix. */
-        PyObject *sn = PyDict_GetItemWithError(env, s_SCRIPT_NAME);
-        PyObject *path = sn ? PyDict_GetItemWithError(env, s_PATH_INFO) : NULL;
+        PyObject *sn = PyDict_GetItemWithError(env, fp.SCRIPT_NAME);
+        PyObject *path = sn ? PyDict_GetItemWithError(env, fp.PATH_INFO) : NULL;
         if (PyErr_Occurred())
             goto fail;
         if (sn && path && PyUnicode_Check(sn) && PyUnicode_Check(path) &&
@@ -273,7 +271,7 @@ static PyObject *environ_of(const char *data, size_t n, long long max_block,
             if (m) {
                 PyObject *rest = PyUnicode_Substring(path, PyUnicode_GET_LENGTH(sn),
                                                      PyUnicode_GET_LENGTH(path));
-                if (rest == NULL || PyDict_SetItem(env, s_PATH_INFO, rest) < 0) {
+                if (rest == NULL || PyDict_SetItem(env, fp.PATH_INFO, rest) < 0) {
                     Py_XDECREF(rest);
                     goto fail;
                 }
@@ -281,8 +279,12 @@ static PyObject *environ_of(const char *data, size_t n, long long max_block,
             }
         }
     }
-    *length_out = length;
-    *info = (long long)(rc & ~(int64_t)0x1FFFF);
+    /* The decoder's packed summary (uwsgi_decoder.h) ends here: named fields
+     * from now on. */
+    h->length = length;
+    h->consumed = (rc >> 17) & 0x1FFFF;
+    h->modifier1 = (rc >> 34) & 0xFF;
+    h->nvars = rc >> 42;
     return env;
 fail:
     release_seen(seen, nseen);
@@ -299,11 +301,34 @@ static int parse_base(PyObject *base)
     return 0;
 }
 
-static PyObject *fp_environ_from(PyObject *mod, PyObject *args)
+PyObject *fp_head_tuple(fp_head *h)
+{
+    PyObject *args[7], *head = NULL;
+    int i;
+
+    args[0] = h->env; /* stolen: released below with the numbers */
+    h->env = NULL;
+    args[1] = PyLong_FromLongLong(h->length);
+    args[2] = PyLong_FromLongLong(h->consumed);
+    args[3] = PyLong_FromLongLong(h->nvars);
+    args[4] = PyLong_FromLongLong(h->modifier1);
+    args[5] = PyLong_FromSsize_t(h->nread);
+    args[6] = PyLong_FromSsize_t(h->held);
+    for (i = 1; i < 7 && args[i] != NULL; i++)
+        ;
+    if (i == 7)
+        head = PyObject_Vectorcall(fp.RequestHead, args, 7, NULL);
+    for (i = 0; i < 7; i++)
+        Py_XDECREF(args[i]);
+    return head;
+}
+
+PyObject *fp_environ_from(PyObject *mod, PyObject *args)
 {
     Py_buffer data;
-    long long max_block, length = 0, info = 0;
-    PyObject *base, *env;
+    long long max_block;
+    PyObject *base;
+    fp_head h = {0};
 
     if (!PyArg_ParseTuple(args, "y*LO", &data, &max_block, &base))
         return NULL;
@@ -311,11 +336,12 @@ static PyObject *fp_environ_from(PyObject *mod, PyObject *args)
         PyBuffer_Release(&data);
         return NULL;
     }
-    env = environ_of(data.buf, (size_t)data.len, max_block, base, &length, &info);
+    h.env = environ_of(data.buf, (size_t)data.len, max_block, base, &h);
+    h.nread = data.len;
     PyBuffer_Release(&data);
-    if (env == NULL || env == Py_None)
-        return env;
-    return Py_BuildValue("(NLL)", env, length, info);
+    if (h.env == NULL || h.env == Py_None)
+        return h.env;
+    return fp_head_tuple(&h);
 }
 
 /* Consume ``n`` bytes already peeked (they are queued: no waiting). */
@@ -339,52 +365,57 @@ static int consume_peeked(int fd, char *into, size_t n)
     return 0;
 }
 
-/* read_request(fd, buffer, max_block, base, timeout)
- *     -> (env, length, n, info, held) | int
+/* Read the vars block into ``buf`` and build the environ. nginx writes the
+ * packet right after connecting, so the first read nearly always brings all
+ * of it; otherwise this waits (GIL released) and reads on, with
+ * socket-timeout bounding the whole vars block, as handler._read_packet does.
  *
- * Reads the vars block into ``buffer`` and builds the environ. nginx writes
- * the packet right after connecting, so the first read nearly always brings
- * all of it; otherwise this waits (GIL released) and reads on, with
- * socket-timeout bounding the whole vars block, as handler.read_packet does.
- *
- * The reads are MSG_PEEK: the last ``held`` of the ``n`` bytes in ``buffer``
+ * The reads are MSG_PEEK: the last out->held of the out->nread bytes in buf
  * stay in the kernel's receive queue until the response is complete
- * (handler.py, "the held tail"). Closing a socket with unread data resets
- * the connection, on unix sockets as on TCP, so a response cut short (an
- * exception, a killed worker) reaches nginx as an error, never as a clean
- * end. An incomplete packet's bytes are consumed before waiting for more:
- * queued data would keep poll() from ever waiting.
+ * (uwsgigw/ending.py, "the held tail"). Closing a socket with unread data
+ * resets the connection, on unix sockets as on TCP, so a response cut short
+ * (an exception, a killed worker) reaches nginx as an error, never as a
+ * clean end. An incomplete packet's bytes are consumed before waiting for
+ * more: queued data would keep poll() from ever waiting.
  *
- * The int means "Python takes it from here", with nothing held: the number
- * of bytes in ``buffer`` (a protocol error or a bad CONTENT_LENGTH, which
- * Python explains; or EOF after that many bytes, 0 for none), or -2 when
- * socket-timeout passed before the block was complete. */
-static PyObject *read_request(int fd, PyObject *bufobj, long long max_block, PyObject *base,
-                              double timeout)
+ * FP_HANDOVER means "Python takes it from here", with nothing held: the
+ * out->nread bytes in buf are a protocol error or a bad CONTENT_LENGTH,
+ * which Python explains, or all that came before EOF (0: none). */
+int fp_read_head(int fd, PyObject *bufobj, long long max_block, PyObject *base,
+                 double timeout, fp_head *out)
 {
     Py_buffer buf;
-    long long length = 0, info = 0;
     double deadline = -1;
     size_t n = 0;
     ssize_t got;
     PyObject *env;
+    int rc;
 
     if (PyObject_GetBuffer(bufobj, &buf, PyBUF_WRITABLE) < 0)
-        return NULL;
+        return FP_ERROR;
     for (;;) {
         got = recv(fd, (char *)buf.buf + n, (size_t)buf.len - n, MSG_DONTWAIT | MSG_PEEK);
         if (got > 0) {
             int whole;
-            env = environ_of(buf.buf, n + (size_t)got, max_block, base, &length, &info);
+            env = environ_of(buf.buf, n + (size_t)got, max_block, base, out);
+            if (env == NULL) {
+                rc = FP_ERROR;
+                goto done;
+            }
             if (env != Py_None) {
-                n += (size_t)got;
-                break; /* the environ, or a Python error */
+                out->env = env;
+                out->nread = (Py_ssize_t)(n + (size_t)got);
+                out->held = got;
+                rc = FP_HEAD;
+                goto done;
             }
             Py_DECREF(env);
-            whole = uwsgi_decode(buf.buf, n + (size_t)got, max_block, &scratch) !=
+            whole = uwsgi_decode(buf.buf, n + (size_t)got, max_block, &fp_scratch) !=
                     UWSGI_NEED_DATA;
-            if (consume_peeked(fd, (char *)buf.buf + n, (size_t)got) < 0)
-                goto error;
+            if (consume_peeked(fd, (char *)buf.buf + n, (size_t)got) < 0) {
+                rc = FP_ERROR;
+                goto done;
+            }
             n += (size_t)got;
             if (whole || n == (size_t)buf.len)
                 goto hand_over; /* Python names the error */
@@ -393,55 +424,63 @@ static PyObject *read_request(int fd, PyObject *bufobj, long long max_block, PyO
         if (got == 0)
             goto hand_over; /* EOF after n bytes */
         if (errno == EINTR) {
-            if (PyErr_CheckSignals() < 0)
-                goto error;
+            if (PyErr_CheckSignals() < 0) {
+                rc = FP_ERROR;
+                goto done;
+            }
             continue;
         }
         if (errno != EAGAIN && errno != EWOULDBLOCK) {
             PyErr_SetFromErrno(PyExc_OSError);
-            goto error;
+            rc = FP_ERROR;
+            goto done;
         }
         {
             struct pollfd p = {fd, POLLIN, 0};
             int left_ms, r;
             if (deadline < 0)
-                deadline = now_monotonic() + timeout;
-            left_ms = (int)((deadline - now_monotonic()) * 1000) + 1;
-            if (left_ms <= 0)
-                goto timed_out;
+                deadline = fp_now_monotonic() + timeout;
+            left_ms = (int)((deadline - fp_now_monotonic()) * 1000) + 1;
+            if (left_ms <= 0) {
+                rc = FP_TIMEOUT;
+                goto done;
+            }
             Py_BEGIN_ALLOW_THREADS
             r = poll(&p, 1, left_ms);
             Py_END_ALLOW_THREADS
-            if (r == 0)
-                goto timed_out;
-            if (r < 0 && errno == EINTR && PyErr_CheckSignals() < 0)
-                goto error;
+            if (r == 0) {
+                rc = FP_TIMEOUT;
+                goto done;
+            }
+            if (r < 0 && errno == EINTR && PyErr_CheckSignals() < 0) {
+                rc = FP_ERROR;
+                goto done;
+            }
             if (r < 0 && errno != EINTR) {
                 PyErr_SetFromErrno(PyExc_OSError);
-                goto error;
+                rc = FP_ERROR;
+                goto done;
             }
         }
     }
-    PyBuffer_Release(&buf);
-    if (env == NULL)
-        return NULL;
-    return Py_BuildValue("(NLnLn)", env, length, (Py_ssize_t)n, info, (Py_ssize_t)got);
 hand_over:
+    out->nread = (Py_ssize_t)n;
+    out->held = 0;
+    rc = FP_HANDOVER;
+done:
     PyBuffer_Release(&buf);
-    return PyLong_FromSsize_t((Py_ssize_t)n);
-timed_out:
-    PyBuffer_Release(&buf);
-    return PyLong_FromLong(-2);
-error:
-    PyBuffer_Release(&buf);
-    return NULL;
+    return rc;
 }
 
-static PyObject *fp_read_request(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+/* read_request(fd, buffer, max_block, base, timeout) -> RequestHead | int;
+ * raises TimeoutError when socket-timeout passed before the vars block was
+ * complete. The int: fp_read_head's FP_HANDOVER, the bytes in the buffer. */
+PyObject *fp_read_request(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
 {
     int fd;
     long long max_block;
     double timeout;
+    fp_head h = {0};
 
     if (nargs != 5) {
         PyErr_SetString(PyExc_TypeError, "read_request(fd, buffer, max_block, base, timeout)");
@@ -452,10 +491,20 @@ static PyObject *fp_read_request(PyObject *mod, PyObject *const *args, Py_ssize_
     timeout = PyFloat_AsDouble(args[4]);
     if (PyErr_Occurred() || parse_base(args[3]) < 0)
         return NULL;
-    return read_request(fd, args[1], max_block, args[3], timeout);
+    switch (fp_read_head(fd, args[1], max_block, args[3], timeout, &h)) {
+    case FP_HEAD:
+        return fp_head_tuple(&h);
+    case FP_HANDOVER:
+        return PyLong_FromSsize_t(h.nread);
+    case FP_TIMEOUT:
+        PyErr_SetString(PyExc_TimeoutError, "vars block not complete within socket-timeout");
+        return NULL;
+    default:
+        return NULL;
+    }
 }
 
-static PyObject *fp_accept(PyObject *mod, PyObject *arg)
+PyObject *fp_accept(PyObject *mod, PyObject *arg)
 {
     int lfd = PyLong_AsLong(arg), fd;
 

@@ -1,32 +1,30 @@
 /*
- * Exchange: PEP 3333 start_response/write and the response head: part of csrc/fastpath.c, the one translation unit of
- * uwsgigw._fastpath. It is #included there (after the shared hooks and
- * interned strings) and never compiled alone.
+ * Exchange: PEP 3333 start_response/write and the response head, in C
+ * (handler._Exchange's twin; declarations in fastpath.h).
  */
+#include "fastpath.h"
 
-/* ------------------------------------------------------------ Exchange -- */
+#include <errno.h>
+#include <poll.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
 
-typedef struct {
-    PyObject_HEAD
-    int fd;
-    int head_only;
-    double timeout;
-    PyObject *pending; /* (status, headers) once start_response ran */
-    int sent;
-    long long tx;
-    int headers_count;
-    int head_size;
-    int status;
-    int aborted; /* cut short after the head: close without finishing (ending.py) */
-} Exchange;
-
-static PyTypeObject ExchangeType;
-
-static double now_monotonic(void)
+PyObject *fp_new_exchange(int fd, int head_only, double timeout)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec / 1e9;
+    Exchange *x = PyObject_GC_New(Exchange, &ExchangeType);
+    if (x == NULL)
+        return NULL;
+    x->fd = fd;
+    x->head_only = head_only;
+    x->timeout = timeout;
+    x->pending = NULL;
+    x->sent = 0;
+    x->tx = 0;
+    x->headers_count = x->head_size = x->status = 0;
+    x->aborted = 0;
+    PyObject_GC_Track(x);
+    return (PyObject *)x;
 }
 
 /* Send every byte of iov[0:cnt]: one non-blocking sendmsg() in the common
@@ -57,8 +55,8 @@ static int send_iov(Exchange *x, struct iovec *iov, int cnt)
                 return -1;
             }
             if (deadline < 0)
-                deadline = now_monotonic() + x->timeout;
-            left_ms = (int)((deadline - now_monotonic()) * 1000) + 1;
+                deadline = fp_now_monotonic() + x->timeout;
+            left_ms = (int)((deadline - fp_now_monotonic()) * 1000) + 1;
             if (left_ms <= 0) {
                 PyErr_SetString(PyExc_TimeoutError, "timed out");
                 return -1;
@@ -231,7 +229,7 @@ static PyObject *make_head(Exchange *x, int *count)
         Py_DECREF(pending);
         return head;
     }
-    res = PyObject_CallFunctionObjArgs(py_build_head, PyTuple_GET_ITEM(pending, 0),
+    res = PyObject_CallFunctionObjArgs(fp.build_head, PyTuple_GET_ITEM(pending, 0),
                                        PyTuple_GET_ITEM(pending, 1), NULL);
     Py_DECREF(pending);
     if (res == NULL)
@@ -312,7 +310,7 @@ static PyObject *Exchange_start_response(Exchange *x, PyObject *const *args,
     Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
 
     if (nargs + nkw < 2 || nargs + nkw > 3 || nargs < 2 ||
-        (nkw == 1 && !is_str(PyTuple_GET_ITEM(kwnames, 0), "exc_info", 8))) {
+        (nkw == 1 && !fp_is_str(PyTuple_GET_ITEM(kwnames, 0), "exc_info", 8))) {
         PyErr_SetString(PyExc_TypeError,
                         "start_response(status, headers, exc_info=None)");
         return NULL;
@@ -341,18 +339,18 @@ static PyObject *Exchange_start_response(Exchange *x, PyObject *const *args,
             return NULL;
         }
     } else if (x->pending != NULL) {
-        PyErr_SetString(HeadersAlreadySent, "start_response() called twice without exc_info");
+        PyErr_SetString(fp.HeadersAlreadySent, "start_response() called twice without exc_info");
         return NULL;
     }
     Py_XSETREF(x->pending, PyTuple_Pack(2, status, headers));
     if (x->pending == NULL)
         return NULL;
-    return PyObject_GetAttr((PyObject *)x, s_write);
+    return PyObject_GetAttr((PyObject *)x, fp.write);
 }
 
 /* send_result(result) -> True, or False for a FileWrapper the caller
  * sendfile()s. The handler's former _send_result, in C. */
-static PyObject *Exchange_send_result(Exchange *x, PyObject *result)
+PyObject *Exchange_send_result(Exchange *x, PyObject *result)
 {
     PyTypeObject *kind = Py_TYPE(result);
 
@@ -407,7 +405,7 @@ static PyObject *Exchange_send_result(Exchange *x, PyObject *result)
             Py_RETURN_TRUE;
         }
     }
-    if ((PyObject *)kind == FileWrapperType)
+    if ((PyObject *)kind == fp.FileWrapper)
         Py_RETURN_FALSE; /* the handler decides: sendfile() or iterate */
     {
         PyObject *it = PyObject_GetIter(result), *chunk;
@@ -497,7 +495,7 @@ static PyMemberDef Exchange_members[] = {
     {"aborted", T_BOOL, offsetof(Exchange, aborted), 0, NULL},
     {NULL}};
 
-static PyTypeObject ExchangeType = {
+PyTypeObject ExchangeType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "uwsgigw._fastpath.Exchange",
     .tp_doc = "The response state of one request (handler._Exchange in C).",

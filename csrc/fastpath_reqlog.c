@@ -1,16 +1,16 @@
 /*
- * uWSGI's default request line: part of csrc/fastpath.c, the one translation unit of
- * uwsgigw._fastpath. It is #included there (after the shared hooks and
- * interned strings) and never compiled alone.
+ * uWSGI's default request line, built in C from a request record (the
+ * record and its fields: uwsgigw/record.py; declarations in fastpath.h).
+ *
+ * reqlog.default_line is the Python version: one %-format plus an
+ * isprintable() check and an encode, ~2.5 us per request; this is a few
+ * hundred ns, and the C core calls it with no Python call at all.
  */
+#include "fastpath.h"
 
-/* ------------------------------------------------------ the request log -- */
-
-/* uWSGI's default request line (reqlog.default_line) built in C: the
- * Python version is one %-format plus an isprintable() check and an encode,
- * ~2.5 us per request; this is a few hundred ns. Returns the line as bytes
- * (newline included), or None when a string is not latin-1 (an app put
- * one into the environ): reqlog's Python path then escapes it. */
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
 
 typedef struct {
     char *p, *end;
@@ -72,120 +72,174 @@ static int put_text(out_buf *o, PyObject *s)
     return 0;
 }
 
-static PyObject *s_REMOTE_ADDR, *s_REMOTE_USER, *s_REQUEST_METHOD, *s_REQUEST_URI,
-    *s_SERVER_PROTOCOL;
+/* time.ctime(sec) (uWSGI's [ctime]), computed once per second and kept in
+ * C: the C core writes a line without calling Python. The GIL is held. */
+static PyObject *ctime_text(double t)
+{
+    static long long cached_sec = -1;
+    static PyObject *cached;
+    long long sec = (long long)t;
+
+    if (sec != cached_sec || cached == NULL) {
+        time_t tt = (time_t)sec;
+        struct tm tm;
+        char text[64];
+        PyObject *fresh;
+        if (localtime_r(&tt, &tm) == NULL || strftime(text, sizeof text, "%a %b %e %H:%M:%S %Y",
+                                                      &tm) == 0)
+            return PyUnicode_FromString("?");
+        fresh = PyUnicode_FromString(text);
+        if (fresh == NULL)
+            return NULL;
+        Py_XSETREF(cached, fresh);
+        cached_sec = sec;
+    }
+    Py_INCREF(cached);
+    return cached;
+}
 
 static PyObject *env_get(PyObject *env, PyObject *key)
 {
     return PyDict_GetItemWithError(env, key); /* borrowed; NULL if missing */
 }
 
-/* uwsgi_line(env, info, exchange, pid, requests, total, ctime, msecs, core) */
-/* The line for one request; v: pid, requests, total, msecs, core. */
-static PyObject *uwsgi_line(PyObject *env, long long info, Exchange *x, const long long v[5],
-                            PyObject *ctime)
+PyObject *fp_default_line(const fp_record *r)
 {
-    PyObject *uri, *out;
+    PyObject *env = r->env, *uri, *ctime, *out = NULL;
     int i, rc = 0;
     char stack[2048];
     char *buf = stack;
     Py_ssize_t cap = sizeof stack, need = 512;
     out_buf o;
 
-    uri = env_get(env, s_REQUEST_URI);
+    uri = env_get(env, fp.REQUEST_URI);
     if (uri == NULL || (PyUnicode_Check(uri) && PyUnicode_GET_LENGTH(uri) == 0))
-        uri = env_get(env, s_PATH_INFO); /* env.get("REQUEST_URI") or PATH_INFO */
+        uri = env_get(env, fp.PATH_INFO); /* env.get("REQUEST_URI") or PATH_INFO */
     if (PyErr_Occurred())
         return NULL;
+    ctime = ctime_text(r->started);
+    if (ctime == NULL)
+        return NULL;
     {   /* worst case: every byte escaped to 4 */
-        PyObject *parts[6] = {env_get(env, s_REMOTE_ADDR), env_get(env, s_REMOTE_USER),
-                              env_get(env, s_REQUEST_METHOD), uri,
-                              env_get(env, s_SERVER_PROTOCOL), ctime};
+        PyObject *parts[6] = {env_get(env, fp.REMOTE_ADDR), env_get(env, fp.REMOTE_USER),
+                              env_get(env, fp.REQUEST_METHOD), uri,
+                              env_get(env, fp.SERVER_PROTOCOL), ctime};
         if (PyErr_Occurred())
-            return NULL;
+            goto done;
         for (i = 0; i < 6; i++) {
             if (parts[i] != NULL && PyUnicode_Check(parts[i]))
                 need += 4 * PyUnicode_GET_LENGTH(parts[i]);
         }
         if (need > cap) {
             buf = PyMem_Malloc(need);
-            if (buf == NULL)
-                return PyErr_NoMemory();
+            if (buf == NULL) {
+                PyErr_NoMemory();
+                goto done;
+            }
             cap = need;
         }
         o.p = buf;
         o.end = buf + cap;
         rc |= put_lit(&o, "[pid: ");
-        rc |= put_num(&o, v[0]);
+        rc |= put_num(&o, r->pid);
         rc |= put_lit(&o, "|app: 0|req: ");
-        rc |= put_num(&o, v[1]);
+        rc |= put_num(&o, r->requests);
         rc |= put_lit(&o, "/");
-        rc |= put_num(&o, v[2]);
+        rc |= put_num(&o, r->total);
         rc |= put_lit(&o, "] ");
         rc |= put_text(&o, parts[0]);
         rc |= put_lit(&o, " (");
         rc |= put_text(&o, parts[1]);
         rc |= put_lit(&o, ") {");
-        rc |= put_num(&o, info >> 42);
+        rc |= put_num(&o, r->nvars);
         rc |= put_lit(&o, " vars in ");
-        rc |= put_num(&o, ((info >> 17) & 0x1FFFF) - 4);
+        rc |= put_num(&o, r->pktsize);
         rc |= put_lit(&o, " bytes} [");
         rc |= put_text(&o, parts[5]);
         rc |= put_lit(&o, "] ");
-        if (parts[2] == NULL) { /* env["REQUEST_METHOD"]: always set by base */
-            PyErr_SetObject(PyExc_KeyError, s_REQUEST_METHOD);
-            goto fail;
-        }
         rc |= put_text(&o, parts[2]);
         rc |= put_lit(&o, " ");
         rc |= put_text(&o, parts[3]);
         rc |= put_lit(&o, " => generated ");
-        rc |= put_num(&o, x->tx - x->head_size);
+        rc |= put_num(&o, r->tx - r->head_size);
         rc |= put_lit(&o, " bytes in ");
-        rc |= put_num(&o, v[3]);
+        rc |= put_num(&o, (long long)(r->elapsed * 1000));
         rc |= put_lit(&o, " msecs (");
         rc |= put_text(&o, parts[4]);
         rc |= put_lit(&o, " ");
-        rc |= put_num(&o, x->status);
+        rc |= put_num(&o, r->status);
         rc |= put_lit(&o, ") ");
-        rc |= put_num(&o, x->headers_count);
+        rc |= put_num(&o, r->headers_count);
         rc |= put_lit(&o, " headers in ");
-        rc |= put_num(&o, x->head_size);
+        rc |= put_num(&o, r->head_size);
         rc |= put_lit(&o, " bytes (1 switches on core ");
-        rc |= put_num(&o, v[4]);
+        rc |= put_num(&o, r->core);
         rc |= put_lit(&o, ")\n");
     }
     if (rc != 0) { /* a str that is not latin-1 (or not a str): Python's turn */
-        if (buf != stack)
-            PyMem_Free(buf);
-        Py_RETURN_NONE;
+        Py_INCREF(Py_None);
+        out = Py_None;
+    } else {
+        out = PyBytes_FromStringAndSize(buf, o.p - buf);
     }
-    out = PyBytes_FromStringAndSize(buf, o.p - buf);
+done:
     if (buf != stack)
         PyMem_Free(buf);
+    Py_DECREF(ctime);
     return out;
-fail:
-    if (buf != stack)
-        PyMem_Free(buf);
-    return NULL;
 }
 
-static PyObject *fp_uwsgi_line(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+/* fp_record <-> record.RequestRecord: a tuple read by position (the order is
+ * checked against the type's _fields at init). */
+enum { R_ENV, R_STATUS, R_TX, R_HEAD_SIZE, R_HEADERS, R_NVARS, R_PKTSIZE, R_MODIFIER1,
+       R_STARTED, R_ELAPSED, R_PID, R_WORKER_ID, R_CORE, R_REQUESTS, R_TOTAL, R_FIELDS };
+
+PyObject *fp_record_tuple(const fp_record *r)
 {
-    long long info, v[5];
+    PyObject *args[R_FIELDS], *record = NULL;
+    long long ints[R_FIELDS] = {0, r->status, r->tx, r->head_size, r->headers_count, r->nvars,
+                                r->pktsize, r->modifier1, 0, 0, r->pid, r->worker_id,
+                                r->core, r->requests, r->total};
+    int i, ok = 1;
+
+    args[R_ENV] = r->env;
+    Py_INCREF(r->env);
+    for (i = 1; i < R_FIELDS; i++) {
+        if (i == R_STARTED || i == R_ELAPSED)
+            args[i] = PyFloat_FromDouble(i == R_STARTED ? r->started : r->elapsed);
+        else
+            args[i] = PyLong_FromLongLong(ints[i]);
+        ok = ok && args[i] != NULL;
+    }
+    if (ok)
+        record = PyObject_Vectorcall(fp.RequestRecord, args, R_FIELDS, NULL);
+    for (i = 0; i < R_FIELDS; i++)
+        Py_XDECREF(args[i]);
+    return record;
+}
+
+/* uwsgi_line(record) -> bytes | None: the line for a record.RequestRecord
+ * (reqlog._default_emit, for the Python paths). */
+PyObject *fp_uwsgi_line(PyObject *mod, PyObject *record)
+{
+    fp_record r;
+    long long *ints[R_FIELDS] = {NULL, &r.status, &r.tx, &r.head_size, &r.headers_count,
+                                 &r.nvars, &r.pktsize, &r.modifier1, NULL, NULL, &r.pid,
+                                 &r.worker_id, &r.core, &r.requests, &r.total};
     int i;
 
-    if (nargs != 9 || !PyDict_Check(args[0])) {
-        PyErr_SetString(PyExc_TypeError, "uwsgi_line(env, info, exchange, pid, requests, "
-                                         "total, ctime, msecs, core)");
+    if (!PyTuple_Check(record) || PyTuple_GET_SIZE(record) != R_FIELDS ||
+        !PyDict_Check(PyTuple_GET_ITEM(record, R_ENV))) {
+        PyErr_SetString(PyExc_TypeError, "uwsgi_line(record): a record.RequestRecord");
         return NULL;
     }
-    if (Py_TYPE(args[2]) != &ExchangeType)
-        Py_RETURN_NONE; /* the Python exchange: reqlog formats it */
-    info = PyLong_AsLongLong(args[1]);
-    for (i = 0; i < 5; i++) /* pid, requests, total, msecs, core (skipping ctime) */
-        v[i] = PyLong_AsLongLong(args[i < 3 ? 3 + i : 4 + i]);
+    r.env = PyTuple_GET_ITEM(record, R_ENV);
+    r.started = PyFloat_AsDouble(PyTuple_GET_ITEM(record, R_STARTED));
+    r.elapsed = PyFloat_AsDouble(PyTuple_GET_ITEM(record, R_ELAPSED));
+    for (i = 1; i < R_FIELDS; i++)
+        if (ints[i] != NULL)
+            *ints[i] = PyLong_AsLongLong(PyTuple_GET_ITEM(record, i));
     if (PyErr_Occurred())
         return NULL;
-    return uwsgi_line(args[0], info, (Exchange *)args[2], v, args[6]);
+    return fp_default_line(&r);
 }

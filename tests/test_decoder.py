@@ -278,10 +278,13 @@ def test_error_contract():
     assert "uwsgi_pass" in str(errors.HttpOnUwsgiSocket(b"GET "))
     for name in errors.__all__:
         cls = getattr(errors, name)
-        if name != "NeedData":
+        if name not in ("NeedData", "ClientDisconnected"):
             assert issubclass(cls, errors.ProtocolError)
             assert cls.reason and cls.status_hint in (400, 413, 431)
     assert not issubclass(errors.NeedData, BaseException)
+    # the client leaving is no protocol error: an OSError (ASGI spec 2.4)
+    assert issubclass(errors.ClientDisconnected, OSError)
+    assert not issubclass(errors.ClientDisconnected, errors.ProtocolError)
 
 
 @pytest.mark.parametrize("exc", [

@@ -23,7 +23,8 @@ from packet_builder import PACKETS, build_packet
 
 from uwsgigw import decoder_py
 from uwsgigw.environ import base_environ
-from uwsgigw.handler import _Exchange, packet_info
+from uwsgigw.handler import _Exchange
+from uwsgigw.record import RequestRecord
 from uwsgigw.response import FileWrapper, HeadersAlreadySent, ResponseError
 
 try:
@@ -45,7 +46,7 @@ BASE = base_environ(errors=None, file_wrapper=FileWrapper, multithread=False,
 
 
 def python_environ(data: bytes, max_block: int = 65535):
-    """What the Python path makes of ``data``: (env, length, info) or None."""
+    """What the Python path makes of ``data``: a RequestHead, or None."""
     return fuzz_decoder.python_environ(decoder_py.decode, data, max_block, BASE)
 
 
@@ -94,7 +95,7 @@ def test_repeated_headers_join_and_base_defaults_are_replaced():
     data = build_packet([(b"REQUEST_METHOD", b"POST"), (b"HTTP_COOKIE", b"a=1"),
                          (b"HTTP_X", b"1"), (b"HTTP_COOKIE", b"b=2"), (b"HTTP_X", b"2"),
                          (b"REQUEST_METHOD", b"PUT"), (b"CONTENT_LENGTH", b"3")])
-    env, length, _ = fastpath.environ_from(data, 65535, BASE)
+    env, length = fastpath.environ_from(data, 65535, BASE)[:2]
     assert env["HTTP_COOKIE"] == "a=1; b=2" and env["HTTP_X"] == "1, 2"
     assert env["REQUEST_METHOD"] == "POST, PUT"  # repeated in the request itself
     assert length == 3 and env["SCRIPT_NAME"] == "" and BASE["REQUEST_METHOD"] == "GET"
@@ -104,7 +105,7 @@ def test_key_cache_overflow_keeps_every_name_right():
     """More distinct names than the cache holds (512): each still decodes."""
     for start in range(0, 2000, 100):
         pairs = [(b"HTTP_N%d" % i, b"%d" % i) for i in range(start, start + 100)]
-        env, _, _ = fastpath.environ_from(build_packet(pairs), 65535, BASE)
+        env = fastpath.environ_from(build_packet(pairs), 65535, BASE).env
         assert all(env["HTTP_N%d" % i] == str(i) for i in range(start, start + 100))
 
 
@@ -128,10 +129,13 @@ def test_read_request_reports_what_python_must_take_over():
     a, b = socket.socketpair()
     with a, b:
         b.sendall(data)
-        env, length, n, info, held = read_request(a, buf)
+        head = read_request(a, buf)
+        env, length, n, held = head.env, head.length, head.nread, head.held
         assert (env["REQUEST_METHOD"], length, n, held) == ("POST", 4, len(data), len(data))
         assert buf[n - 4:n] == b"body"  # the body's start stays in the buffer for Python
-        assert info == packet_info(decoder_py.decode(data, 65535))
+        packet = decoder_py.decode(data, 65535)
+        assert (head.consumed, head.nvars, head.modifier1) == (
+            packet.consumed, len(packet.items), packet.modifier1)
         # Read with MSG_PEEK: all of it is still queued (the held tail, ending.py).
         assert a.recv(65536, socket.MSG_DONTWAIT | socket.MSG_PEEK) == data
         a.recv(65536)
@@ -157,7 +161,8 @@ def test_read_request_waits_for_the_rest_within_socket_timeout():
     with a, b:
         b.sendall(data[:5])
         threading.Timer(0.2, lambda: b.sendall(data[5:])).start()
-        env, length, n, _, held = read_request(a, buf)
+        head = read_request(a, buf)
+        env, length, n, held = head.env, head.length, head.nread, head.held
         assert (env["PATH_INFO"], length, n) == ("/slow", 0, len(data))
         # The first 5 bytes were consumed before waiting (queued bytes would
         # keep poll() from waiting); the rest is still queued.
@@ -167,7 +172,8 @@ def test_read_request_waits_for_the_rest_within_socket_timeout():
     with a, b:
         b.sendall(data[:5])  # then silence
         started = time.monotonic()
-        assert read_request(a, buf, timeout=0.3) == -2
+        with pytest.raises(TimeoutError):
+            read_request(a, buf, timeout=0.3)
         assert 0.25 < time.monotonic() - started < 2.0
 
 
@@ -352,14 +358,10 @@ def test_file_wrapper_is_left_to_the_handler():
 
 # -- the request log line ----------------------------------------------------------------
 
-def python_line(env, info, x, pid, requests, total, ctime, msecs, core) -> bytes:
+def python_line(record) -> bytes:
     """reqlog's Python steps for the default line (default_line + escaping)."""
-    import types
-
     from uwsgigw import reqlog
-    h = types.SimpleNamespace(ctx=types.SimpleNamespace(pid=pid), requests=requests, core=core)
-    line = reqlog.default_line(h, env, info, x, 0.0, msecs / 1000 + 0.0001, total)
-    line = line.replace(reqlog.ctime(0.0), ctime)
+    line = reqlog.default_line(record)
     if not line.isprintable():
         line = reqlog._CTRL.sub(reqlog._ctrl_escape, line)
     return (line + "\n").encode("latin-1", "backslashreplace")
@@ -369,35 +371,29 @@ TEXT = st.text(st.characters(max_codepoint=0xFF), max_size=30)
 
 
 @settings(max_examples=300, deadline=None)
-@given(addr=TEXT, user=st.one_of(st.none(), TEXT), method=TEXT, uri=st.one_of(st.none(), TEXT),
-       path=st.one_of(st.none(), TEXT), proto=st.one_of(st.none(), TEXT),
-       numbers=st.tuples(*[st.integers(0, 10**9)] * 5), nvars=st.integers(0, 2000))
-def test_uwsgi_line_matches_python(addr, user, method, uri, path, proto, numbers, nvars):
-    env = {"REMOTE_ADDR": addr, "REQUEST_METHOD": method}
+@given(addr=TEXT, user=st.one_of(st.none(), TEXT), method=st.one_of(st.none(), TEXT),
+       uri=st.one_of(st.none(), TEXT), path=st.one_of(st.none(), TEXT),
+       proto=st.one_of(st.none(), TEXT), numbers=st.tuples(*[st.integers(0, 10**9)] * 9),
+       started=st.floats(0, 4e9), elapsed=st.floats(0, 1e4))
+def test_uwsgi_line_matches_python(addr, user, method, uri, path, proto, numbers, started,
+                                   elapsed):
+    env = {"REMOTE_ADDR": addr}
     for key, value in (("REMOTE_USER", user), ("REQUEST_URI", uri), ("PATH_INFO", path),
-                       ("SERVER_PROTOCOL", proto)):
+                       ("SERVER_PROTOCOL", proto), ("REQUEST_METHOD", method)):
         if value is not None:
             env[key] = value
-    a, b = socket.socketpair()
-    with a, b:
-        x = fastpath.Exchange(a.fileno(), False, 1.0)
-        x.start_response("201 Created", [("X-A", "1")])
-        x.send_result([b"hello"])
-    info = 600 << 17 | nvars << 42
-    pid, requests, total, msecs, core = numbers
-    ctime = "Sun Nov 22 07:25:29 2026"
-    got = fastpath.uwsgi_line(env, info, x, pid, requests, total, ctime, msecs, core)
-    assert got == python_line(env, info, x, pid, requests, total, ctime, msecs, core)
+    status, head_size, headers, nvars, pktsize, pid, core, requests, total = numbers
+    record = RequestRecord(env, status, head_size + 5, head_size, headers, nvars, pktsize, 0,
+                           started, elapsed, pid, 2, core, requests, total)
+    assert fastpath.uwsgi_line(record) == python_line(record)
 
 
 def test_uwsgi_line_leaves_the_unusual_to_python():
-    a, b = socket.socketpair()
-    with a, b:
-        x = fastpath.Exchange(a.fileno(), False, 1.0)
-    args = (0, x, 1, 2, 3, "Sun Nov 22 07:25:29 2026", 4, 0)
-    assert fastpath.uwsgi_line({"REQUEST_METHOD": "GET", "REQUEST_URI": "/\u20ac"}, *args) is None
-    assert fastpath.uwsgi_line({"REQUEST_METHOD": "GET", "REMOTE_USER": None}, *args) is None
-    py_x = _Exchange(None, False, 1.0)  # the Python twin: reqlog formats it
-    assert fastpath.uwsgi_line({"REQUEST_METHOD": "GET"}, 0, py_x, *args[2:]) is None
-    with pytest.raises(KeyError):
-        fastpath.uwsgi_line({}, *args)
+    def record(env):
+        return RequestRecord(env, 200, 10, 5, 1, 2, 30, 0, time.time(), 0.001, 1, 1, 0, 1, 1)
+    assert fastpath.uwsgi_line(record({"REQUEST_URI": "/\u20ac"})) is None  # not latin-1
+    assert fastpath.uwsgi_line(record({"REMOTE_USER": None})) is None  # not a str
+    with pytest.raises(TypeError):
+        fastpath.uwsgi_line(("not", "a", "record"))
+
+

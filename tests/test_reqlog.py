@@ -21,30 +21,23 @@ from conftest import nginx_vars, uwsgi_request, wait_until
 from test_master_support import APP, raw_get
 
 from uwsgigw import log, reqlog
-from uwsgigw.decoder_py import Packet
-from uwsgigw.handler import packet_info
+from uwsgigw.record import RequestRecord
 
 PLAIN = "plain_apps:application"
 
 
 # -- stand-ins for one finished request ---------------------------------------------
 
-def fake_request(env: dict | None = None, status=200, tx=150, head_size=100, headers=3,
-                 pid=4242, wid=2, core=1, requests=7):
-    env = dict(env or nginx_vars(uri="/a/b?c=d", HTTP_USER_AGENT="curl/8"))
-    items = []
-    for k, v in env.items():
-        items += [k, v]
-    block = sum(4 + len(k) + len(v) for k, v in env.items())
-    packet = packet_info(Packet(0, 0, 4 + block, items))  # what the handler passes
-    exchange = types.SimpleNamespace(status=status, tx=tx, head_size=head_size,
-                                     headers_count=headers)
-    handler = types.SimpleNamespace(ctx=types.SimpleNamespace(pid=pid, worker_id=wid),
-                                    core=core, requests=requests)
-    return handler, env, packet, exchange
-
-
 START = 1700000000.25  # a fixed request start (epoch seconds)
+
+
+def fake_request(env: dict | None = None, status=200, tx=150, head_size=100, headers=3,
+                 pid=4242, wid=2, core=1, requests=7) -> RequestRecord:
+    """A finished request's record, as every driver hands it to reqlog.emit."""
+    env = dict(env or nginx_vars(uri="/a/b?c=d", HTTP_USER_AGENT="curl/8"))
+    block = sum(4 + len(k) + len(v) for k, v in env.items())
+    return RequestRecord(env, status, tx, head_size, headers, 2 * len(env), block, 0, START,
+                         0.0, pid, wid, core, requests, 0)
 
 
 @pytest.fixture
@@ -67,8 +60,9 @@ def captured(monkeypatch):
 # -- the default line -----------------------------------------------------------------
 
 def test_default_line_is_uwsgis_format_exactly():
-    h, env, p, x = fake_request()
-    line = reqlog.default_line(h, env, p, x, START, 0.0123, 99)
+    r = fake_request()
+    env = r.env
+    line = reqlog.default_line(r._replace(elapsed=0.0123, total=99))
     vars_bytes = sum(4 + len(k) + len(v) for k, v in env.items())
     # uWSGI's var_cnt counts keys and values: 15 vars make "30 vars"
     assert line == (
@@ -79,8 +73,8 @@ def test_default_line_is_uwsgis_format_exactly():
 
 def test_default_emit_writes_one_line_with_the_clients_bytes(captured):
     uri = "/caf\xc3\xa9?q=\x1b[31mred"  # UTF-8 bytes as PEP 3333 latin-1, an ESC
-    h, env, p, x = fake_request(nginx_vars(uri=uri, REMOTE_USER="bob"))
-    reqlog.build_emit(None)(h, env, p, x, START, 0.001, 1)
+    r = fake_request(nginx_vars(uri=uri, REMOTE_USER="bob"))
+    reqlog.build_emit(None)(r._replace(elapsed=0.001, total=1))
     data = captured()
     assert data.count(b"\n") == 1 and data.endswith(b"\n")
     assert b" 127.0.0.1 (bob) {" in data
@@ -93,12 +87,12 @@ def test_default_emit_writes_one_line_with_the_clients_bytes(captured):
 def test_log_format_variables():
     env = nginx_vars(method="POST", uri="/p?x=1", body=b"12345", HTTP_HOST="ex.org",
                      HTTP_USER_AGENT="UA/1", HTTP_REFERER="http://r/", HTTP_X_ID="abc")
-    h, env, p, x = fake_request(env, status=201, tx=160, head_size=60, headers=4)
+    r = fake_request(env, status=201, tx=160, head_size=60, headers=4)
     names = ("addr user host method uri proto uagent referer status size rsize hsize "
              "headers cl msecs micros secs time tmsecs tmicros pid wid core switches vars "
              "pktsize modifier1 modifier2 werr rerr ioerr var.HTTP_X_ID var.NOPE").split()
     fmt = "|".join("%%(%s)" % n for n in names)
-    got = dict(zip(names, reqlog.compile_format(fmt)(h, env, p, x, START, 0.0025, 9)
+    got = dict(zip(names, reqlog.compile_format(fmt)(r._replace(elapsed=0.0025, total=9))
                    .split("|")))
     assert got == {
         "addr": "127.0.0.1", "user": "-", "host": "ex.org", "method": "POST",
@@ -114,15 +108,15 @@ def test_log_format_variables():
 
 
 def test_log_format_times_text_and_literal_percent():
-    h, env, p, x = fake_request()
+    r = fake_request()
     line = reqlog.compile_format("100%% [%(ltime)] [%(ctime)] %(epoch) %(nosuch) 5%")(
-        h, env, p, x, START, 0.0, 1)
+        r._replace(elapsed=0.0, total=1))
     lt = time.strftime("%d/%b/%Y:%H:%M:%S %z", time.localtime(START))
     m = re.fullmatch(r"100%% \[(.*)\] \[(.*)\] (\d+) - 5%", line)  # "%%" stays, as in uWSGI
     assert m, line
     assert m.group(1) == lt and m.group(2) == time.ctime(START)
     assert abs(int(m.group(3)) - time.time()) < 5
-    assert reqlog.compile_format("no placeholders, 50%")(h, env, p, x, START, 0, 1) == \
+    assert reqlog.compile_format("no placeholders, 50%")(r._replace(elapsed=0, total=1)) == \
         "no placeholders, 50%"
 
 
@@ -143,8 +137,8 @@ NASTY_UA = 'Agent "quoted" \\back\\ \t tab \xe2\x82\xac euro \x7f'
 
 def test_json_line_escapes_quotes_backslashes_controls_and_non_ascii():
     env = nginx_vars(uri=NASTY_URI, HTTP_USER_AGENT=NASTY_UA, HTTP_X_REQUEST_ID="rid-1")
-    h, env, p, x = fake_request(env)
-    line = reqlog.compile_json(reqlog.JSON_FIELDS)(h, env, p, x, START, 0.0042, 3)
+    r = fake_request(env)
+    line = reqlog.compile_json(reqlog.JSON_FIELDS)(r._replace(elapsed=0.0042, total=3))
     assert line.isascii() and "\n" not in line
     obj = json.loads(line)
     # valid UTF-8 comes back as text; other bytes as U+0080..U+00FF
@@ -158,9 +152,9 @@ def test_json_line_escapes_quotes_backslashes_controls_and_non_ascii():
 
 
 def test_json_with_log_format_uses_its_names_as_keys():
-    h, env, p, x = fake_request()
+    r = fake_request()
     obj = json.loads(reqlog.compile_json(["addr", "status", "secs", "var.HTTP_HOST"])(
-        h, env, p, x, START, 0.5, 1))
+        r._replace(elapsed=0.5, total=1)))
     assert list(obj) == ["timestamp", "type", "request_id", "wid", "addr", "status",
                          "secs", "var.HTTP_HOST"]
     assert obj["secs"] == 0.5 and obj["var.HTTP_HOST"] == "localhost"
@@ -187,10 +181,10 @@ def test_generated_request_ids_are_unique_and_differ_per_process():
 @pytest.mark.parametrize("status, elapsed, logged", [
     (200, 0.01, False), (404, 0.01, True), (500, 0.01, False), (200, 0.3, True)])
 def test_disable_logging_filters(captured, status, elapsed, logged):
-    h, env, p, x = fake_request(status=status)
+    r = fake_request(status=status)
     emit = reqlog.build_filter(reqlog.build_emit(None), log_4xx=True, log_5xx=False,
                                slow_ms=250)
-    emit(h, env, p, x, START, elapsed, 1)
+    emit(r._replace(elapsed=elapsed, total=1))
     assert bool(captured()) is logged
     assert reqlog.build_filter(reqlog.build_emit(None), False, False, 0) is None
 
@@ -208,7 +202,6 @@ def test_setup_chooses_emit_and_filter():
 
 
 def test_memory_report_prefix():
-    h, env, p, x = fake_request()
     text = reqlog.memory_prefix()
     m = re.fullmatch(r"\{address space usage: (\d+) bytes/(\d+)MB\} "
                      r"\{rss usage: (\d+) bytes/(\d+)MB\} ", text)

@@ -21,9 +21,7 @@ import socket
 import tempfile
 import time
 
-
-class ClientDisconnected(OSError):
-    """nginx closed the connection before sending the whole body."""
+from .errors import ClientDisconnected
 
 
 def _recv_some(sock: socket.socket, limit: int) -> bytes:
@@ -166,6 +164,12 @@ def read_to_memory(sock: socket.socket, prefix: bytes, length: int) -> io.BytesI
 _MIN_SPOOL_READ = 256 * 1024
 
 
+def spool_read_size(bufsize: int) -> int:
+    """The read size while spooling a body: ``post-buffering-bufsize``, at
+    least :data:`_MIN_SPOOL_READ`."""
+    return max(bufsize, _MIN_SPOOL_READ)
+
+
 def read_to_tempfile(sock: socket.socket, prefix: bytes, length: int, bufsize: int):
     """Spool the body to an anonymous temp file (mode 0600, unlinked at birth).
 
@@ -176,7 +180,7 @@ def read_to_tempfile(sock: socket.socket, prefix: bytes, length: int, bufsize: i
     try:
         spool.write(prefix)
         left = length - len(prefix)
-        buf = bytearray(max(1, min(max(bufsize, _MIN_SPOOL_READ), left)))
+        buf = bytearray(max(1, min(spool_read_size(bufsize), left)))
         view = memoryview(buf)
         while left > 1:
             n = sock.recv_into(buf, min(len(buf), left - 1))

@@ -9,6 +9,9 @@ byte-identical messages by construction; the differential tests check that
 both backends pass the same numbers. ``BadContentLength`` and
 ``BodyTooLarge`` are raised with a plain message by the environ builder and
 the worker.
+
+One error here is not the client's fault but its leaving:
+:class:`ClientDisconnected`, an ``OSError``.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ __all__ = [
     "TooManyVars",
     "BadContentLength",
     "BodyTooLarge",
+    "ClientDisconnected",
 ]
 
 
@@ -186,3 +190,9 @@ class BodyTooLarge(ProtocolError):
 
     status_hint = 413
     reason = "body-too-large"
+
+
+class ClientDisconnected(OSError):
+    """The client (nginx) closed the connection: before the whole request body
+    arrived, or while the response was being sent. An ``OSError``, as the ASGI
+    spec (2.4) wants from ``send()`` once the client is gone."""

@@ -23,17 +23,17 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from . import log, reqlog
-from .body import ClientDisconnected, drain_socket, open_input, unread_after
+from . import log, reqlog, request
+from .record import RequestRecord, account
+from .request import RequestHead
+from .body import drain_socket, open_input, unread_after
 from .ending import finish
-from .environ import build_environ
-from .errors import BodyTooLarge, ProtocolError
+from .errors import BodyTooLarge, ClientDisconnected, ProtocolError
 from .scoreboard import REQ_SIZE, CoreSlot
 from .response import (
     BODILESS,
     FileWrapper,
     HeadersAlreadySent,
-    ResponseError,
     build_head,
     sendfile_fd,
     simple_response,
@@ -44,9 +44,6 @@ from .response import (
 _READ_BUFFER = 4 + 65535 + 65536
 _DONTWAIT = socket.MSG_DONTWAIT
 _PEEK = socket.MSG_PEEK
-_STATUS_TEXT = {400: "400 Bad Request", 413: "413 Content Too Large",
-                431: "431 Request Header Fields Too Large",
-                500: "500 Internal Server Error"}
 
 
 @dataclass
@@ -64,19 +61,13 @@ class WorkerContext:
     log_requests: bool
     worker_id: int
     count_request: Callable[[], int]  # bump the server-wide total, return it
+    total_address: int = 0  # that total's memory (record.SharedCounter), for the C core
     pid: int = 0  # set by the worker after fork
     # Scoreboard slots, one per core (scoreboard.py); the master reads them.
     cores: list = field(default_factory=list)
     track_requests: bool = False  # copy "METHOD URI" to the slot (harakiri logs it)
     peers: object = None  # peers.AllowList (uwsgi-allow-from), or None: accept anyone
     fastpath: object = None  # uwsgigw.fastpath (C request path), or None: Python only
-
-
-def packet_info(packet) -> int:
-    """The packet summary the request log reads (reqlog.py), packed as the C
-    path returns it: consumed << 17 | modifier1 << 34 | item count << 42
-    (modifier2 is always 0 in an accepted packet)."""
-    return packet.consumed << 17 | packet.modifier1 << 34 | len(packet.items) << 42
 
 
 class _Exchange:
@@ -211,13 +202,19 @@ class ConnectionHandler:
         self.conn = None  # its socket object, once the Python path needed one
         fastpath = ctx.fastpath
         self._c_exchange = fastpath.Exchange if fastpath else None
-        # A request without a body runs start to end in C (fastpath.Core);
-        # it calls back into the methods below for the rare turns.
-        self._serve_c = fastpath.Core(
-            self, self.buf, ctx.max_block, ctx.base_environ, ctx.socket_timeout,
-            ctx.pick_app, io.BytesIO, self.slot, ctypes.addressof(self.slot),
-            ctx.count_request, reqlog.ctime, reqlog, log, reqlog._default_emit,
-            ctx.track_requests, ctx.log_requests, ctx.pid, core).serve if fastpath else None
+        self._emit = reqlog.emitter(ctx.log_requests)  # chosen once (reqlog.setup)
+        # A request without a body runs start to end in C (fastpath.Core); it
+        # calls back into the public methods below for the rare turns
+        # (fastpath.CoreHooks).
+        self._serve_c = None
+        if fastpath is not None and ctx.total_address:
+            self._serve_c = fastpath.Core(self, fastpath.CoreSettings(
+                buffer=self.buf, max_block=ctx.max_block, base_environ=ctx.base_environ,
+                socket_timeout=ctx.socket_timeout, pick_app=ctx.pick_app,
+                new_input=io.BytesIO, slot_address=ctypes.addressof(self.slot),
+                total_address=ctx.total_address, track_requests=ctx.track_requests,
+                line_fd=log.fd() if reqlog.c_default_line(ctx.log_requests) else -1,
+                emit=self._emit, pid=ctx.pid, worker_id=ctx.worker_id, core=core)).serve
 
     @property
     def requests(self) -> int:
@@ -237,7 +234,7 @@ class ConnectionHandler:
         """Return (packet, n, held), or (None, n, 0) on EOF after n bytes.
 
         ``got`` is what the C path left in the buffer, all of it consumed:
-        > 0 bytes, 0 for EOF before any byte, -1 for nothing read yet. As in
+        > 0 bytes, 0 for EOF before any byte, None for nothing read yet. As in
         C (read_request), the reads are MSG_PEEK: the last ``held`` of the
         ``n`` bytes in the buffer stay in the kernel's queue (ending.py). The
         bytes of an incomplete packet are consumed before waiting for more.
@@ -248,7 +245,7 @@ class ConnectionHandler:
         ctx, view = self.ctx, self.view
         if got == 0:
             return None, 0, 0
-        n = max(got, 0)
+        n = got or 0
         if n:
             packet = ctx.decode(view[:n], ctx.max_block)  # raises the C path's error
             if packet is not None:
@@ -280,15 +277,11 @@ class ConnectionHandler:
             if deadline is None:
                 deadline = time.monotonic() + ctx.socket_timeout
 
-    def _read_py(self, fd: int, got: int):
-        """The Python request path: (env, length, n, info, held), or None when
-        the connection was answered or dropped here (each with its log line).
-        ``got``: -1 nothing read yet, -2 the C path timed out, else bytes read."""
+    def _read_py(self, fd: int, got: int | None) -> RequestHead | None:
+        """The Python request path: the request's head, or None when the
+        connection was answered or dropped here (each with its log line).
+        ``got``: None when nothing was read yet, else the bytes the C path read."""
         ctx = self.ctx
-        if got == -2:
-            log_read_failure(socket.timeout("vars block not complete within socket-timeout"),
-                             ctx.socket_timeout)
-            return None
         conn = self._sock(fd)
         try:
             packet, n, held = self._read_packet(conn, got)
@@ -296,17 +289,16 @@ class ConnectionHandler:
             self._reject(conn, exc, -1)
             return None
         except OSError as exc:
-            log_read_failure(exc, ctx.socket_timeout)
+            request.log_read_failure(exc, ctx.socket_timeout)
             return None
         if packet is None:
-            log_incomplete_packet(n)
+            request.log_incomplete_packet(n)
             return None
         try:
-            env, length = build_environ(ctx.base_environ, packet.items, packet.modifier1)
+            return RequestHead.from_packet(packet, ctx.base_environ, n, held)
         except ProtocolError as exc:
             self._reject(conn, exc, -1)  # the body size is bogus: read to EOF
             return None
-        return env, length, n, packet_info(packet), held
 
     # -- the request -------------------------------------------------------
 
@@ -314,10 +306,17 @@ class ConnectionHandler:
         self.fd = fd
         try:
             serve_c = self._serve_c
-            # C serves the request, or says what it read: Python goes on.
-            req = serve_c(fd) if serve_c is not None else -1
-            if req is not None:
-                self._handle(fd, req)
+            req = None
+            if serve_c is not None:
+                # C serves the request, or says what it read: Python goes on.
+                try:
+                    req = serve_c(fd)
+                except OSError as exc:  # C's read: a timeout, a reset
+                    request.log_read_failure(exc, self.ctx.socket_timeout)
+                    return
+                if req is None:
+                    return
+            self._handle(fd, req)
         except Exception:  # a bug here must cost one connection, not the worker
             log.exception("internal error while serving a connection")
         finally:
@@ -331,19 +330,17 @@ class ConnectionHandler:
 
     def _handle(self, fd: int, req) -> None:
         """The request from what was read so far: ``req`` is read_request's
-        answer (C), or -1 when nothing was read yet."""
+        answer (C: a RequestHead, or the int of a hand-over), or None when
+        nothing was read yet (the Python backend)."""
         started = time.time()
-        if type(req) is not tuple:
-            req = self._read_py(fd, req)
-            if req is None:
-                return
-        env, length, n, info, held = req
-        consumed = (info >> 17) & 0x1FFFF
-        exchange = self.serve_wsgi(fd, env, self.view[consumed:n], length, held,
-                                   self.ctx.pick_app(env), started)
+        head = req if type(req) is RequestHead else self._read_py(fd, req)
+        if head is None:
+            return
+        env = head.env
+        exchange = self.serve_wsgi(fd, env, self.view[head.consumed:head.nread], head.length,
+                                   head.held, self.ctx.pick_app(env), started)
         if exchange is not None:
-            self._log_request(env, info, exchange, started)
-            self.slot.tx += exchange.tx
+            self._log_request(head, exchange, started)
 
     def serve_wsgi(self, fd: int, env: dict, have, length: int, held: int, app,
                    started: float):
@@ -355,10 +352,10 @@ class ConnectionHandler:
         ctx = self.ctx
         busy_since = started
         from_socket = False
-        if ctx.limit_post and length > ctx.limit_post:
-            self._reject(self._sock(fd), BodyTooLarge(
-                "request body of %d bytes exceeds limit-post %d" % (length, ctx.limit_post)),
-                held + max(length - len(have), 0))
+        try:
+            request.limit_body(length, ctx.limit_post)
+        except BodyTooLarge as exc:
+            self._reject(self._sock(fd), exc, held + max(length - len(have), 0))
             return None
         if length == 0:  # most requests: nothing to read, nothing to copy
             wsgi_input = io.BytesIO()
@@ -383,9 +380,8 @@ class ConnectionHandler:
             busy_since = time.time()
         env["wsgi.input"] = wsgi_input
         slot = self.slot
-        if ctx.track_requests:
-            slot.req = ("%s %s" % (env["REQUEST_METHOD"], env.get("REQUEST_URI", ""))).encode(
-                "latin-1", "replace")[:REQ_SIZE]
+        if ctx.track_requests:  # the C core writes the same text (fastpath_core.c track)
+            slot.req = request.describe(env).encode("latin-1", "replace")[:REQ_SIZE]
         self.env = env
         slot.busy_since = busy_since
         exchange = self._run_app(fd, env, app)
@@ -405,52 +401,47 @@ class ConnectionHandler:
         else:
             exchange = _Exchange(self._sock(fd), head_only, self.ctx.socket_timeout)
         if app is None:
-            self._no_app(exchange, env)
+            self.no_app(exchange, env)
             return exchange
         result = None
         try:
             result = app(env, exchange.start_response)
             if not exchange.send_result(result):
-                self._send_file(exchange, result)
+                self.send_file(exchange, result)
         except Exception as exc:
-            self._app_failed(exchange, env, exc)
+            self.app_failed(exchange, env, exc)
         finally:
             close = getattr(result, "close", None)
             if close is not None:
                 try:
                     close()
                 except Exception as exc:
-                    self._close_failed(exc)
+                    self.close_failed(exc)
         return exchange
 
     # The turns of a request both paths take (fastpath.Core calls these too,
-    # with the exception as the one being handled).
+    # with the exception as the one being handled: fastpath.CoreHooks). What
+    # each turn means is decided in request.py; these apply it to this
+    # connection.
 
-    def _no_app(self, exchange, env: dict) -> None:
-        log.error("no application mounted for SCRIPT_NAME=%r PATH_INFO=%r" % (
-            env["SCRIPT_NAME"], env["PATH_INFO"]))
-        self._fail(exchange, "no application for this URL")
+    def no_app(self, exchange, env: dict) -> None:
+        failure = request.no_app(env)
+        failure.log()
+        self._fail(exchange, failure)
 
-    def _app_failed(self, exchange, env: dict, exc: Exception) -> None:
+    def app_failed(self, exchange, env: dict, exc: Exception) -> None:
         """The app, or sending its answer, raised ``exc``: log, answer if possible."""
-        what = "%s %s" % (env["REQUEST_METHOD"], env.get("REQUEST_URI", env["PATH_INFO"]))
-        if isinstance(exc, ResponseError):
-            log.error("invalid response from the app for %s: %s" % (what, exc))
-            self._fail(exchange, "invalid response headers")
-        elif isinstance(exc, (BrokenPipeError, ConnectionResetError, ClientDisconnected,
-                              socket.timeout)):
-            log.info("client went away during %s: %s" % (what, exc))
-            exchange.aborted = True  # nobody to answer: close at once
-        else:
+        failure = request.app_failure(exc, request.describe(env))
+        failure.log()
+        if failure.counts_exception:
             self.slot.exceptions += 1
-            log.exception("exception in the app for %s" % what)
-            self._fail(exchange, "internal server error")
+        self._fail(exchange, failure)
 
     @staticmethod
-    def _close_failed(exc: Exception) -> None:
+    def close_failed(exc: Exception) -> None:
         log.exception("exception in the app's close()")
 
-    def _send_file(self, exchange, wrapper: FileWrapper) -> None:
+    def send_file(self, exchange, wrapper: FileWrapper) -> None:
         """wsgi.file_wrapper: sendfile() a regular file, else iterate it."""
         fd = sendfile_fd(wrapper)
         if fd is None:
@@ -461,16 +452,15 @@ class ConnectionHandler:
             exchange.tx += sendfile_all(self._sock(self.fd), fd, os.lseek(fd, 0, os.SEEK_CUR),
                                         self.ctx.socket_timeout)
 
-    def _fail(self, exchange, why: str) -> None:
-        """Answer 500 if nothing was sent yet; else abort so nginx knows."""
-        exchange.status = 500
-        if exchange.sent:
-            # The head went out already: a clean end would make nginx take a
-            # truncated body for a complete one. Closing with the held tail
-            # unread resets the connection instead (ending.py).
+    def _fail(self, exchange, failure: request.Failure) -> None:
+        """Answer the failure's status if nothing was sent yet; else (or when
+        the client is gone) close with the held tail unread: a reset, so
+        nginx does not take a truncated body for a complete one (ending.py)."""
+        exchange.status = failure.logged_status(exchange.status)
+        if failure.resets(exchange.sent):
             exchange.aborted = True
             return
-        data = simple_response("500 Internal Server Error", why + "\n")
+        data = simple_response(request.status_line(failure.status), failure.answer + "\n")
         conn = self._sock(self.fd)
         try:
             conn.settimeout(self.ctx.socket_timeout)
@@ -483,12 +473,11 @@ class ConnectionHandler:
     def _reject(self, conn, exc: ProtocolError, body_left: int) -> None:
         """Refuse a request we will not run: log, answer, drain, close.
         ``body_left``: the bytes of the request still queued (-1: to EOF)."""
-        log.rate_limited(type(exc).__name__, "bad request (%s): %s" % (
-            exc.reason, exc), level="WARNING")
-        status = _STATUS_TEXT.get(exc.status_hint, "%d Error" % exc.status_hint)
+        rejected = request.rejection(exc)
+        request.log_rejection(rejected)
         try:
             conn.settimeout(self.ctx.socket_timeout)
-            conn.sendall(simple_response(status, str(exc) + "\n", "Connection: close\r\n"))
+            conn.sendall(rejected.answer)
             conn.shutdown(socket.SHUT_WR)
         except OSError:
             return
@@ -498,32 +487,15 @@ class ConnectionHandler:
 
     # -- logging -----------------------------------------------------------
 
-    def _log_request(self, env: dict, info: int, exchange, started: float) -> None:
-        """Count the request, time it for the stats (avg_rt, running_time),
-        then hand it to the request log (reqlog.py) if it logs anything."""
-        slot = self.slot
-        slot.requests += 1
-        total = self.ctx.count_request()
+    def _log_request(self, head: RequestHead, exchange, started: float) -> None:
+        """Count the request and hand its record to the request log: the same
+        steps as the C core's and the async worker's (record.py)."""
+        ctx = self.ctx
         elapsed = time.time() - started
-        slot.rt_total += elapsed
-        slot.rt_count = slot.requests
-        # disable-logging (log_requests false): only log-4xx/5xx/slow, if set.
-        emit = reqlog.emit if self.ctx.log_requests else reqlog.emit_filtered
+        requests, total = account(self.slot, exchange.tx, elapsed, ctx.count_request)
+        emit = self._emit
         if emit is not None:
-            emit(self, env, info, exchange, started, elapsed, total)
-
-
-def log_read_failure(exc: OSError, timeout: float) -> None:
-    """The vars block could not be read (timeout or socket error); shared with asgi."""
-    if isinstance(exc, TimeoutError):
-        log.rate_limited("read-timeout", "timeout reading the request vars "
-                         "after %gs (socket-timeout)" % timeout)
-    else:
-        log.rate_limited("read-error", "error reading the request: %s" % exc)
-
-
-def log_incomplete_packet(nbytes: int) -> None:
-    """The client closed before a whole packet; silent when it sent nothing."""
-    if nbytes:
-        log.rate_limited("eof", "client closed the connection after %d bytes "
-                         "of an incomplete uwsgi packet" % nbytes)
+            emit(RequestRecord(head.env, exchange.status, exchange.tx, exchange.head_size,
+                               exchange.headers_count, head.nvars, head.pktsize,
+                               head.modifier1, started, elapsed, ctx.pid, ctx.worker_id,
+                               self.core, requests, total))

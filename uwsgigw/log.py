@@ -98,6 +98,11 @@ def reopen() -> None:
         setup(_path)
 
 
+def fd() -> int:
+    """The log's descriptor; it stays the same number across reopen()."""
+    return _fd
+
+
 def write_line(line: str) -> None:
     """Write one complete line; never raises (a full disk must not kill a worker)."""
     try:

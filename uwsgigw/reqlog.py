@@ -31,9 +31,12 @@ forged User-Agent cannot add fake lines or drive the reader's terminal.
 ``memory-report`` prefixes uWSGI's ``{address space usage: ...} {rss usage:
 ...}`` (read from /proc/self/statm after the request).
 
-The handler calls :data:`emit` (logging on) or :data:`emit_filtered`
-(``disable-logging``); either is None when nothing can be logged, so a
-disabled log costs one attribute load and a comparison per request.
+Every driver hands each finished request's :class:`uwsgigw.record.RequestRecord`
+to :data:`emit` (logging on) or :data:`emit_filtered` (``disable-logging``);
+either is None when nothing can be logged, so a disabled log costs one
+attribute load and a comparison per request. The default line has a C
+formatter too (``fastpath.uwsgi_line``), which :func:`setup` chooses once; the
+C core then writes it without a Python call (:func:`c_default_line`).
 
 Master events (spawn, death, harakiri, recycle, reload) go through
 :func:`event`: the usual text line, or with ``log-json`` the same message as
@@ -51,9 +54,9 @@ import time
 from typing import Any, Callable
 
 from . import log
+from .record import RequestRecord
 
-# handler.py calls emit(handler, env, packet_info, exchange, started, elapsed, total)
-Emit = Callable[..., None]
+Emit = Callable[[RequestRecord], None]  # emit(record): format and write one line
 
 _quote = json.encoder.encode_basestring_ascii  # C: '"..."' with \uXXXX escapes
 _time = time.time
@@ -204,48 +207,45 @@ codecs.register_error(_BYTE_AS_LATIN1, _byte_as_latin1)
 
 # -- the %(var) table ----------------------------------------------------------
 #
-# Each variable is a Python expression over the names the generated function
-# receives: h (the ConnectionHandler), env, p (the packet summary, an int:
-# handler.packet_info packs consumed << 17 | modifier1 << 34 | items << 42), x (the
-# response exchange), st (start, epoch seconds), el (elapsed seconds), tot
-# (the server-wide request count). "s" values log "-" when empty (uWSGI's
-# rule); "n" values are numbers; "j" values are strings but already JSON.
+# Each variable is a Python expression over ``r``, the RequestRecord the
+# generated function receives (uwsgigw/record.py lists its fields). "s" values
+# log "-" when empty (uWSGI's rule); "n" values are numbers.
 
 VARS: dict[str, tuple[str, str]] = {
     # uWSGI's "offsetof" variables: straight from the request
-    "uri": ('env.get("REQUEST_URI")', "s"),
-    "method": ('env.get("REQUEST_METHOD")', "s"),
-    "user": ('env.get("REMOTE_USER")', "s"),
-    "addr": ('env.get("REMOTE_ADDR")', "s"),
-    "host": ('env.get("HTTP_HOST")', "s"),
-    "proto": ('env.get("SERVER_PROTOCOL")', "s"),
-    "uagent": ('env.get("HTTP_USER_AGENT")', "s"),
-    "referer": ('env.get("HTTP_REFERER")', "s"),
+    "uri": ('r.env.get("REQUEST_URI")', "s"),
+    "method": ('r.env.get("REQUEST_METHOD")', "s"),
+    "user": ('r.env.get("REMOTE_USER")', "s"),
+    "addr": ('r.env.get("REMOTE_ADDR")', "s"),
+    "host": ('r.env.get("HTTP_HOST")', "s"),
+    "proto": ('r.env.get("SERVER_PROTOCOL")', "s"),
+    "uagent": ('r.env.get("HTTP_USER_AGENT")', "s"),
+    "referer": ('r.env.get("HTTP_REFERER")', "s"),
     # uWSGI's functions
-    "status": ("x.status", "n"),
-    "rsize": ("x.tx - x.head_size", "n"),  # response body bytes
-    "hsize": ("x.head_size", "n"),  # status line + headers bytes
-    "size": ("x.tx", "n"),  # both
-    "cl": ('int(env.get("CONTENT_LENGTH") or 0)', "n"),  # request body bytes
-    "micros": ("int(el * 1000000)", "n"),
-    "msecs": ("int(el * 1000)", "n"),
-    "secs": ('"%f" % el', "n"),
-    "tmsecs": ("int(st * 1000)", "n"),  # start, epoch milliseconds
-    "tmicros": ("int(st * 1000000)", "n"),
-    "time": ("int(st)", "n"),  # start, epoch seconds
-    "ltime": ("ltime(st)", "s"),
-    "ftime": ("ltime(st)", "s"),  # uWSGI: ltime unless logformat-strftime
-    "ctime": ("ctime(st)", "s"),
+    "status": ("r.status", "n"),
+    "rsize": ("r.tx - r.head_size", "n"),  # response body bytes
+    "hsize": ("r.head_size", "n"),  # status line + headers bytes
+    "size": ("r.tx", "n"),  # both
+    "cl": ('int(r.env.get("CONTENT_LENGTH") or 0)', "n"),  # request body bytes
+    "micros": ("int(r.elapsed * 1000000)", "n"),
+    "msecs": ("int(r.elapsed * 1000)", "n"),
+    "secs": ('"%f" % r.elapsed', "n"),
+    "tmsecs": ("int(r.started * 1000)", "n"),  # start, epoch milliseconds
+    "tmicros": ("int(r.started * 1000000)", "n"),
+    "time": ("int(r.started)", "n"),  # start, epoch seconds
+    "ltime": ("ltime(r.started)", "s"),
+    "ftime": ("ltime(r.started)", "s"),  # uWSGI: ltime unless logformat-strftime
+    "ctime": ("ctime(r.started)", "s"),
     "epoch": ("int(_time())", "n"),  # now
-    "pid": ("h.ctx.pid", "n"),
-    "wid": ("h.ctx.worker_id", "n"),
-    "core": ("h.core", "n"),
+    "pid": ("r.pid", "n"),
+    "wid": ("r.worker_id", "n"),
+    "core": ("r.core", "n"),
     "switches": ("1", "n"),
-    "vars": ("p >> 42", "n"),  # uWSGI counts keys and values
-    "pktsize": ("((p >> 17) & 0x1FFFF) - 4", "n"),
-    "modifier1": ("(p >> 34) & 0xFF", "n"),
+    "vars": ("r.nvars", "n"),  # uWSGI counts keys and values
+    "pktsize": ("r.pktsize", "n"),
+    "modifier1": ("r.modifier1", "n"),
     "modifier2": ("0", "n"),  # the decoder refuses any other
-    "headers": ("x.headers_count", "n"),
+    "headers": ("r.headers_count", "n"),
     "werr": ("0", "n"),
     "rerr": ("0", "n"),
     "ioerr": ("0", "n"),
@@ -254,9 +254,9 @@ VARS: dict[str, tuple[str, str]] = {
     "vszM": ("statm()[0] >> 20", "n"),
     "rssM": ("statm()[1] >> 20", "n"),
     # uwsgigw's own
-    "request_id": ("request_id(env)", "s"),
-    "req": ("h.requests", "n"),  # this worker's requests (R in req: R/T)
-    "total": ("tot", "n"),  # the server's requests (T)
+    "request_id": ("request_id(r.env)", "s"),
+    "req": ("r.requests", "n"),  # this core's requests (R in req: R/T)
+    "total": ("r.total", "n"),  # the server's requests (T)
 }
 _NAMESPACE = {"ltime": ltime, "ctime": ctime, "statm": statm, "_time": _time,
               "request_id": request_id, "json_text": json_text, "iso_time": iso_time}
@@ -268,7 +268,7 @@ def _expr(name: str) -> tuple[str, str]:
     if name in VARS:
         return VARS[name]
     if name.startswith("var.") and len(name) > 4:  # any request var
-        return "env.get(%r)" % name[4:], "s"
+        return "r.env.get(%r)" % name[4:], "s"
     return '""', "s"  # a uWSGI logvar or metric.*: not available here
 
 
@@ -280,11 +280,11 @@ def unknown_names(fmt: str) -> list[str]:
 def _generate(body: str) -> Callable[..., str]:
     # The source is built only from the VARS table and repr() of the user's
     # text and names, so eval runs nothing the configuration wrote.
-    return eval("lambda h, env, p, x, st, el, tot: " + body, dict(_NAMESPACE))
+    return eval("lambda r: " + body, dict(_NAMESPACE))
 
 
-def compile_format(fmt: str) -> Callable[..., str]:
-    """``log-format`` -> f(h, env, p, x, st, el, tot) -> the line."""
+def compile_format(fmt: str) -> Callable[[RequestRecord], str]:
+    """``log-format`` -> f(record) -> the line."""
     pieces, exprs, pos = [], [], 0
     for m in _PLACEHOLDER.finditer(fmt):
         pieces.append(fmt[pos:m.start()].replace("%", "%%"))
@@ -305,9 +305,10 @@ JSON_FIELDS = ("request_id", "pid", "wid", "core", "addr", "user", "method", "ur
                "host", "uagent", "referer", "req", "total")
 
 
-def compile_json(names: list[str] | tuple[str, ...], memory: bool = False) -> Callable[..., str]:
-    """The JSON line for ``names`` -> f(h, env, p, x, st, el, tot) -> the line."""
-    parts, exprs = ['{"timestamp":%s,"type":"request"'], ["json_text(iso_time(st))"]
+def compile_json(names: list[str] | tuple[str, ...],
+                 memory: bool = False) -> Callable[[RequestRecord], str]:
+    """The JSON line for ``names`` -> f(record) -> the line."""
+    parts, exprs = ['{"timestamp":%s,"type":"request"'], ["json_text(iso_time(r.started))"]
     seen = set()
     for name in ["request_id", "wid"] + list(names):
         if name in seen:
@@ -320,7 +321,7 @@ def compile_json(names: list[str] | tuple[str, ...], memory: bool = False) -> Ca
             exprs.append("json_text(%s)" % expr)
         elif name == "secs":  # the only float
             parts.append(",%s:%%.6f" % key)
-            exprs.append("el")
+            exprs.append("r.elapsed")
         else:
             parts.append(",%s:%%d" % key)
             exprs.append(expr)
@@ -344,14 +345,15 @@ _DEFAULT = ("[pid: %d|app: 0|req: %d/%d] %s (%s) {%d vars in %d bytes} [%s] %s %
             "(1 switches on core %d)")
 
 
-def default_line(h, env, p, x, st, el, tot) -> str:
+def default_line(r: RequestRecord) -> str:
     """uWSGI's default line: one ``%`` format (logging.c, uwsgi_logit_simple)."""
+    env = r.env
     return _DEFAULT % (
-        h.ctx.pid, h.requests, tot, env.get("REMOTE_ADDR", ""), env.get("REMOTE_USER", ""),
-        p >> 42, ((p >> 17) & 0x1FFFF) - 4, ctime(st), env["REQUEST_METHOD"],
-        env.get("REQUEST_URI") or env.get("PATH_INFO", ""), x.tx - x.head_size,
-        int(el * 1000), env.get("SERVER_PROTOCOL", ""), x.status, x.headers_count,
-        x.head_size, h.core)
+        r.pid, r.requests, r.total, env.get("REMOTE_ADDR", ""), env.get("REMOTE_USER", ""),
+        r.nvars, r.pktsize, ctime(r.started), env.get("REQUEST_METHOD", ""),
+        env.get("REQUEST_URI") or env.get("PATH_INFO", ""), r.tx - r.head_size,
+        int(r.elapsed * 1000), env.get("SERVER_PROTOCOL", ""), r.status, r.headers_count,
+        r.head_size, r.core)
 
 
 def _c_line():
@@ -366,15 +368,14 @@ def _c_line():
 _uwsgi_line_c = _c_line()
 
 
-def _default_emit(h, env, p, x, st, el, tot) -> None:
-    # This runs for every request of a default set-up: C builds the line when
-    # it can (a C exchange, latin-1 strings), else write_text's steps inline.
+def _default_emit(r: RequestRecord) -> None:
+    # The default line for the Python paths: C builds it when it can
+    # (latin-1 strings), else write_text's steps inline.
     data = None
     if _uwsgi_line_c is not None:
-        data = _uwsgi_line_c(env, p, x, h.ctx.pid, h.requests, tot, ctime(st),
-                             int(el * 1000), h.core)
+        data = _uwsgi_line_c(r)
     if data is None:
-        line = default_line(h, env, p, x, st, el, tot)
+        line = default_line(r)
         if not line.isprintable():
             line = _CTRL.sub(_ctrl_escape, line)
         data = (line + "\n").encode("latin-1", "backslashreplace")
@@ -403,12 +404,12 @@ def build_emit(fmt: str | None = None, as_json: bool = False,
         writer = write_text
         if memory:
             base = line
-            line = lambda *a: memory_prefix() + base(*a)  # noqa: E731
+            line = lambda r: memory_prefix() + base(r)  # noqa: E731
     if line is default_line and writer is write_text:
         return _default_emit
 
-    def emit_line(h, env, p, x, st, el, tot) -> None:
-        writer(line(h, env, p, x, st, el, tot))
+    def emit_line(r: RequestRecord) -> None:
+        writer(line(r))
     return emit_line
 
 
@@ -418,11 +419,11 @@ def build_filter(inner: Emit, log_4xx: bool, log_5xx: bool, slow_ms: int) -> Emi
         return None
     slow = slow_ms / 1000.0 if slow_ms else float("inf")
 
-    def emit_selected(h, env, p, x, st, el, tot) -> None:
-        status = x.status
+    def emit_selected(r: RequestRecord) -> None:
+        status = r.status
         if ((log_4xx and 400 <= status < 500) or (log_5xx and 500 <= status < 600)
-                or el >= slow):
-            inner(h, env, p, x, st, el, tot)
+                or r.elapsed >= slow):
+            inner(r)
     return emit_selected
 
 
@@ -445,6 +446,18 @@ def setup(cfg) -> list[str]:
     return ["log-format: %%(%s) is not a uWSGI log variable uwsgigw knows; it logs as "
             "'-' (known: %s, var.NAME)" % (name, ", ".join(sorted(VARS)))
             for name in dict.fromkeys(unknown_names(fmt or ""))]
+
+
+def emitter(log_requests: bool) -> Emit | None:
+    """What a driver calls with each record: :data:`emit` with the request
+    log on, else :data:`emit_filtered` (either may be None: nothing to log)."""
+    return emit if log_requests else emit_filtered
+
+
+def c_default_line(log_requests: bool) -> bool:
+    """True when the line to write is the default one and C can build it:
+    the C core then formats and writes it itself, with no Python call."""
+    return emitter(log_requests) is _default_emit and _uwsgi_line_c is not None
 
 
 # -- master events ---------------------------------------------------------------
@@ -480,9 +493,7 @@ def event(kind: str, msg: str, level: str = "info", **fields: Any) -> None:
 
 def _bench(number: int = 100000) -> None:  # pragma: no cover - a measuring tool
     import timeit
-    import types
 
-    from .decoder_py import Packet
     env = {"QUERY_STRING": "x=1&y=2", "REQUEST_METHOD": "GET", "CONTENT_TYPE": "",
            "CONTENT_LENGTH": "", "REQUEST_URI": "/path/to/page?x=1&y=2",
            "PATH_INFO": "/path/to/page", "SERVER_PROTOCOL": "HTTP/1.1",
@@ -491,15 +502,12 @@ def _bench(number: int = 100000) -> None:  # pragma: no cover - a measuring tool
            "HTTP_USER_AGENT": "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 "
                               "(KHTML, like Gecko) Chrome/120.0 Safari/537.36",
            "HTTP_REFERER": "http://localhost/"}
-    items = [s for kv in env.items() for s in kv]
-    p = Packet(0, 0, 4 + sum(4 + len(k) + len(v) for k, v in env.items()), items)
-    x = types.SimpleNamespace(status=200, tx=1234, head_size=120, headers_count=3)
-    h = types.SimpleNamespace(ctx=types.SimpleNamespace(pid=os.getpid(), worker_id=1),
-                              core=0, requests=10)
+    record = RequestRecord(env, 200, 1234, 120, 3, 2 * len(env),
+                           sum(4 + len(k) + len(v) for k, v in env.items()), 0, _time(),
+                           0.00123, os.getpid(), 1, 0, 10, 5)
     saved, log._fd = log._fd, os.open(os.devnull, os.O_WRONLY)
     combined = ('%(addr) - %(user) [%(ltime)] "%(method) %(uri) %(proto)" %(status) '
                 '%(size) "%(referer)" "%(uagent)" %(msecs)')
-    st = _time()
     cases = [("default uWSGI line", build_emit(None)),
              ("log-format (Apache combined)", build_emit(combined)),
              ("log-json", build_emit(None, as_json=True)),
@@ -509,8 +517,7 @@ def _bench(number: int = 100000) -> None:  # pragma: no cover - a measuring tool
     try:
         print("per request, formatting and os.write to /dev/null (%d runs):" % number)
         for name, fn in cases:
-            seconds = min(timeit.repeat(lambda: fn(h, env, p, x, st, 0.00123, 5),
-                                        number=number, repeat=3))
+            seconds = min(timeit.repeat(lambda: fn(record), number=number, repeat=3))
             print("  %-34s %6.2f us" % (name, seconds / number * 1e6))
     finally:
         os.close(log._fd)

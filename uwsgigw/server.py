@@ -7,9 +7,7 @@ fork unless ``lazy-apps``), then workers.
 
 from __future__ import annotations
 
-import mmap
 import os
-import struct
 import sys
 import traceback
 
@@ -20,6 +18,7 @@ from .decoder import DecoderUnavailable, select
 from .environ import base_environ
 from .handler import WorkerContext
 from .log import ErrorStream
+from .record import SharedCounter
 from .response import FileWrapper
 from .master import Master, take_reexec_state
 from .peers import allow_list
@@ -27,22 +26,6 @@ from .sockets import SocketError, adopt, bind_all, close_all
 from .worker import Worker
 
 MAX_BLOCK = 65535  # the vars block size is a 16-bit field
-
-
-class SharedCounter:
-    """The server-wide request total (``req: R/T`` in the log), in shared memory.
-
-    Increments are plain memory writes without a lock: like uWSGI's own
-    counters, a rare lost update skews a log figure, never behaviour.
-    """
-
-    def __init__(self) -> None:
-        self._mem = mmap.mmap(-1, 8)
-
-    def incr(self) -> int:
-        value = struct.unpack_from("Q", self._mem)[0] + 1
-        struct.pack_into("Q", self._mem, 0, value)
-        return value
 
 
 def make_context(cfg, backend, apps, counter: SharedCounter) -> WorkerContext:
@@ -64,6 +47,7 @@ def make_context(cfg, backend, apps, counter: SharedCounter) -> WorkerContext:
         log_requests=not cfg.disable_logging,
         worker_id=1,
         count_request=counter.incr,
+        total_address=counter.address,
         peers=allow_list(getattr(cfg, "uwsgi_allow_from", None)),
     )
     # ASGI app or asgi=true: the async worker's context (uwsgigw/asgi).

@@ -84,6 +84,10 @@ def wsgi(environ, start_response):
         _spawn_child(q.get("how", "fork"), q.get("tag", "x"))
         start_response("200 OK", [("Content-Type", "text/plain")])
         return iter([b"answered while a child holds the connection\n"])
+    if path == "/slow":
+        time.sleep(float(q.get("s", "0.3")))
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "5")])
+        return [b"slept"]
     if path == "/status":
         code = q["code"]
         headers = [("Content-Type", "text/plain"), ("Content-Length", "18"),
@@ -154,6 +158,11 @@ async def asgi(scope, receive, send):
         await send(start)
         await send({"type": "http.response.body",
                     "body": b"answered while a child holds the connection\n"})
+    elif path == "/slow":
+        await asyncio.sleep(float(q.get("s", "0.3")))
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"text/plain"), (b"content-length", b"5")]})
+        await send({"type": "http.response.body", "body": b"slept"})
     elif path == "/status":
         headers = [(b"content-type", b"text/plain"), (b"content-length", b"18"),
                    (b"x-kept", b"yes")]

@@ -55,18 +55,17 @@ def backends():
 
 
 def python_environ(py_decode, data, max_block: int, base: dict):
-    """The Python path's (env, length, info), or None where the C path hands over."""
-    from uwsgigw.environ import build_environ
+    """The Python path's RequestHead of ``data`` (as C's environ_from gives
+    it: nread the whole buffer, nothing held), or None where C hands over."""
     from uwsgigw.errors import ProtocolError
-    from uwsgigw.handler import packet_info
+    from uwsgigw.request import RequestHead
     try:
         packet = py_decode(data, max_block)
         if packet is None:
             return None
-        env, length = build_environ(base, packet.items, packet.modifier1)
+        return RequestHead.from_packet(packet, base, len(data), 0)
     except ProtocolError:
         return None
-    return env, length, packet_info(packet)
 
 
 def outcome(decode, data, max_block: int):

@@ -28,35 +28,25 @@ import asyncio
 import socket
 import tempfile
 import time
-from http import HTTPStatus
 
-from .. import log
-from ..environ import build_environ
-from ..errors import BodyTooLarge, ProtocolError
-from ..handler import log_incomplete_packet, log_read_failure
+from .. import log, request
+from ..body import spool_read_size
+from ..errors import ClientDisconnected, ProtocolError
+from ..request import RequestHead
 from ..response import BODILESS, ResponseError, build_head, simple_response
 from .scope import build_scope
 
 _CHUNK = 65536
 _PEEK = socket.MSG_PEEK
 _DONTWAIT = socket.MSG_DONTWAIT
-_STATUS_TEXT = {400: "400 Bad Request", 413: "413 Content Too Large",
-                431: "431 Request Header Fields Too Large",
-                500: "500 Internal Server Error", 504: "504 Gateway Timeout"}
-_REASONS = {s.value: "%d %s" % (s.value, s.phrase) for s in HTTPStatus}
 _DISCONNECT = {"type": "http.disconnect"}
-
-
-class ClientDisconnected(OSError):
-    """nginx closed the connection; raised by ``send()`` (ASGI spec 2.4)."""
 
 
 def status_line(status) -> str:
     """An ASGI int status -> ``"200 OK"`` for build_head (which validates it)."""
     if type(status) is not int:
         raise ResponseError("invalid status %r: ASGI wants an int" % (status,))
-    text = _REASONS.get(status)
-    return text if text is not None else "%d Unknown" % status
+    return request.status_line(status)
 
 
 def str_headers(headers) -> list:
@@ -106,8 +96,7 @@ class Exchange:
         self.tx = 0
         self.head_size = 0
         self.headers_count = 0
-        self.vars_count = 0
-        self.vars_size = 0
+        self.request_head: RequestHead | None = None  # the request as read
 
     # -- socket helpers ------------------------------------------------------
 
@@ -188,7 +177,7 @@ class Exchange:
             spool = tempfile.TemporaryFile()  # O_TMPFILE: never has a name
             try:
                 spool.write(self.body)
-                bufsize = max(ctx.post_buffering_bufsize, 4096)
+                bufsize = spool_read_size(ctx.post_buffering_bufsize)
                 while self.left > 0:
                     data = await self._take_body(bufsize)
                     if not data:
@@ -370,27 +359,25 @@ class Exchange:
             self.closed = True
             self.conn.close()
 
-    async def fail(self, status: int, why: str) -> None:
-        """Answer ``status`` if nothing was sent yet; else abort."""
-        self.status = status
+    async def fail(self, failure: request.Failure) -> None:
+        """Answer the failure's status if nothing was sent yet; else (or when
+        the client is gone) abort (request.Failure)."""
+        self.status = failure.logged_status(self.status)
         self.head = None
-        if self.sent or self.closed:
+        if failure.resets(self.sent) or self.closed or self.disconnected:
             self.abort()
             return
-        if not self.disconnected:
-            data = simple_response(_STATUS_TEXT.get(status, "%d Error" % status), why + "\n")
-            try:
-                await self._write(data)
-                self.sent = True
-            except (OSError, TimeoutError):
-                pass
-        self.complete = True
+        try:
+            await self._write(simple_response(request.status_line(failure.status),
+                                              failure.answer + "\n"))
+        except (OSError, TimeoutError):
+            self.abort()
+            return
+        self.sent = self.complete = True
         self.close_connection()
 
     def describe(self) -> str:
-        env = self.env
-        return "%s %s" % (env.get("REQUEST_METHOD", "-"),
-                          env.get("REQUEST_URI", env.get("PATH_INFO", "")))
+        return request.describe(self.env)
 
 
 def _wake(ready: asyncio.Future) -> None:
@@ -415,12 +402,11 @@ async def drain_and_close(loop, conn: socket.socket, left: int, timeout: float) 
 
 async def reject(ex: Exchange, exc: ProtocolError, body_left: int) -> None:
     """Refuse a request we will not run: log, answer, drain, close."""
-    log.rate_limited(type(exc).__name__, "bad request (%s): %s" % (exc.reason, exc),
-                     level="WARNING")
-    status = _STATUS_TEXT.get(exc.status_hint, "%d Error" % exc.status_hint)
+    rejected = request.rejection(exc)
+    request.log_rejection(rejected)
     ex.closed = True
     try:
-        await ex._write(simple_response(status, str(exc) + "\n", "Connection: close\r\n"))
+        await ex._write(rejected.answer)
         ex.conn.shutdown(socket.SHUT_WR)
     except (OSError, TimeoutError):
         ex.conn.close()
@@ -452,24 +438,22 @@ async def _serve(worker, ex: Exchange) -> None:
         await reject(ex, exc, -1)
         return
     except OSError as exc:
-        log_read_failure(exc, ctx.socket_timeout)
+        request.log_read_failure(exc, ctx.socket_timeout)
         return
     if packet is None:
-        log_incomplete_packet(len(data))
+        request.log_incomplete_packet(len(data))
         return
     length = -1
     have = len(data) - packet.consumed  # body bytes read with the vars block
     try:
-        env, length = build_environ(ctx.base_environ, packet.items, packet.modifier1)
-        if ctx.limit_post and length > ctx.limit_post:
-            raise BodyTooLarge("request body of %d bytes exceeds limit-post %d"
-                               % (length, ctx.limit_post))
+        head = RequestHead.from_packet(packet, ctx.base_environ, len(data), held)
+        length = head.length
+        request.limit_body(length, ctx.limit_post)
     except ProtocolError as exc:
         await reject(ex, exc, held + max(length - have, 0) if length >= 0 else -1)
         return
-    ex.env = env
-    ex.vars_count = len(packet.items) // 2
-    ex.vars_size = packet.consumed - 4
+    ex.request_head = head
+    ex.env = env = head.env
     if have < length and held:
         ex.conn.recv(held, _DONTWAIT)  # the body goes on: consume what was peeked
         held = 0
@@ -493,9 +477,9 @@ async def _serve(worker, ex: Exchange) -> None:
             return
     ex.head_only = env["REQUEST_METHOD"] == "HEAD"
     if app is None:
-        log.error("no application mounted for SCRIPT_NAME=%r PATH_INFO=%r" % (
-            env["SCRIPT_NAME"], env["PATH_INFO"]))
-        await ex.fail(500, "no application for this URL")
+        failure = request.no_app(env)
+        failure.log()
+        await ex.fail(failure)
         worker.request_done(ex)
         return
     scope = build_scope(env, ctx.states.get(id(app)))
@@ -510,57 +494,27 @@ async def _serve(worker, ex: Exchange) -> None:
 
 
 async def run_app(ex: Exchange, app, scope: dict) -> None:
+    """Run the app; a request it did not complete ends as request.py says."""
     try:
         await app(scope, ex.receive, ex.send)
     except asyncio.CancelledError:
         if not ex.cancelled_for:
             raise  # not ours (the loop is going away)
         ex.task.uncancel()
-        if ex.cancelled_for == "harakiri":
-            await ex.fail(504, "request cancelled by harakiri after %d s"
-                          % ex.ctx.harakiri)
-        else:
-            log.info("%s: client went away; request cancelled" % ex.describe())
-            ex.status = ex.status or 499
-            ex.close_connection()
+        failure = (request.cancelled_by_harakiri(ex.ctx.harakiri)
+                   if ex.cancelled_for == "harakiri" else
+                   request.cancelled_for_disconnect(ex.describe()))
+    except Exception as exc:
+        failure = request.app_failure(exc, ex.describe())
+        failure.log()  # here: "exception" logs the traceback being handled
+        if failure.counts_exception:
+            ex.worker.core.exceptions += 1
+        await ex.fail(failure)
         return
-    except ResponseError as exc:
-        log.error("invalid response from the app for %s: %s" % (ex.describe(), exc))
-        await ex.fail(500, "invalid response headers")
-        return
-    except ClientDisconnected as exc:
-        log.info("client went away during %s: %s" % (ex.describe(), exc))
-        ex.close_connection()
-        return
-    except Exception:
-        ex.worker.core.exceptions += 1
-        log.exception("exception in the app for %s" % ex.describe())
-        await ex.fail(500, "internal server error")
-        return
-    if not ex.complete:
-        if ex.disconnected:
-            ex.status = ex.status or 499
-            ex.close_connection()
-        elif ex.sent:
-            log.error("the app returned before completing the response to %s"
-                      % ex.describe())
-            ex.abort()
-        else:
-            log.error("the app returned without sending a response to %s"
-                      % ex.describe())
-            await ex.fail(500, "the application sent no response")
-
-
-def request_log_line(pid: int, requests: int, total: int, ex: Exchange, core: int) -> str:
-    """The default request line, the same as the WSGI path's (handler.py)."""
-    env = ex.env
-    msecs = int((time.time() - ex.started) * 1000)
-    return ("[pid: %d|app: 0|req: %d/%d] %s () {%d vars in %d bytes} [%s] %s %s => "
-            "generated %d bytes in %d msecs (%s %d) %d headers in %d bytes "
-            "(1 switches on core %d)" % (
-                pid, requests, total, env.get("REMOTE_ADDR", "-"), ex.vars_count,
-                ex.vars_size, time.ctime(ex.started), env.get("REQUEST_METHOD", "-"),
-                env.get("REQUEST_URI", env.get("PATH_INFO", "")),
-                max(ex.tx - ex.head_size, 0), msecs, env.get("SERVER_PROTOCOL", "-"),
-                ex.status, ex.headers_count, ex.head_size, core))
-
+    else:
+        if ex.complete:
+            return
+        failure = (request.client_left() if ex.disconnected else
+                   request.unfinished(ex.describe(), ex.sent))
+    failure.log()
+    await ex.fail(failure)

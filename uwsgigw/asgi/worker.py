@@ -35,13 +35,14 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from .. import exitcodes, log, peers
+from .. import exitcodes, log, peers, reqlog
+from ..record import RequestRecord, account
 from ..handler import ConnectionHandler
 from ..scoreboard import ACCEPTING, REQ_SIZE, STOPPING, CoreSlot, WorkerSlot
 from ..worker import Limits, Worker
 from .hangup import HangupWatcher
 from .lifespan import Lifespan, LifespanFailed
-from .protocol import Exchange, request_log_line, serve_connection
+from .protocol import Exchange, serve_connection
 
 HEARTBEAT = 0.2  # seconds between the loop's scoreboard writes (harakiri on)
 ACCEPT_BATCH = 16  # connections taken per wake-up, so other workers get some
@@ -103,6 +104,7 @@ class AsyncWorker:
         self._done: asyncio.Future | None = None
         self._heartbeat = None
         self.hangups: HangupWatcher | None = None  # made with the loop (_main)
+        self._emit = reqlog.emitter(ctx.log_requests)  # chosen once (reqlog.setup)
 
     # -- set-up -----------------------------------------------------------------
 
@@ -252,17 +254,19 @@ class AsyncWorker:
         self.inflight.add(ex)
 
     def request_done(self, ex: Exchange) -> None:
+        """Count the request and hand its record to the request log: the same
+        steps as the WSGI paths' (record.py), on the loop's core slot."""
         self.inflight.discard(ex)
         if not self.inflight:
             self.core.busy_since = 0.0
-        core = self.core  # the counters live in the scoreboard slot
-        core.requests += 1
-        total = self.ctx.count_request()
-        core.tx += ex.tx
-        if self.ctx.log_requests:
-            core.rt_total += time.time() - ex.started
-            core.rt_count = core.requests
-            log.write_line(request_log_line(self.ctx.pid, core.requests, total, ex, 0))
+        ctx, head = self.ctx, ex.request_head
+        elapsed = time.time() - ex.started
+        requests, total = account(self.core, ex.tx, elapsed, ctx.count_request)
+        if self._emit is not None:
+            self._emit(RequestRecord(head.env, ex.status, ex.tx, ex.head_size,
+                                     ex.headers_count, head.nvars, head.pktsize,
+                                     head.modifier1, ex.started, elapsed, ctx.pid,
+                                     ctx.worker_id, 0, requests, total))
         if self.limits:
             Worker._check_limits(self)  # sets self.stopping via self.stop()
 
