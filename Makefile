@@ -96,18 +96,29 @@ BENCH_VENV ?= /tmp/uwsgigw-bench-venv
 BENCH_PY    = $(BENCH_VENV)/bin/python
 BENCH_ARGS ?=
 
-.PHONY: bench
-# uwsgigw vs uWSGI vs Gunicorn behind one nginx under wrk; report on stdout
-# and in /tmp/uwsgigw-bench/report.md. BENCH_ARGS="--quick" for a smoke run.
-bench: system-deps
+.PHONY: bench bench-ab bench-deps
+bench-deps: system-deps
 	@command -v wrk >/dev/null 2>&1 || { echo "installing: wrk"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; }
 	@[ -x $(BENCH_PY) ] || $(PYTHON) -m venv $(BENCH_VENV)
+
+# uwsgigw vs uWSGI vs Gunicorn behind one nginx under wrk; report on stdout
+# and in /tmp/uwsgigw-bench/report.md. BENCH_ARGS="--quick" for a smoke run.
+bench: bench-deps
 	$(BENCH_PY) -m pip install -q --upgrade pip
 	$(BENCH_PY) -m pip install -q uwsgi gunicorn flask uvicorn uvicorn-worker fastapi uvloop
 	$(BENCH_PY) -m pip install -q -e .
 	$(BENCH_PY) tests/bench/run_bench.py $(BENCH_ARGS)
 	$(BENCH_PY) tests/bench/bench_asgi.py
+
+# A/B: the working tree vs the git revision BASE (default: the merge base with
+# main, see tests/bench/README.md), each built as a wheel into its own venv in
+# /tmp/uwsgigw-bench-ab; hello and flask, 6 rounds, order alternating; report
+# on stdout and in /tmp/uwsgigw-bench/ab.md. AB_ARGS: more options of bench_ab.py.
+BASE    ?=
+AB_ARGS ?=
+bench-ab: bench-deps
+	$(BENCH_PY) tests/bench/bench_ab.py --python $(PYTHON) $(if $(BASE),--base '$(BASE)') $(AB_ARGS)
 
 # --- `make fuzz` / `make soak` (tests/fuzz/build.py, tests/soak/run_soak.py) ---
 FUZZ_SECONDS ?= 300

@@ -160,19 +160,34 @@ def uwsgigw_has_cli() -> bool:
         sys.path.remove(str(REPO))
 
 
+def uwsgigw_cli_args(app: str, sock: str, log_requests: bool, server_log: str) -> list[str]:
+    """The options every uwsgigw CLI start gets (after the command itself)."""
+    argv = ["--socket", sock, "--master", "--processes", str(WORKERS),
+            "--pythonpath", str(BENCH_DIR), "--module", app,
+            "--buffer-size", str(BUFFER_SIZE), "--post-buffering", str(POST_BUFFERING),
+            "--vacuum", "--logto", server_log]
+    if not log_requests:
+        argv.append("--disable-logging")
+    return argv
+
+
+def uwsgigw_script_launch(script: str, app: str, sock: str, log_requests: bool,
+                          server_log: str, tmpdir: str) -> Launch:
+    """An installed build (A/B mode): its venv's ``uwsgigw`` console script, and no
+    PYTHONPATH, so it imports only that venv's package (and the apps from
+    BENCH_DIR, through --pythonpath)."""
+    return Launch([script] + uwsgigw_cli_args(app, sock, log_requests, server_log),
+                  _env(tmpdir=tmpdir), signal.SIGINT, "started with %s" % script)
+
+
 def uwsgigw_launch(app: str, sock: str, log_requests: bool, server_log: str,
                    tmpdir: str, mode: str, workdir: str) -> Launch:
     env = _env({"PYTHONPATH": str(REPO)}, tmpdir)
     if mode == "auto":
         mode = "cli" if uwsgigw_has_cli() else "serve"
     if mode == "cli":
-        argv = [sys.executable, "-m", "uwsgigw", "--socket", sock, "--master",
-                "--processes", str(WORKERS), "--pythonpath", str(BENCH_DIR),
-                "--module", app, "--buffer-size", str(BUFFER_SIZE),
-                "--post-buffering", str(POST_BUFFERING), "--vacuum",
-                "--logto", server_log]
-        if not log_requests:
-            argv.append("--disable-logging")
+        argv = [sys.executable, "-m", "uwsgigw"] + uwsgigw_cli_args(
+            app, sock, log_requests, server_log)
         return Launch(argv, env, signal.SIGINT, "started with `python -m uwsgigw`")
     launcher = os.path.join(workdir, "launch_uwsgigw.py")
     with open(launcher, "w") as f:

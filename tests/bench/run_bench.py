@@ -158,8 +158,7 @@ class Bench:
                                    env=launch.env, cwd=self.workdir, log_path=server_log)
         try:
             self.wait_ready(proc, wl)
-            if server == "uwsgigw" and self.decoder is None:
-                self.decoder = servers.decoder_from_log(server_log)
+            self.on_ready(server, proc, server_log)
             script = self.wrk_script(wl)
             url = "http://127.0.0.1:%d%s" % (self.ports[server], wl.path)
             if self.args.warmup > 0:
@@ -171,6 +170,7 @@ class Bench:
             cpu1 = procs.tree_cpu_seconds(proc.pid)
             ngx1 = procs.tree_cpu_seconds(self.nginx.pid)
             busy1, kids1 = procs.machine_busy_seconds(), os.times()
+            nprocs = 1 + len(procs.descendants(proc.pid))
             pss = procs.mean_worker_pss_mb(proc.pid)
             if not proc.alive():
                 raise BenchError("%s exited during the run:\n%s" % (server, proc.log_tail()))
@@ -200,7 +200,14 @@ class Bench:
             "other": max(0.0, other) / seconds * 100,
             "errors": int(res["errors"] + res["status_errors"]),
             "requests": int(res["requests"]),
+            "cpu_s": cpu1 - cpu0,   # for the tick-resolution bound of the A/B report
+            "nprocs": nprocs,
         }
+
+    def on_ready(self, server: str, proc: procs.Managed, server_log: str) -> None:
+        """Called once the server answers right, before the load."""
+        if server == "uwsgigw" and self.decoder is None:
+            self.decoder = servers.decoder_from_log(server_log)
 
     def wait_ready(self, proc: procs.Managed, wl: Workload) -> None:
         """Until one real request through nginx answers right (30 s at most)."""
@@ -359,15 +366,28 @@ def parse_args(argv: list[str] | None = None):
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def preflight(args) -> None:
     if shutil.which("wrk") is None:
         raise SystemExit("wrk not found: apt-get install wrk")
     servers.check_installed(args.servers)
     if os.geteuid() != 0:
         print("warning: not root; nginx's `user root;` is ignored and it must be able "
               "to reach the sockets as you", file=sys.stderr)
-    command = shlex.join(["python", os.path.relpath(sys.argv[0])] + sys.argv[1:])
+
+
+def progress_line(i: int, n: int, wl_name: str, server: str, log_on: bool, r: dict) -> str:
+    return ("[%d/%d] %-9s %-12s log %-3s  %8.0f req/s  p50 %6.2f ms  p99 %7.2f ms  "
+            "cpu %7.1f us/req  pss %s MB  other %3.0f%%%s" % (
+                i, n, wl_name, server, "on" if log_on else "off", r["rps"],
+                r["p50"], r["p99"], r["cpu"],
+                "%.1f" % r["pss"] if r["pss"] is not None else "?", r["other"],
+                "  ERRORS %d" % r["errors"] if r["errors"] else ""))
+
+
+def run_plan(args, plan, bench_factory=Bench):
+    """Start nginx, run every (log on?, round, workload, server) of ``plan``,
+    stop everything. Returns (bench, results), or an exit status if it failed.
+    results: (log on?, workload, server) -> one dict per round, in plan order."""
     registry = procs.Registry()
     workdir = bench_workdir(args.workdir)
 
@@ -379,23 +399,14 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGHUP, on_term)
-    load_before = os.getloadavg()
     results: dict[tuple[bool, str, str], list[dict]] = {}
-    started = time.time()
     try:
-        bench = Bench(args, workdir, registry)
+        bench = bench_factory(args, workdir, registry)
         bench.start_nginx()
-        plan = make_plan(args)
         for i, (log_on, rnd, wl_name, server) in enumerate(plan, 1):
-            wl = WORKLOADS[wl_name]
-            r = bench.run_one(server, wl, log_on, rnd)
+            r = bench.run_one(server, WORKLOADS[wl_name], log_on, rnd)
             results.setdefault((log_on, wl_name, server), []).append(r)
-            print("[%d/%d] %-9s %-8s log %-3s  %8.0f req/s  p50 %6.2f ms  p99 %7.2f ms  "
-                  "cpu %7.1f us/req  pss %s MB  other %3.0f%%%s" % (
-                      i, len(plan), wl_name, server, "on" if log_on else "off", r["rps"],
-                      r["p50"], r["p99"], r["cpu"],
-                      "%.1f" % r["pss"] if r["pss"] is not None else "?", r["other"],
-                      "  ERRORS %d" % r["errors"] if r["errors"] else ""), file=sys.stderr)
+            print(progress_line(i, len(plan), wl_name, server, log_on, r), file=sys.stderr)
     except KeyboardInterrupt:
         print("interrupted: stopping everything the bench started", file=sys.stderr)
         return 130
@@ -408,6 +419,19 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(workdir, ignore_errors=True)
         else:
             print("workdir kept: %s" % workdir, file=sys.stderr)
+    return bench, results
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    preflight(args)
+    command = shlex.join(["python", os.path.relpath(sys.argv[0])] + sys.argv[1:])
+    load_before = os.getloadavg()
+    started = time.time()
+    done = run_plan(args, make_plan(args))
+    if isinstance(done, int):
+        return done
+    bench, results = done
 
     decoder_text, decoder_ratios = "", {}
     if not args.no_decoder:
@@ -427,12 +451,17 @@ def main(argv: list[str] | None = None) -> int:
         "settings": args,
     }
     text = report.render(info, results, WORKLOADS, decoder_text, decoder_ratios)
-    print(text)
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        f.write(text)
-    print("report written to %s" % args.out, file=sys.stderr)
+    write_report(text, args.out)
     return 0
+
+
+def write_report(text: str, path: str) -> None:
+    """The report on stdout and in ``path``."""
+    print(text)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        f.write(text)
+    print("report written to %s" % path, file=sys.stderr)
 
 
 def machine_info(load_before, load_after) -> dict:
