@@ -268,7 +268,7 @@ static int send_body(Exchange *x, struct iovec *body, int n)
             x->status = (s[0] - '0') * 100 + (s[1] - '0') * 10 + (s[2] - '0');
         }
         if (x->status == 204 || x->status == 304)
-            x->head_only = 1; /* no body, whatever the app returns (response.BODILESS) */
+            x->head_only = 1; /* no body, whatever the app returns (request.body_allowed) */
         x->sent = 1;
         iov[cnt].iov_base = PyBytes_AS_STRING(head);
         iov[cnt].iov_len = (size_t)PyBytes_GET_SIZE(head);

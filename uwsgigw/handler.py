@@ -31,7 +31,6 @@ from .ending import finish
 from .errors import BodyTooLarge, ClientDisconnected, ProtocolError
 from .scoreboard import REQ_SIZE, CoreSlot
 from .response import (
-    BODILESS,
     FileWrapper,
     HeadersAlreadySent,
     build_head,
@@ -107,8 +106,8 @@ class _Exchange:
             head, count = build_head(*self.pending)
             payload = head + data  # a str body fails here, before anything is sent
             self.status = int(self.pending[0][:3])
-            if self.status in BODILESS:
-                self.head_only = True
+            if not request.body_allowed(self.head_only, self.status):
+                self.head_only = True  # HEAD, 204, 304 (C: send_body does the same)
             if self.head_only:
                 payload = head
             self.headers_count = count
@@ -277,7 +276,7 @@ class ConnectionHandler:
             if deadline is None:
                 deadline = time.monotonic() + ctx.socket_timeout
 
-    def _read_py(self, fd: int, got: int | None) -> RequestHead | None:
+    def read_head(self, fd: int, got: int | None = None) -> RequestHead | None:
         """The Python request path: the request's head, or None when the
         connection was answered or dropped here (each with its log line).
         ``got``: None when nothing was read yet, else the bytes the C path read."""
@@ -333,22 +332,32 @@ class ConnectionHandler:
         answer (C: a RequestHead, or the int of a hand-over), or None when
         nothing was read yet (the Python backend)."""
         started = time.time()
-        head = req if type(req) is RequestHead else self._read_py(fd, req)
+        head = req if type(req) is RequestHead else self.read_head(fd, req)
         if head is None:
             return
         env = head.env
-        exchange = self.serve_wsgi(fd, env, self.view[head.consumed:head.nread], head.length,
-                                   head.held, self.ctx.pick_app(env), started)
+        exchange, out = self.serve_wsgi(fd, env, self.view[head.consumed:head.nread],
+                                        head.length, head.own_held, self.ctx.pick_app(env),
+                                        started)
+        if out is not None and not out.reset:
+            # No second request on a uwsgi connection: what a client sent
+            # after this one is read too (nginx sends none), so the close is
+            # clean.
+            finish(self._sock(fd), out.unread + head.held - head.own_held,
+                   self.ctx.socket_timeout)
         if exchange is not None:
             self._log_request(head, exchange, started)
 
     def serve_wsgi(self, fd: int, env: dict, have, length: int, held: int, app,
-                   started: float):
+                   started: float, keep_alive: bool = False):
         """Run ``app`` (None: no app for this URL) for a request whose environ
-        is built, and end the connection; the exchange, or None when the body
-        never arrived (logged). ``have``: the bytes after the vars block read
-        so far (the start of a body of ``length`` bytes); ``held``: how many of
-        the bytes read are still in the kernel's queue (ending.py)."""
+        is built: (exchange, request.Outcome), for the driver to end or reuse
+        the connection. (None, None) when the request was refused or its body
+        never arrived: answered or logged, nothing left but to close.
+        ``have``: the bytes after the vars block read so far (the start of a
+        body of ``length`` bytes); ``held``: how many of this request's bytes
+        read are still in the kernel's queue (ending.py); ``keep_alive``:
+        whether the protocol lets the connection carry another request."""
         ctx = self.ctx
         busy_since = started
         from_socket = False
@@ -356,7 +365,7 @@ class ConnectionHandler:
             request.limit_body(length, ctx.limit_post)
         except BodyTooLarge as exc:
             self._reject(self._sock(fd), exc, held + max(length - len(have), 0))
-            return None
+            return None, None
         if length == 0:  # most requests: nothing to read, nothing to copy
             wsgi_input = io.BytesIO()
         elif len(have) >= length:
@@ -372,9 +381,8 @@ class ConnectionHandler:
                 wsgi_input = open_input(conn, prefix, length, ctx.post_buffering,
                                         ctx.post_buffering_bufsize)
             except (ClientDisconnected, OSError) as exc:
-                log.info("%s %s: body not received: %s" % (
-                    env["REQUEST_METHOD"], env.get("REQUEST_URI", env["PATH_INFO"]), exc))
-                return None
+                log.info("%s: body not received: %s" % (request.describe(env), exc))
+                return None, None
             from_socket = True
             # Harakiri counts from here: reading the body was not the app's time.
             busy_since = time.time()
@@ -385,13 +393,12 @@ class ConnectionHandler:
         self.env = env
         slot.busy_since = busy_since
         exchange = self._run_app(fd, env, app)
-        if not exchange.aborted:
-            finish(self._sock(fd), held + unread_after(wsgi_input, from_socket),
-                   ctx.socket_timeout)
+        out = request.outcome(exchange.aborted, held + unread_after(wsgi_input, from_socket),
+                              keep_alive)
         if length:
             wsgi_input.close()  # a spooled body must not hold its disk space until the next request
         self.env = None
-        return exchange
+        return exchange, out
 
     def _run_app(self, fd: int, env: dict, app):
         head_only = env["REQUEST_METHOD"] == "HEAD"

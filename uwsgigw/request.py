@@ -18,7 +18,8 @@ no clock reads of its own):
   6.4.1).
 
 * :class:`RequestHead` -- a request read up to its body: what a driver
-  knows before the app runs;
+  knows before the app runs; :class:`Outcome` -- how it leaves its
+  connection (reset, bytes still to read, whether another request may follow);
 
 The request log record and the counters live in :mod:`uwsgigw.record`.
 """
@@ -68,6 +69,35 @@ class RequestHead(namedtuple("RequestHead", ("env", "length", "consumed", "nvars
     def pktsize(self) -> int:
         """Bytes of the vars block (uWSGI's "{N vars in B bytes}")."""
         return self.consumed - 4
+
+    @property
+    def own_held(self) -> int:
+        """How many of the held bytes are this request's: on a connection
+        that carries several, the rest is the next request's start."""
+        mine = min(self.nread, self.consumed + self.length)
+        return max(0, mine - (self.nread - self.held))
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a request leaves its connection: what the driver does next.
+
+    The cycle decides; reading, draining and closing are the driver's
+    (uwsgigw/ending.py). ``reset``: close now, with the held tail unread, so
+    the peer sees the response cut short. ``unread``: bytes of this request
+    still in the kernel's queue (its held tail, a body the app left), to read
+    before the connection ends or carries the next request. ``keep_alive``:
+    the connection may carry another request -- never on a uwsgi socket
+    (nginx opens one per request), but the cycle does not assume it.
+    """
+
+    reset: bool
+    unread: int
+    keep_alive: bool
+
+
+def outcome(reset: bool, unread: int, protocol_keeps_alive: bool) -> Outcome:
+    return Outcome(reset, unread, protocol_keeps_alive and not reset)
 
 
 def status_line(code: int) -> str:

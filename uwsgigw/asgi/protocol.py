@@ -33,7 +33,7 @@ from .. import log, request
 from ..body import spool_read_size
 from ..errors import ClientDisconnected, ProtocolError
 from ..request import RequestHead
-from ..response import BODILESS, ResponseError, build_head, simple_response
+from ..response import ResponseError, build_head, simple_response
 from .scope import build_scope
 
 _CHUNK = 65536
@@ -311,7 +311,7 @@ class Exchange:
                 status_line(status), str_headers(message.get("headers", ())))
             self.head_size = len(self.head)
             self.status = status
-            if status in BODILESS:
+            if not request.body_allowed(self.head_only, status):
                 self.head_only = True  # no body, whatever the app sends
         elif kind in ("http.response.trailers", "http.response.zerocopysend",
                       "http.response.pathsend"):
@@ -457,6 +457,8 @@ async def _serve(worker, ex: Exchange) -> None:
     if have < length and held:
         ex.conn.recv(held, _DONTWAIT)  # the body goes on: consume what was peeked
         held = 0
+    # Else all that was peeked is read at the end, even bytes a client sent
+    # after this request (nginx sends none): one request per uwsgi connection.
     ex.held = held
     app = ctx.pick_app(env)
     if app is not None and ctx.kinds.get(id(app)) == "wsgi":

@@ -37,6 +37,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from .. import exitcodes, log, peers, reqlog
 from ..record import RequestRecord, account
+from ..ending import finish
 from ..handler import ConnectionHandler
 from ..scoreboard import ACCEPTING, REQ_SIZE, STOPPING, CoreSlot, WorkerSlot
 from ..worker import Limits, Worker
@@ -329,7 +330,10 @@ class AsyncWorker:
             conn.setblocking(True)
             before = handler.slot.exceptions
             handler.conn, handler.fd = conn, conn.fileno()  # closed here, not by the handler
-            exchange = handler.serve_wsgi(handler.fd, env, prefix, length, held, app, ex.started)
+            exchange, out = handler.serve_wsgi(handler.fd, env, prefix, length, held, app,
+                                               ex.started)
+            if out is not None and not out.reset:
+                finish(conn, out.unread, self.ctx.socket_timeout)
             self.core.exceptions += handler.slot.exceptions - before
             if exchange is not None:
                 ex.tx, ex.status = exchange.tx, exchange.status
