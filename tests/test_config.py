@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from uwsgigw import exitcodes
-from uwsgigw.config import Config, ConfigError, build, load
+from uwsgigw.cli import load
+from uwsgigw.config import Config, ConfigError, build
 
 SEEDS = Path(__file__).resolve().parent.parent.parent / "shared" / "seeds"
 

@@ -450,14 +450,3 @@ def build(cli: Mapping[str, Any], environ: Mapping[str, str], *, check: bool = F
     return Config(values, sources, warnings, _Problems.in_file_order(problems.notes, files),
                   files, _Problems.in_file_order(problems.stoppers, files))
 
-
-def load(argv: list[str], environ: Mapping[str, str]) -> Config:
-    """Parse a uwsgigw command line (as the CLI would; ``argv`` without the
-    program name, e.g. ``["--ini", "site.ini"]``) and build its Config.
-
-    Raises ConfigError for anything that stops start-up.
-    """
-    from . import cli  # cli imports this module; import late to avoid a cycle
-    invocation = cli.parse_argv(list(argv))
-    return build(invocation.values, environ, check=invocation.check,
-                 cli_warnings=invocation.warnings, cli_listeners=invocation.listeners)
