@@ -9,6 +9,7 @@ import pytest
 
 from conftest import nginx_vars
 from uwsgigw.asgi import async_context, is_asgi
+from uwsgigw.config import Config
 from uwsgigw.asgi.protocol import status_line, str_headers
 from uwsgigw.asgi.scope import build_scope
 from uwsgigw.environ import base_environ, build_environ
@@ -146,11 +147,8 @@ def test_frameworks_detected():
     assert not is_asgi(flask_app.app)
 
 
-class _Cfg:
-    asgi = False
-    harakiri = 3
-    async_concurrency = 50
-    threads = 2
+def _cfg(**values):
+    return Config.defaults(harakiri=3, async_concurrency=50, threads=2, **values)
 
 
 class _Apps:
@@ -171,12 +169,10 @@ def test_async_context_only_when_needed():
     async def asgi(scope, receive, send):
         pass
 
-    assert async_context(_Cfg(), ctx, _Apps(wsgi)) is ctx
-    actx = async_context(_Cfg(), ctx, _Apps(wsgi, [("/a", asgi)]))
+    assert async_context(_cfg(), ctx, _Apps(wsgi)) is ctx
+    actx = async_context(_cfg(), ctx, _Apps(wsgi, [("/a", asgi)]))
     assert actx.worker_class.__name__ == "AsyncWorker"
     assert actx.kinds == {id(wsgi): "wsgi", id(asgi): "asgi"}
     assert actx.harakiri == 3 and actx.concurrency == 50 and actx.threads == 2
     assert [a for _, a in actx.apps] == [asgi]
-    cfg = _Cfg()
-    cfg.asgi = True
-    assert async_context(cfg, ctx, _Apps(wsgi)).kinds == {id(wsgi): "wsgi"}
+    assert async_context(_cfg(asgi=True), ctx, _Apps(wsgi)).kinds == {id(wsgi): "wsgi"}

@@ -15,7 +15,10 @@ import os
 import re
 import site
 import sys
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:
+    from .config import Config
 
 WSGIApp = Callable
 
@@ -24,7 +27,7 @@ class AppLoadError(Exception):
     """The app could not be imported or is not a callable; start-up stops."""
 
 
-def prepare_process(cfg) -> None:
+def prepare_process(cfg: Config) -> None:
     """Apply chdir, virtualenv, pythonpath and env before importing the app."""
     for item in cfg.env or ():
         key, sep, value = item.partition("=")
@@ -152,7 +155,7 @@ class AppTable:
         return self.default
 
 
-def load_apps(cfg) -> AppTable:
+def load_apps(cfg: Config) -> AppTable:
     """Load ``module``/``wsgi-file`` and every ``mount``; need at least one."""
     default = None
     if cfg.module:

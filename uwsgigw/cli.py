@@ -253,7 +253,7 @@ def _not_usable(warnings: list[str], errors: list[str]) -> NoReturn:
     _fail(errors, exitcodes.RUNTIME_ERROR)
 
 
-def _report_check(cfg: Any) -> NoReturn:
+def _report_check(cfg: Config) -> NoReturn:
     """--check: predict start-up on this machine (preflight.py), exit 0 or 1."""
     from .preflight import predict
     prediction = predict(cfg, os.environ)
@@ -292,8 +292,6 @@ def _run(**params: Any) -> None:
             click.echo("warning: " + message, err=True)
         click.echo(cfg.format(), nl=False)
         sys.exit(exitcodes.OK)
-    if getattr(cfg, "stats", None) or getattr(cfg, "stats_http", None) not in (None, "on"):
-        cfg.master = True  # the master serves the stats (stats.py), as in uWSGI
     from .server import serve  # the server is heavy and not needed for the above
     sys.exit(serve(cfg))
 

@@ -39,6 +39,7 @@ import time
 from dataclasses import dataclass
 
 from . import exitcodes, log, reqlog, vacuum
+from .config import Config
 from .reqlog import event
 from .scoreboard import ACCEPTING, BOOTING, STOPPING, Scoreboard
 from .stats import StatsServer
@@ -109,7 +110,7 @@ def take_reexec_state() -> dict | None:
 
 
 class Master:
-    def __init__(self, cfg, listeners, sockets_text: str, make_ctx, ctx=None,
+    def __init__(self, cfg: Config, listeners, sockets_text: str, make_ctx, ctx=None,
                  inherited: dict | None = None, notifier: Notifier | None = None):
         """``make_ctx()`` loads the app and returns a WorkerContext (None on
         failure, logged); ``ctx`` is that context when loaded in the master."""
@@ -118,14 +119,14 @@ class Master:
         self.sockets_text = sockets_text
         self.make_ctx = make_ctx
         self.ctx = ctx
-        self.lazy = bool(getattr(cfg, "lazy_apps", False))
+        self.lazy = cfg.lazy_apps
         self.notifier = notifier or Notifier()
         self.pid = os.getpid()
-        self.target = max(1, int(cfg.processes))
-        self.threads = max(1, int(getattr(cfg, "threads", 1) or 1))
-        self.harakiri = int(getattr(cfg, "harakiri", 0) or 0)
-        self.reload_mercy = float(getattr(cfg, "reload_mercy", 60) or 60)
-        self.worker_mercy = float(getattr(cfg, "worker_reload_mercy", 60) or 60)
+        self.target = cfg.processes
+        self.threads = cfg.threads
+        self.harakiri = cfg.harakiri
+        self.reload_mercy = float(cfg.or_default("reload_mercy"))
+        self.worker_mercy = float(cfg.or_default("worker_reload_mercy"))
         self.board = Scoreboard(max(2 * self.target + 8, 32), self.threads)
         self.boards = [self.board]
         self.workers: dict[int, WorkerProc] = {}
@@ -514,7 +515,7 @@ class Master:
             worker_class = getattr(ctx, "worker_class", Worker)  # asgi: AsyncWorker
             worker = worker_class(ctx, self.listeners, self.threads, slot,
                             Limits.from_config(self.cfg, worker_id),
-                            verbose_dump=bool(getattr(self.cfg, "harakiri_verbose", False)))
+                            verbose_dump=self.cfg.harakiri_verbose)
             worker.install_signals()
             code = 1
             worker.run()

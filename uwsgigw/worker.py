@@ -29,6 +29,7 @@ import time
 from dataclasses import dataclass
 
 from . import log, peers
+from .config import Config
 from .handler import ConnectionHandler, WorkerContext
 from .scoreboard import ACCEPTING, STOPPING, CoreSlot, WorkerSlot, read_statm
 from .sockets import Listener
@@ -51,14 +52,13 @@ class Limits:
         return bool(self.max_requests or self.rss or self.address_space)
 
     @classmethod
-    def from_config(cls, cfg, worker_id: int) -> "Limits":
+    def from_config(cls, cfg: Config, worker_id: int) -> "Limits":
         """max-requests-delta is uWSGI's: worker_id * delta more for each worker."""
-        max_requests = int(getattr(cfg, "max_requests", 0) or 0)
+        max_requests = cfg.max_requests
         if max_requests:
-            max_requests += worker_id * int(getattr(cfg, "max_requests_delta", 0) or 0)
-        return cls(max_requests=max_requests,
-                   rss=int(getattr(cfg, "reload_on_rss", 0) or 0) << 20,
-                   address_space=int(getattr(cfg, "reload_on_as", 0) or 0) << 20)
+            max_requests += worker_id * cfg.max_requests_delta
+        return cls(max_requests=max_requests, rss=cfg.reload_on_rss << 20,
+                   address_space=cfg.reload_on_as << 20)
 
 
 _libc = ctypes.CDLL(None, use_errno=True)

@@ -74,14 +74,14 @@ def async_context(cfg, ctx: WorkerContext, apps) -> WorkerContext:
     """``ctx`` unchanged for WSGI-only configs, else an :class:`AsyncContext`."""
     named = _named_apps(apps)
     kinds = {id(app): ("asgi" if is_asgi(app) else "wsgi") for _, app in named}
-    if not getattr(cfg, "asgi", False) and "asgi" not in kinds.values():
+    if not cfg.asgi and "asgi" not in kinds.values():
         return ctx
     values = {f.name: getattr(ctx, f.name) for f in fields(WorkerContext)}
     actx = AsyncContext(
         **values,
-        harakiri=int(getattr(cfg, "harakiri", 0) or 0),
-        concurrency=int(getattr(cfg, "async_concurrency", 0) or DEFAULT_CONCURRENCY),
-        threads=max(1, int(getattr(cfg, "threads", 1) or 1)),
+        harakiri=cfg.harakiri,
+        concurrency=cfg.async_concurrency,
+        threads=cfg.threads,
         kinds=kinds,
         apps=[(name, app) for name, app in named if kinds[id(app)] == "asgi"],
     )
