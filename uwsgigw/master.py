@@ -44,7 +44,9 @@ from .reqlog import event
 from .scoreboard import ACCEPTING, BOOTING, STOPPING, Scoreboard
 from .stats import StatsServer
 from .systemd import Notifier
-from .worker import Limits, Worker, stop_with_parent
+from .recycle import Limits
+from .worker import Worker
+from .workerbase import stop_with_parent
 
 REEXEC_ENV = "_UWSGIGW_REEXEC"  # not UWSGIGW_*: those are options
 HARAKIRI_DUMP_WAIT = 0.5  # seconds the tracebacks get before SIGKILL
@@ -569,15 +571,8 @@ class Master:
         """Why a worker stopped itself, from its limits and scoreboard slot (the
         worker's own log line says it in words; this is for the JSON event)."""
         limits = Limits.from_config(self.cfg, w.id)
-        done = sum(c.requests for c in w.cores())
-        if limits.max_requests and done >= limits.max_requests:
-            return "max-requests %d reached" % limits.max_requests
-        if limits.rss and w.slot.rss > limits.rss:
-            return "reload-on-rss: rss %d MB > %d MB" % (w.slot.rss >> 20, limits.rss >> 20)
-        if limits.address_space and w.slot.vsz > limits.address_space:
-            return "reload-on-as: address space %d MB > %d MB" % (
-                w.slot.vsz >> 20, limits.address_space >> 20)
-        return "recycled"
+        return limits.exceeded(sum(c.requests for c in w.cores()), w.slot.rss,
+                               w.slot.vsz) or "recycled"
 
     def _manage(self, now: float) -> None:
         current = [w for w in self.workers.values()
