@@ -45,8 +45,7 @@ from .scoreboard import ACCEPTING, BOOTING, STOPPING, Scoreboard
 from .stats import StatsServer
 from .systemd import Notifier
 from .recycle import Limits
-from .worker import Worker
-from .workerbase import stop_with_parent
+from .workerbase import stop_with_parent, worker_class
 
 REEXEC_ENV = "_UWSGIGW_REEXEC"  # not UWSGIGW_*: those are options
 HARAKIRI_DUMP_WAIT = 0.5  # seconds the tracebacks get before SIGKILL
@@ -514,10 +513,9 @@ class Master:
             ctx.worker_id = worker_id
             ctx.cores = self.board.cores_of(index)
             ctx.track_requests = bool(self.harakiri)
-            worker_class = getattr(ctx, "worker_class", Worker)  # asgi: AsyncWorker
-            worker = worker_class(ctx, self.listeners, self.threads, slot,
-                            Limits.from_config(self.cfg, worker_id),
-                            verbose_dump=self.cfg.harakiri_verbose)
+            worker = worker_class(ctx.kind)(ctx, self.listeners, self.threads, slot,
+                                            Limits.from_config(self.cfg, worker_id),
+                                            verbose_dump=self.cfg.harakiri_verbose)
             worker.install_signals()
             code = 1
             worker.run()

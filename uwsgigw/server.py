@@ -18,17 +18,10 @@ from . import perms, systemd, vacuum
 from .app import AppLoadError, AppTable, load_apps, prepare_process
 from .config import Config
 from .decoder import DecoderUnavailable, select
-from .environ import base_environ
 from .handler import WorkerContext
-from .log import ErrorStream
-from .response import FileWrapper
 from .master import Master, take_reexec_state
-from .peers import allow_list
 from .sockets import SocketError, adopt, bind_all, close_all
-from .worker import Worker
-
-MAX_BLOCK = 65535  # the vars block size is a 16-bit field
-
+from .workerbase import worker_class
 
 class SharedCounter:
     """The server-wide request total (``req: R/T`` in the log), in shared memory.
@@ -44,32 +37,6 @@ class SharedCounter:
         value = struct.unpack_from("Q", self._mem)[0] + 1
         struct.pack_into("Q", self._mem, 0, value)
         return value
-
-
-def make_context(cfg: Config, backend, apps, counter: SharedCounter) -> WorkerContext:
-    ctx = WorkerContext(
-        decode=backend.decode,
-        fastpath=backend.fastpath,
-        max_block=min(cfg.buffer_size, MAX_BLOCK),
-        socket_timeout=float(cfg.socket_timeout),
-        post_buffering=cfg.post_buffering or 0,
-        post_buffering_bufsize=cfg.post_buffering_bufsize,
-        limit_post=cfg.limit_post or 0,
-        pick_app=apps.picker(),
-        base_environ=base_environ(
-            errors=ErrorStream(),
-            file_wrapper=FileWrapper,
-            multithread=cfg.threads > 1,
-            multiprocess=cfg.processes > 1,
-        ),
-        log_requests=not cfg.disable_logging,
-        worker_id=1,
-        count_request=counter.incr,
-        peers=allow_list(cfg.uwsgi_allow_from),
-    )
-    # ASGI app or asgi=true: the async worker's context (uwsgigw/asgi).
-    from .asgi import async_context
-    return async_context(cfg, ctx, apps)
 
 
 def _load(cfg: Config):
@@ -138,10 +105,10 @@ def serve(cfg: Config) -> int:
             apps = _load(cfg) or (None if cfg.need_app else AppTable(None, [], False))
             if apps is None:
                 return exitcodes.APP_LOAD_ERROR
-            ctx = make_context(cfg, backend, apps, SharedCounter())
+            ctx = WorkerContext.from_config(cfg, backend, apps, SharedCounter().incr)
             log.info("ready to accept requests: 1 worker on %s (decoder: %s)" % (
                 sockets_text, backend.name))
-            worker = getattr(ctx, "worker_class", Worker)(ctx, listeners, cfg.threads)
+            worker = worker_class(ctx.kind)(ctx, listeners, cfg.threads)
             worker.install_signals()
             worker.run()
             return exitcodes.OK
@@ -163,7 +130,7 @@ def _prefork(cfg: Config, backend, listeners, sockets_text: str, inherited) -> i
                 return None
             log.warning("need-app is off: serving 500 until an app loads")
             apps = AppTable(None, [], False)
-        return make_context(cfg, backend, apps, counter)
+        return WorkerContext.from_config(cfg, backend, apps, counter.incr)
 
     ctx = None
     if not cfg.lazy_apps:

@@ -1,4 +1,5 @@
-"""What every worker kind shares (gunicorn's ``workers/base.py``).
+"""What every worker kind shares (gunicorn's ``workers/base.py``), and the
+table of kinds.
 
 A worker process runs one kind: ``sync`` (worker.py: a thread per core, each
 blocking in epoll and serving one connection at a time) or ``asgi``
@@ -21,6 +22,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import faulthandler
+import importlib
 import os
 import signal
 import time
@@ -31,6 +33,18 @@ from .recycle import Limits
 from .scoreboard import STOPPING, WorkerSlot, read_statm
 
 ACCEPT_BACKOFF = 0.05  # seconds without accept() once descriptors run out
+
+
+# The worker kinds, imported when used (gunicorn's SUPPORTED_WORKERS does the
+# same): a WSGI-only server never imports asyncio. WorkerContext.from_config
+# (handler.py) decides ``ctx.kind``: with lazy-apps only a worker that has
+# loaded the app knows it, so the table is read where the worker is made.
+WORKERS = {"sync": "uwsgigw.worker:Worker", "asgi": "uwsgigw.asgi.worker:AsyncWorker"}
+
+
+def worker_class(kind: str) -> type[WorkerBase]:
+    module, _, name = WORKERS[kind].partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 _libc = ctypes.CDLL(None, use_errno=True)
