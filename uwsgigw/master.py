@@ -30,7 +30,6 @@ often it reloads. If the new app does not load, the old workers keep serving.
 from __future__ import annotations
 
 import gc
-import json
 import os
 import select
 import signal
@@ -40,6 +39,7 @@ from dataclasses import dataclass
 
 from . import exitcodes, log, reqlog, vacuum
 from .config import Config
+from .handover import HandedBoard, HandedListener, HandedWorker, Handover
 from .reqlog import event
 from .scoreboard import ACCEPTING, BOOTING, STOPPING, Scoreboard
 from .stats import StatsServer
@@ -47,16 +47,11 @@ from .systemd import Notifier
 from .recycle import Limits
 from .workerbase import stop_with_parent, worker_class
 
-REEXEC_ENV = "_UWSGIGW_REEXEC"  # not UWSGIGW_*: those are options
 HARAKIRI_DUMP_WAIT = 0.5  # seconds the tracebacks get before SIGKILL
 IMMEDIATE_STOP_WAIT = 1.0  # after SIGINT/SIGQUIT, SIGKILL what is left
 BOOT_FAILURES_MAX = 5  # consecutive workers dying at boot before giving up
 SIGNALS = [signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGTTIN,
            signal.SIGTTOU, signal.SIGUSR1, signal.SIGUSR2, signal.SIGCHLD]
-try:
-    START_CWD = os.getcwd()  # re-exec from where we were started (chdir moves us)
-except OSError:  # started in a deleted directory
-    START_CWD = "/"
 
 
 @dataclass
@@ -98,21 +93,9 @@ def describe_status(status: int) -> str:
     return "exit code %d" % os.WEXITSTATUS(status)
 
 
-def take_reexec_state() -> dict | None:
-    """The state a reloading master handed to this image, or None."""
-    text = os.environ.pop(REEXEC_ENV, None)
-    if not text:
-        return None
-    try:
-        return json.loads(text)
-    except ValueError:
-        log.error("ignoring a malformed %s" % REEXEC_ENV)
-        return None
-
-
 class Master:
     def __init__(self, cfg: Config, listeners, sockets_text: str, make_ctx, ctx=None,
-                 inherited: dict | None = None, notifier: Notifier | None = None):
+                 inherited: Handover | None = None, notifier: Notifier | None = None):
         """``make_ctx()`` loads the app and returns a WorkerContext (None on
         failure, logged); ``ctx`` is that context when loaded in the master."""
         self.cfg = cfg
@@ -152,24 +135,22 @@ class Master:
 
     # -- set-up ------------------------------------------------------------------
 
-    def _adopt(self, state: dict) -> None:
+    def _adopt(self, handover: Handover) -> None:
         """Take over the workers of the image that re-executed into this one."""
-        self.generation = int(state.get("generation", 0)) + 1
-        boards = {}
-        for key, (fd, capacity, threads) in state.get("boards", {}).items():
-            boards[key] = Scoreboard.attach(fd, capacity, threads)
-            self.boards.append(boards[key])
+        self.generation = handover.generation + 1
+        boards = {key: Scoreboard.attach(b.fd, b.capacity, b.threads)
+                  for key, b in handover.boards.items()}
+        self.boards.extend(boards.values())
         now = time.monotonic()
-        for pid, wid, index, gen, key, retiring, mercy_left in state.get("workers", []):
-            board = boards[str(key)]
-            worker = WorkerProc(pid, wid, index, gen, board, now,
-                                booted=board.workers[index].state in (ACCEPTING, STOPPING))
-            if retiring:  # already told to stop: keep its deadline
-                worker.retiring, worker.mercy = retiring, mercy_left
-                worker.kill_at = now + mercy_left
-            self.workers[pid] = worker
-        self.counts = {int(k): v for k, v in state.get("counts", {}).items()}
-        self.carried = {int(k): v for k, v in state.get("carried", {}).items()}
+        for h in handover.workers:
+            board = boards[h.board]
+            worker = WorkerProc(h.pid, h.id, h.index, h.generation, board, now,
+                                booted=board.workers[h.index].state in (ACCEPTING, STOPPING))
+            if h.retiring:  # already told to stop: keep its deadline
+                worker.retiring, worker.mercy = h.retiring, h.mercy_left
+                worker.kill_at = now + h.mercy_left
+            self.workers[h.pid] = worker
+        self.counts, self.carried = handover.counts, handover.carried
         self.reload_started = now
         if self.ctx is None and not self.lazy:
             self.spawn_disabled = "the app failed to load"
@@ -661,39 +642,19 @@ class Master:
               "the current workers keep serving until the new ones accept",
               phase="start", generation=self.generation + 1)
         self.notifier.reloading()
-        boards = {str(i): b.describe() for i, b in enumerate(self.boards)}
         key = {id(b): str(i) for i, b in enumerate(self.boards)}
-        state = {
-            "generation": self.generation,
-            "listeners": [[l.fileno(), l.path, l.spec] for l in self.listeners],
-            "boards": boards,
-            "workers": [[w.pid, w.id, w.index, w.generation, key[id(w.board)], w.retiring,
-                         max(0.0, w.kill_at - time.monotonic()) if w.kill_at else 0.0]
-                        for w in self.workers.values() if not w.killed_for],
-            "counts": self.counts,
-            "carried": self.carried,
-            "vacuum": vacuum.state(),  # paths a privileged cleaner removes (vacuum.py)
-        }
-        fds = [l.fileno() for l in self.listeners] + [b.fd for b in self.boards]
-        env = dict(os.environ)
-        env[REEXEC_ENV] = json.dumps(state)
-        argv = [sys.executable] + list(getattr(sys, "orig_argv", sys.argv)[1:])
-        signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
-        cwd = os.getcwd()
-        log.flush_std()  # exec drops what the app left in sys.stdout's buffer
+        now = time.monotonic()
+        handover = Handover(
+            generation=self.generation,
+            listeners=[HandedListener(l.fileno(), l.path, l.spec) for l in self.listeners],
+            boards={key[id(b)]: HandedBoard(*b.describe()) for b in self.boards},
+            workers=[HandedWorker(w.pid, w.id, w.index, w.generation, key[id(w.board)],
+                                  w.retiring, max(0.0, w.kill_at - now) if w.kill_at else 0.0)
+                     for w in self.workers.values() if not w.killed_for],
+            counts=self.counts, carried=self.carried, vacuum=vacuum.state())
         try:
-            for fd in fds:
-                os.set_inheritable(fd, True)
-            os.chdir(START_CWD)
-            os.execve(sys.executable, argv, env)
+            handover.exec(block=SIGNALS)  # returns only if it failed
         except OSError as exc:
-            try:
-                os.chdir(cwd)
-            except OSError:
-                pass
-            for fd in fds:
-                os.set_inheritable(fd, False)
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)
             self.reload_workers("cannot re-execute %s: %s" % (sys.executable, exc))
 
     def reload_workers(self, why: str) -> None:

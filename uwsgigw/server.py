@@ -19,7 +19,8 @@ from .app import AppLoadError, AppTable, load_apps, prepare_process
 from .config import Config
 from .decoder import DecoderUnavailable, select
 from .handler import WorkerContext
-from .master import Master, take_reexec_state
+from .handover import Handover
+from .master import Master
 from .sockets import SocketError, adopt, bind_all, close_all
 from .workerbase import worker_class
 
@@ -51,7 +52,7 @@ def _load(cfg: Config):
 
 
 def serve(cfg: Config) -> int:
-    inherited = take_reexec_state()  # set when a reloading master re-executed us
+    inherited = Handover.from_env()  # set when a reloading master re-executed us
     try:  # before daemonizing: a log that cannot be opened fails in the foreground
         log.setup(cfg.logto or cfg.daemonize)
     except OSError as exc:
@@ -89,7 +90,7 @@ def serve(cfg: Config) -> int:
         if inherited is None:
             vacuum.delegate(cfg, listeners, pidfile)
         else:
-            vacuum.adopt(inherited.get("vacuum"))
+            vacuum.adopt(inherited.vacuum)
         drop_privileges(cfg.uid, cfg.gid)
         if os.geteuid() == 0 and not inherited:  # said once, not at every reload
             log.warning("running as root without uid=: the app runs with full root "
@@ -119,7 +120,8 @@ def serve(cfg: Config) -> int:
             vacuum.remove_pidfile(pidfile)
 
 
-def _prefork(cfg: Config, backend, listeners, sockets_text: str, inherited) -> int:
+def _prefork(cfg: Config, backend, listeners, sockets_text: str,
+             inherited: Handover | None) -> int:
     """Run the master (master.py): preload the app unless lazy-apps, then fork."""
     counter = SharedCounter()
 
@@ -135,7 +137,7 @@ def _prefork(cfg: Config, backend, listeners, sockets_text: str, inherited) -> i
     ctx = None
     if not cfg.lazy_apps:
         ctx = make_ctx()
-        if ctx is None and not (inherited and inherited.get("workers")):
+        if ctx is None and not (inherited and inherited.workers):
             return exitcodes.APP_LOAD_ERROR
     return Master(cfg, listeners, sockets_text, make_ctx, ctx, inherited).run()
 
@@ -146,10 +148,10 @@ class PrivilegeError(Exception):
     """uid/gid cannot be resolved or dropped."""
 
 
-def open_sockets(cfg: Config, inherited) -> list:
+def open_sockets(cfg: Config, inherited: Handover | None) -> list:
     """Sockets from a reloading master, from systemd, or bound here."""
     if inherited:
-        fds, paths = inherited_fds(inherited)
+        fds, paths = inherited.listener_fds()
         return adopt(fds, paths)
     activated = systemd.listen_fds()
     if activated:
@@ -160,17 +162,6 @@ def open_sockets(cfg: Config, inherited) -> list:
             "; socket= entries are ignored" if cfg.socket else ""))
         return listeners
     return bind_all(cfg.socket, cfg.listen, cfg.chmod_socket, cfg.chown_socket)
-
-
-def inherited_fds(state: dict) -> tuple[list[int], dict]:
-    """The listening fds (and unix paths we own) a reloading image passed on
-    (``Master.reexec`` writes them)."""
-    fds, paths = [], {}
-    for fd, path, _spec in state.get("listeners", []):
-        fds.append(fd)
-        if path:
-            paths[fd] = path
-    return fds, paths
 
 
 def warn_unreachable(listeners) -> None:
