@@ -6,15 +6,7 @@ Signal handlers only enqueue; the main loop sleeps on a wake-up pipe
 dispatches ``handle_<signal>`` and runs one :meth:`tick`. It never
 busy-loops: the sleep is bounded by the next thing that has a deadline.
 
-Harakiri: the master reads each core's ``busy_since`` in the scoreboard.
-Past the limit it logs ``HARAKIRI ON WORKER`` with the request, sends the
-worker SIGUSR2 -- whose faulthandler C handler writes every thread's Python
-traceback from inside the signal handler, so it works even while the worker
-is blocked in C or waiting for the GIL, where a Python handler or
-``sys._current_frames`` could not run -- waits for the dump's acknowledgement
-(at most ``HARAKIRI_DUMP_WAIT``), then SIGKILLs it and forks a replacement.
-``faulthandler.dump_traceback_later`` per request was rejected: arming and
-cancelling its watchdog thread costs a lock and a wake-up per request.
+Harakiri (a stuck request: tracebacks, then SIGKILL) is harakiri.py's.
 
 Reload (SIGHUP) re-executes the master in place, as uWSGI does, but without
 a gap: the running workers are left serving, and the new image (same pid, so
@@ -40,6 +32,7 @@ from dataclasses import dataclass
 from . import exitcodes, log, reqlog, vacuum
 from .config import Config
 from .handover import HandedBoard, HandedListener, HandedWorker, Handover
+from .harakiri import Dump, Harakiri
 from .reqlog import event
 from .scoreboard import ACCEPTING, BOOTING, STOPPING, Scoreboard
 from .stats import StatsServer
@@ -47,7 +40,6 @@ from .systemd import Notifier
 from .recycle import Limits
 from .workerbase import stop_with_parent, worker_class
 
-HARAKIRI_DUMP_WAIT = 0.5  # seconds the tracebacks get before SIGKILL
 IMMEDIATE_STOP_WAIT = 1.0  # after SIGINT/SIGQUIT, SIGKILL what is left
 BOOT_FAILURES_MAX = 5  # consecutive workers dying at boot before giving up
 SIGNALS = [signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGTTIN,
@@ -67,10 +59,7 @@ class WorkerProc:
     kill_at: float = 0.0  # monotonic deadline for SIGKILL while retiring
     mercy: float = 0.0
     killed_for: str = ""
-    harakiri_at: float = 0.0  # monotonic time of the SIGKILL after the dump
-    harakiri_core: int = -1
-    harakiri_since: float = 0.0
-    harakiri_ack: int = 0
+    dump: Dump | None = None  # harakiri: its tracebacks were asked for
 
     @property
     def slot(self):
@@ -109,6 +98,7 @@ class Master:
         self.target = cfg.processes
         self.threads = cfg.threads
         self.harakiri = cfg.harakiri
+        self.harakiri_check = Harakiri(self, self.harakiri)
         self.reload_mercy = float(cfg.or_default("reload_mercy"))
         self.worker_mercy = float(cfg.or_default("worker_reload_mercy"))
         self.board = Scoreboard(max(2 * self.target + 8, 32), self.threads)
@@ -219,7 +209,7 @@ class Master:
         if self.notifier.watchdog_interval:
             timeout = min(timeout, self.notifier.watchdog_interval / 2)
         for w in self.workers.values():
-            if w.harakiri_at:
+            if w.dump is not None:
                 timeout = min(timeout, 0.01)
             elif w.kill_at and not w.killed_for:
                 timeout = min(timeout, max(0.0, w.kill_at - now))
@@ -278,7 +268,7 @@ class Master:
         for w in list(self.workers.values()):
             w.retiring, w.kill_at = w.retiring or "shutdown", deadline
             w.mercy = IMMEDIATE_STOP_WAIT
-            self._kill(w, signal.SIGINT)
+            self.kill(w, signal.SIGINT)
 
     handle_quit = handle_int
 
@@ -307,7 +297,7 @@ class Master:
         log.reopen()
         log.info("SIGUSR1: log reopened (master and workers)")
         for w in self.workers.values():
-            self._kill(w, signal.SIGUSR1)
+            self.kill(w, signal.SIGUSR1)
 
     def handle_usr2(self) -> None:
         lines = ["SIGUSR2: %d workers, generation %d; each dumps its threads" % (
@@ -318,11 +308,11 @@ class Master:
                                                    if w.retiring else ""))
         log.info("\n".join(lines))
         for w in self.workers.values():
-            self._kill(w, signal.SIGUSR2)
+            self.kill(w, signal.SIGUSR2)
 
     # -- workers -----------------------------------------------------------------
 
-    def _kill(self, w: WorkerProc, sig: int) -> None:
+    def kill(self, w: WorkerProc, sig: int) -> None:
         try:
             os.kill(w.pid, sig)
         except ProcessLookupError:
@@ -335,7 +325,7 @@ class Master:
         w.retiring = why
         w.kill_at = time.monotonic() + mercy
         w.mercy = mercy
-        self._kill(w, signal.SIGTERM)
+        self.kill(w, signal.SIGTERM)
 
     def reap(self) -> None:
         while True:
@@ -514,7 +504,7 @@ class Master:
         for w in list(self.workers.values()):
             self._watch(w, now)
         if self.harakiri:
-            self._check_harakiri(now)
+            self.harakiri_check.check(now)
         if self.stats is not None:
             self.stats.tick(now)
         if not self.stopping:
@@ -544,7 +534,7 @@ class Master:
             w.killed_for = "did not stop within %gs (%s)" % (w.mercy, w.retiring)
             if self.stopping != "immediate":
                 log.warning("%s %s; killing it" % (w.name(), w.killed_for))
-            self._kill(w, signal.SIGKILL)
+            self.kill(w, signal.SIGKILL)
 
     def _recycle_reason(self, w: WorkerProc) -> str:
         """Why a worker stopped itself, from its limits and scoreboard slot (the
@@ -594,45 +584,6 @@ class Master:
         if self.reload_pending:
             self.reload_pending = False
             self.reexec()
-
-    def _check_harakiri(self, mono: float) -> None:
-        now = time.time()
-        limit = self.harakiri
-        for w in list(self.workers.values()):
-            if w.killed_for:
-                continue
-            if w.harakiri_at:
-                if w.slot.dump_ack != w.harakiri_ack or mono >= w.harakiri_at:
-                    self._harakiri_kill(w)
-                continue
-            for core_index, core in enumerate(w.cores()):
-                since = core.busy_since
-                if since and now - since > limit:
-                    self._harakiri_start(w, core_index, core, since, now, mono)
-                    break
-
-    def _harakiri_start(self, w, core_index, core, since, now, mono) -> None:
-        request = core.req.decode("latin-1", "replace") or "(request unknown)"
-        event("harakiri", "HARAKIRI ON WORKER %d (pid %d, core %d): %s running for %.2f s "
-              "(harakiri %d s); the Python tracebacks of its threads follow" % (
-                  w.id, w.pid, core_index, request, now - since, self.harakiri), "error",
-              worker=w.id, worker_pid=w.pid, core=core_index, request=request,
-              seconds=round(now - since, 3), harakiri=self.harakiri)
-        w.harakiri_core, w.harakiri_since = core_index, since
-        w.harakiri_ack = w.slot.dump_ack
-        w.harakiri_at = mono + HARAKIRI_DUMP_WAIT
-        self._kill(w, signal.SIGUSR2)
-
-    def _harakiri_kill(self, w: WorkerProc) -> None:
-        w.harakiri_at = 0.0
-        if w.cores()[w.harakiri_core].busy_since != w.harakiri_since:
-            log.warning("%s finished that request after all; harakiri cancelled" % w.name())
-            return
-        w.killed_for = "harakiri after %d s" % self.harakiri
-        counts = self.counts.setdefault(w.id, [0, 0])
-        counts[1] += 1
-        w.slot.harakiri_count = counts[1]
-        self._kill(w, signal.SIGKILL)
 
     # -- reload ------------------------------------------------------------------
 
