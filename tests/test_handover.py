@@ -81,3 +81,25 @@ def test_a_failed_exec_puts_everything_back(monkeypatch, tmp_path):
     assert signal.SIGUSR1 not in signal.pthread_sigmask(signal.SIG_BLOCK, [])
     os.close(r)
     os.close(w)
+
+
+def test_a_worker_crosses_the_reload_with_its_deadline():
+    from uwsgigw.scoreboard import ACCEPTING, Scoreboard
+    from uwsgigw.workerproc import WorkerProc
+    board = Scoreboard(4, 1)
+    try:
+        index = board.allocate()
+        board.reset(index, 2, 1)
+        board.workers[index].state = ACCEPTING
+        w = WorkerProc(4242, 2, index, 1, board, 0.0, retiring="SIGTTOU", kill_at=130.0,
+                       mercy=60.0)
+        handed = w.handed("0", now=100.0)
+        assert handed == HandedWorker(4242, 2, index, 1, "0", "SIGTTOU", 30.0)
+        back = WorkerProc.adopted(handed, board, now=500.0)
+        assert (back.pid, back.id, back.index, back.generation) == (4242, 2, index, 1)
+        assert back.booted and back.retiring == "SIGTTOU"
+        assert back.kill_at == 530.0 and back.mercy == 30.0
+        serving = WorkerProc.adopted(HandedWorker(4243, 3, index, 1, "0", "", 0.0), board, 1.0)
+        assert not serving.retiring and serving.kill_at == 0.0
+    finally:
+        board.close()

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 
 from uwsgigw.harakiri import DUMP_WAIT, Harakiri
-from uwsgigw.master import WorkerProc
+from uwsgigw.workerproc import WorkerProc
 from uwsgigw.scoreboard import Scoreboard
 
 

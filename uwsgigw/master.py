@@ -27,59 +27,23 @@ import select
 import signal
 import sys
 import time
-from dataclasses import dataclass
 
 from . import exitcodes, log, reqlog, vacuum
 from .config import Config
-from .handover import HandedBoard, HandedListener, HandedWorker, Handover
-from .harakiri import Dump, Harakiri
+from .handover import HandedBoard, HandedListener, Handover
+from .harakiri import Harakiri
+from .recycle import Limits
 from .reqlog import event
 from .scoreboard import ACCEPTING, BOOTING, STOPPING, Scoreboard
 from .stats import StatsServer
 from .systemd import Notifier
-from .recycle import Limits
 from .workerbase import stop_with_parent, worker_class
+from .workerproc import WorkerProc, describe_status
 
 IMMEDIATE_STOP_WAIT = 1.0  # after SIGINT/SIGQUIT, SIGKILL what is left
 BOOT_FAILURES_MAX = 5  # consecutive workers dying at boot before giving up
 SIGNALS = [signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGTTIN,
            signal.SIGTTOU, signal.SIGUSR1, signal.SIGUSR2, signal.SIGCHLD]
-
-
-@dataclass
-class WorkerProc:
-    pid: int
-    id: int
-    index: int  # slot in ``board``
-    generation: int
-    board: Scoreboard
-    spawned: float  # monotonic
-    booted: bool = False  # reached ACCEPTING
-    retiring: str = ""  # why it was asked to stop
-    kill_at: float = 0.0  # monotonic deadline for SIGKILL while retiring
-    mercy: float = 0.0
-    killed_for: str = ""
-    dump: Dump | None = None  # harakiri: its tracebacks were asked for
-
-    @property
-    def slot(self):
-        return self.board.workers[self.index]
-
-    def cores(self):
-        return self.board.cores_of(self.index)
-
-    def name(self) -> str:
-        return "worker %d (pid %d)" % (self.id, self.pid)
-
-
-def describe_status(status: int) -> str:
-    if os.WIFSIGNALED(status):
-        sig = os.WTERMSIG(status)
-        try:
-            return "killed by signal %d (%s)" % (sig, signal.Signals(sig).name)
-        except ValueError:
-            return "killed by signal %d" % sig
-    return "exit code %d" % os.WEXITSTATUS(status)
 
 
 class Master:
@@ -132,14 +96,8 @@ class Master:
                   for key, b in handover.boards.items()}
         self.boards.extend(boards.values())
         now = time.monotonic()
-        for h in handover.workers:
-            board = boards[h.board]
-            worker = WorkerProc(h.pid, h.id, h.index, h.generation, board, now,
-                                booted=board.workers[h.index].state in (ACCEPTING, STOPPING))
-            if h.retiring:  # already told to stop: keep its deadline
-                worker.retiring, worker.mercy = h.retiring, h.mercy_left
-                worker.kill_at = now + h.mercy_left
-            self.workers[h.pid] = worker
+        for handed in handover.workers:
+            self.workers[handed.pid] = WorkerProc.adopted(handed, boards[handed.board], now)
         self.counts, self.carried = handover.counts, handover.carried
         self.reload_started = now
         if self.ctx is None and not self.lazy:
@@ -599,9 +557,8 @@ class Master:
             generation=self.generation,
             listeners=[HandedListener(l.fileno(), l.path, l.spec) for l in self.listeners],
             boards={key[id(b)]: HandedBoard(*b.describe()) for b in self.boards},
-            workers=[HandedWorker(w.pid, w.id, w.index, w.generation, key[id(w.board)],
-                                  w.retiring, max(0.0, w.kill_at - now) if w.kill_at else 0.0)
-                     for w in self.workers.values() if not w.killed_for],
+            workers=[w.handed(key[id(w.board)], now) for w in self.workers.values()
+                     if not w.killed_for],
             counts=self.counts, carried=self.carried, vacuum=vacuum.state())
         try:
             handover.exec(block=SIGNALS)  # returns only if it failed
