@@ -480,4 +480,3 @@ def build(cli: Mapping[str, Any], environ: Mapping[str, str], *, check: bool = F
                           warnings=warnings)
     return Config(values, sources, warnings, _Problems.in_file_order(problems.notes, files),
                   files, _Problems.in_file_order(problems.stoppers, files))
-

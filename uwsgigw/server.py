@@ -24,6 +24,7 @@ from .master import Master
 from .sockets import SocketError, adopt, bind_all, close_all
 from .workerbase import worker_class
 
+
 class SharedCounter:
     """The server-wide request total (``req: R/T`` in the log), in shared memory.
 
