@@ -1,18 +1,14 @@
 """App loading and mount selection, uWSGI style."""
 
 import sys
-import types
 
 import pytest
 
 from uwsgigw.app import AppLoadError, AppTable, load_apps, load_callable, prepare_process
+from uwsgigw.config import Config
 
 
-def cfg(**kw):
-    base = dict(module=None, wsgi_file=None, callable="application", mount=[],
-                manage_script_name=False, env=[], chdir=None, home=None, pythonpath=[])
-    base.update(kw)
-    return types.SimpleNamespace(**base)
+cfg = Config.defaults  # every option at its default, the keywords on top
 
 
 @pytest.fixture

@@ -1,18 +1,24 @@
 """Unit tests for the ASGI pieces that are pure functions: the scope built from
-the decoded vars, status/header conversion, and ASGI app detection."""
+the decoded vars, status/header conversion, ASGI app detection and the
+worker kind it decides."""
 
 from __future__ import annotations
 
 import functools
+from types import SimpleNamespace
 
 import pytest
 
 from conftest import nginx_vars
-from uwsgigw.asgi import async_context, is_asgi
+from uwsgigw.app import AppTable, is_asgi
 from uwsgigw.asgi.protocol import status_line, str_headers
 from uwsgigw.asgi.scope import build_scope
+from uwsgigw.config import Config
 from uwsgigw.environ import base_environ, build_environ
+from uwsgigw.handler import WorkerContext
+from uwsgigw.record import SharedCounter
 from uwsgigw.response import ResponseError, build_head
+from uwsgigw.workerbase import worker_class
 
 
 def _scope(vars: dict, modifier1: int = 0, state=None) -> dict:
@@ -146,37 +152,39 @@ def test_frameworks_detected():
     assert not is_asgi(flask_app.app)
 
 
-class _Cfg:
-    asgi = False
-    harakiri = 3
-    async_concurrency = 50
-    threads = 2
+def _context(default, mounts=(), **values):
+    cfg = Config.defaults(harakiri=3, async_concurrency=50, threads=2, **values)
+    backend = SimpleNamespace(decode=None, fastpath=None)
+    return WorkerContext.from_config(cfg, backend, AppTable(default, list(mounts), False),
+                                     SharedCounter())
 
 
-class _Apps:
-    def __init__(self, default, mounts=()):
-        self.default, self.mounts = default, list(mounts)
-
-
-def test_async_context_only_when_needed():
-    from uwsgigw.handler import WorkerContext
-    ctx = WorkerContext(decode=None, max_block=4096, socket_timeout=4.0, post_buffering=0,
-                        post_buffering_bufsize=8192, limit_post=0, pick_app=None,
-                        base_environ={}, log_requests=True, worker_id=1,
-                        count_request=lambda: 1)
-
+def test_worker_kind_is_decided_by_the_config_and_the_apps():
     def wsgi(environ, start_response):
         pass
 
     async def asgi(scope, receive, send):
         pass
 
-    assert async_context(_Cfg(), ctx, _Apps(wsgi)) is ctx
-    actx = async_context(_Cfg(), ctx, _Apps(wsgi, [("/a", asgi)]))
-    assert actx.worker_class.__name__ == "AsyncWorker"
-    assert actx.kinds == {id(wsgi): "wsgi", id(asgi): "asgi"}
-    assert actx.harakiri == 3 and actx.concurrency == 50 and actx.threads == 2
-    assert [a for _, a in actx.apps] == [asgi]
-    cfg = _Cfg()
-    cfg.asgi = True
-    assert async_context(cfg, ctx, _Apps(wsgi)).kinds == {id(wsgi): "wsgi"}
+    ctx = _context(wsgi)
+    assert ctx.kind == "sync" and worker_class(ctx.kind).__name__ == "Worker"
+    assert ctx.kinds == {id(wsgi): "wsgi"} and ctx.apps == []
+    ctx = _context(wsgi, [("/a", asgi)])  # an ASGI app anywhere: the async worker
+    assert ctx.kind == "asgi" and worker_class(ctx.kind).__name__ == "AsyncWorker"
+    assert ctx.kinds == {id(wsgi): "wsgi", id(asgi): "asgi"}
+    assert ctx.harakiri == 3 and ctx.concurrency == 50 and ctx.threads == 2
+    assert ctx.apps == [("the app mounted at /a", asgi)]  # lifespan runs for ASGI apps only
+    ctx = _context(wsgi, asgi=True)  # asgi = true: WSGI apps in the async worker's pool
+    assert ctx.kind == "asgi" and ctx.kinds == {id(wsgi): "wsgi"} and ctx.apps == []
+    assert _context(None).kind == "sync"  # need-app off and nothing loaded
+
+
+def test_context_from_config():
+    ctx = _context(None, buffer_size=8192, socket_timeout=2.5, post_buffering=4096,
+                   limit_post=100, processes=2, disable_logging=True)
+    assert (ctx.max_block, ctx.socket_timeout, ctx.post_buffering, ctx.limit_post) == (
+        8192, 2.5, 4096, 100)
+    assert ctx.post_buffering_bufsize == 8192 and ctx.log_requests is False
+    assert ctx.base_environ["wsgi.multiprocess"] is True
+    assert ctx.base_environ["wsgi.multithread"] is True  # threads=2
+    assert ctx.peers is None and ctx.count_request() == 1 and ctx.total_address

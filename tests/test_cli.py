@@ -17,8 +17,8 @@ from click.testing import CliRunner
 from conftest import APPS_DIR, uwsgigw_cmd
 
 from uwsgigw import exitcodes
-from uwsgigw.cli import main, parse_argv
-from uwsgigw.config import ConfigError, load
+from uwsgigw.cli import load, main, parse_argv
+from uwsgigw.config import ConfigError
 from uwsgigw.options import OPTIONS
 
 

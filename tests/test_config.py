@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from uwsgigw import exitcodes
-from uwsgigw.config import Config, ConfigError, build, load
+from uwsgigw.cli import load
+from uwsgigw.config import Config, ConfigError, build
 
 SEEDS = Path(__file__).resolve().parent.parent.parent / "shared" / "seeds"
 
@@ -430,3 +431,38 @@ def test_config_attributes_and_dict():
     cfg = build({"socket": (":1",), "master": True}, {})
     assert cfg.as_dict()["master"] is True and cfg.socket == [":1"]
     assert "buffer_size=4096" in repr(cfg)
+
+
+def test_defaults_factory():
+    cfg = Config.defaults(processes=3, module="app")
+    assert cfg.processes == 3 and cfg.module == "app" and cfg.buffer_size == 4096
+    assert cfg.source("processes") == "given" and cfg.source("buffer-size") == "default"
+    assert cfg.mount == [] and Config.defaults().mount is not cfg.mount  # no shared lists
+    with pytest.raises(TypeError, match="not options: prosesses"):
+        Config.defaults(prosesses=3)
+
+
+@pytest.mark.parametrize("values, master", [
+    ({}, False), ({"processes": 2}, True), ({"master": True}, True),
+    ({"harakiri": 30}, True), ({"max_requests": 100}, True), ({"reload_on_rss": 512}, True),
+    ({"reload_on_as": 1024}, True),
+    ({"stats": "127.0.0.1:9191"}, True),  # the master serves the stats, as in uWSGI
+    ({"stats_http": "127.0.0.1:9192"}, True),  # an HTTP stats socket of its own
+    ({"stats_http": "on"}, False),  # true alone only changes what stats= speaks
+    ({"threads": 4, "lazy_apps": True, "asgi": True}, False),
+])
+def test_runs_master_is_decided_by_the_config(values, master):
+    assert Config.defaults(**values).runs_master is master
+
+
+def test_runs_master_from_the_command_line():
+    assert load(["-s", ":1", "--stats", "127.0.0.1:9191"], {}).runs_master
+    assert load(["-s", ":1", "--stats-http", "127.0.0.1:9192"], {}).runs_master
+    cfg = load(["-s", ":1", "--stats", "127.0.0.1:9191"], {})
+    assert cfg.master is False  # derived, not written back: --print-config shows the option
+
+
+def test_or_default_is_uwsgis_zero_means_unset():
+    assert Config.defaults(reload_mercy=0).or_default("reload_mercy") == 60
+    assert Config.defaults(reload_mercy=5).or_default("reload_mercy") == 5
+    assert Config.defaults(worker_reload_mercy=0).or_default("worker_reload_mercy") == 60

@@ -129,7 +129,7 @@ def test_corpus_with_the_real_command(name):
 
 
 def test_corpus_values_that_need_uwsgi_rules(tmp_path):
-    from uwsgigw.config import load
+    from uwsgigw.cli import load
 
     def cfg(prefix: str):
         path = next(p for p in FILES if p.name.startswith(prefix))

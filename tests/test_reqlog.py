@@ -14,13 +14,13 @@ import re
 import signal
 import socket
 import time
-import types
 
 import pytest
 from conftest import nginx_vars, uwsgi_request, wait_until
 from test_master_support import APP, raw_get
 
 from uwsgigw import log, reqlog
+from uwsgigw.config import Config
 from uwsgigw.record import RequestRecord
 
 PLAIN = "plain_apps:application"
@@ -121,12 +121,12 @@ def test_log_format_times_text_and_literal_percent():
 
 
 def test_unknown_log_format_names_are_warned_about():
-    cfg = types.SimpleNamespace(log_format="%(addr) %(json_uri) %(var.X) %(status)")
+    cfg = Config.defaults(log_format="%(addr) %(json_uri) %(var.X) %(status)")
     warnings = reqlog.setup(cfg)
     try:
         assert len(warnings) == 1 and "%(json_uri)" in warnings[0]
     finally:
-        reqlog.setup(types.SimpleNamespace())
+        reqlog.setup(Config.defaults())
 
 
 # -- JSON --------------------------------------------------------------------------------
@@ -191,14 +191,14 @@ def test_disable_logging_filters(captured, status, elapsed, logged):
 
 def test_setup_chooses_emit_and_filter():
     try:
-        reqlog.setup(types.SimpleNamespace(disable_logging=True))
+        reqlog.setup(Config.defaults(disable_logging=True))
         assert reqlog.emit is None and reqlog.emit_filtered is None
-        reqlog.setup(types.SimpleNamespace(disable_logging=True, log_5xx=True))
+        reqlog.setup(Config.defaults(disable_logging=True, log_5xx=True))
         assert reqlog.emit is None and reqlog.emit_filtered is not None
-        reqlog.setup(types.SimpleNamespace())
+        reqlog.setup(Config.defaults())
         assert reqlog.emit is reqlog._default_emit
     finally:
-        reqlog.setup(types.SimpleNamespace())
+        reqlog.setup(Config.defaults())
 
 
 def test_memory_report_prefix():

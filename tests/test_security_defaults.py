@@ -31,7 +31,8 @@ from packet_builder import build_packet
 from conftest import (has_ipv6, http_request, nginx_vars, parse_response, recv_all,
                       short_tmpdir, uwsgi_connect, uwsgi_request)
 from soak.procinfo import APP_FILE, children, fds, status, wait_children
-from uwsgigw.config import ConfigError, load
+from uwsgigw.cli import load
+from uwsgigw.config import ConfigError
 from uwsgigw.devnginx import free_port
 from uwsgigw.peers import AllowList, normalise
 from uwsgigw.optypes import BadValue

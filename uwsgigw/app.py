@@ -3,19 +3,26 @@
 ``module = pkg.mod`` or ``pkg.mod:callable``, ``wsgi-file = path.py``,
 ``callable`` (default ``application``), and ``mount = /prefix=app`` with
 ``manage-script-name``. Also the process set-up that must precede the import:
-``chdir``, ``home``/``virtualenv``, ``pythonpath``, ``env``.
+``chdir``, ``home``/``virtualenv``, ``pythonpath``, ``env``. A loaded callable
+may be an ASGI app (:func:`is_asgi`): the worker kind follows from that
+(``WorkerContext.from_config``).
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.machinery
 import importlib.util
+import inspect
 import os
 import re
 import site
 import sys
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:
+    from .config import Config
 
 WSGIApp = Callable
 
@@ -24,7 +31,7 @@ class AppLoadError(Exception):
     """The app could not be imported or is not a callable; start-up stops."""
 
 
-def prepare_process(cfg) -> None:
+def prepare_process(cfg: Config) -> None:
     """Apply chdir, virtualenv, pythonpath and env before importing the app."""
     for item in cfg.env or ():
         key, sep, value = item.partition("=")
@@ -120,6 +127,28 @@ def load_callable(spec: str, default_callable: str = "application",
     return app
 
 
+def is_asgi(app) -> bool:
+    """True for an ASGI 3 callable: ``async def app(scope, receive, send)``,
+    an object with ``async def __call__`` (FastAPI, Starlette), or a plain
+    callable taking exactly three positional arguments."""
+    target = app
+    while isinstance(target, functools.partial):
+        target = target.func
+    if inspect.iscoroutinefunction(target):
+        return True
+    call = getattr(type(target), "__call__", None)
+    if not inspect.isfunction(target) and call is not None and \
+            inspect.iscoroutinefunction(call):
+        return True
+    try:
+        params = inspect.signature(app).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+                  and p.default is p.empty]
+    return len(positional) == 3 and not any(p.kind == p.VAR_POSITIONAL for p in params)
+
+
 class AppTable:
     """The default app plus ``mount`` points; picks the app for a request."""
 
@@ -129,6 +158,19 @@ class AppTable:
         # Longest prefix first, so /api/v2 wins over /api.
         self.mounts = sorted(mounts, key=lambda m: len(m[0]), reverse=True)
         self.manage_script_name = manage_script_name
+
+    def named(self) -> list[tuple[str, WSGIApp]]:
+        """Every app, with how the log names it."""
+        named = []
+        if self.default is not None:
+            named.append(("the app", self.default))
+        for prefix, app in self.mounts:
+            named.append(("the app mounted at %s" % prefix, app))
+        return named
+
+    def kinds(self) -> dict[int, str]:
+        """id(app) -> "asgi" or "wsgi", for every app."""
+        return {id(app): ("asgi" if is_asgi(app) else "wsgi") for _, app in self.named()}
 
     def picker(self) -> Callable[[dict], WSGIApp | None]:
         if not self.mounts:
@@ -152,7 +194,7 @@ class AppTable:
         return self.default
 
 
-def load_apps(cfg) -> AppTable:
+def load_apps(cfg: Config) -> AppTable:
     """Load ``module``/``wsgi-file`` and every ``mount``; need at least one."""
     default = None
     if cfg.module:

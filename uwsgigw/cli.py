@@ -20,12 +20,12 @@ import os
 import signal
 import sys
 from dataclasses import dataclass, field
-from typing import Any, NoReturn
+from typing import Any, Mapping, NoReturn
 
 import click
 
 from . import __version__, exitcodes, log
-from .config import ConfigError, build, describe_unknown, describe_unsupported
+from .config import Config, ConfigError, build, describe_unknown, describe_unsupported
 from .options import BOOL, BY_NAME, MAPPED, OPTIONS, Option
 from .uwsgi_compat import UNSUPPORTED
 
@@ -174,7 +174,7 @@ def invocation_from_params(params: dict[str, Any]) -> Invocation:
 
 
 def parse_argv(argv: list[str]) -> Invocation:
-    """Parse a command line without running it (``config.load`` uses this)."""
+    """Parse a command line without running it (``load`` uses this)."""
     try:
         ctx = main.make_context("uwsgigw", list(argv))
         return invocation_from_params(ctx.params)
@@ -182,6 +182,17 @@ def parse_argv(argv: list[str]) -> Invocation:
         raise ConfigError(exc.format_message()) from None
     except click.ClickException as exc:
         raise ConfigError("command line: %s" % exc.format_message()) from None
+
+
+def load(argv: list[str], environ: Mapping[str, str]) -> Config:
+    """Parse a uwsgigw command line (as ``uwsgigw`` would; ``argv`` without the
+    program name, e.g. ``["--ini", "site.ini"]``) and build its Config.
+
+    Raises ConfigError for anything that stops start-up.
+    """
+    invocation = parse_argv(list(argv))
+    return build(invocation.values, environ, check=invocation.check,
+                 cli_warnings=invocation.warnings, cli_listeners=invocation.listeners)
 
 
 # -- running -------------------------------------------------------------------
@@ -242,7 +253,7 @@ def _not_usable(warnings: list[str], errors: list[str]) -> NoReturn:
     _fail(errors, exitcodes.RUNTIME_ERROR)
 
 
-def _report_check(cfg: Any) -> NoReturn:
+def _report_check(cfg: Config) -> NoReturn:
     """--check: predict start-up on this machine (preflight.py), exit 0 or 1."""
     from .preflight import predict
     prediction = predict(cfg, os.environ)
@@ -281,8 +292,6 @@ def _run(**params: Any) -> None:
             click.echo("warning: " + message, err=True)
         click.echo(cfg.format(), nl=False)
         sys.exit(exitcodes.OK)
-    if getattr(cfg, "stats", None) or getattr(cfg, "stats_http", None) not in (None, "on"):
-        cfg.master = True  # the master serves the stats (stats.py), as in uWSGI
     from .server import serve  # the server is heavy and not needed for the above
     sys.exit(serve(cfg))
 

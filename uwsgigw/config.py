@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
 from . import exitcodes, ini, optypes
-from .options import (ANY, BY_ENV, BY_NAME, MAPPED, OPTIONS, Option,
+from .options import (ANY, BY_ATTR, BY_ENV, BY_NAME, MAPPED, OPTIONS, Option,
                       known_names, unsupported)
 
 
@@ -62,6 +62,37 @@ class Config:
         self.notes = notes
         self.ini_files = files
         self.stoppers = stoppers or []  # check=True: errors start-up would stop on
+
+    @classmethod
+    def defaults(cls, **values: Any) -> "Config":
+        """Every option at its default, ``values`` (attr=converted value, not
+        checked) on top: a Config passed on as data (``--check``'s import
+        child) or made by a test."""
+        unknown = sorted(set(values) - set(BY_ATTR))
+        if unknown:
+            raise TypeError("not options: %s" % ", ".join(unknown))
+        merged = {o.attr: o.initial() for o in OPTIONS}
+        merged.update(values)
+        sources = {attr: ["given" if attr in values else "default"] for attr in merged}
+        return cls(merged, sources, [], [], [])
+
+    # -- policy that follows from several options, decided here once ----------
+    # (properties, not values stored at build time: they cannot go stale, and
+    # Config.defaults gets them too)
+
+    @property
+    def runs_master(self) -> bool:
+        """A master runs with master = true, several workers, or any feature
+        only a master provides: harakiri, recycling and the stats server
+        (stats.py; as in uWSGI, stats implies master)."""
+        return bool(self.master or self.processes > 1 or self.harakiri or self.max_requests
+                    or self.reload_on_rss or self.reload_on_as or self.stats
+                    or self.stats_http not in (None, "on"))
+
+    def or_default(self, attr: str) -> Any:
+        """The value, or the option's default when it is 0: uWSGI's
+        ``x ? x : default`` for reload-mercy and worker-reload-mercy."""
+        return getattr(self, attr) or BY_ATTR[attr].default
 
     def source(self, name: str) -> str:
         opt = BY_NAME.get(name)
@@ -449,15 +480,3 @@ def build(cli: Mapping[str, Any], environ: Mapping[str, str], *, check: bool = F
                           warnings=warnings)
     return Config(values, sources, warnings, _Problems.in_file_order(problems.notes, files),
                   files, _Problems.in_file_order(problems.stoppers, files))
-
-
-def load(argv: list[str], environ: Mapping[str, str]) -> Config:
-    """Parse a uwsgigw command line (as the CLI would; ``argv`` without the
-    program name, e.g. ``["--ini", "site.ini"]``) and build its Config.
-
-    Raises ConfigError for anything that stops start-up.
-    """
-    from . import cli  # cli imports this module; import late to avoid a cycle
-    invocation = cli.parse_argv(list(argv))
-    return build(invocation.values, environ, check=invocation.check,
-                 cli_warnings=invocation.warnings, cli_listeners=invocation.listeners)

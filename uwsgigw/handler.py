@@ -21,10 +21,10 @@ import socket
 import struct
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from . import log, reqlog, request
-from .record import RequestRecord, account
+from .record import RequestRecord, SharedCounter, account
 from .request import RequestHead
 from .body import drain_socket, open_input, unread_after
 from .ending import finish
@@ -38,6 +38,10 @@ from .response import (
     simple_response,
 )
 
+if TYPE_CHECKING:  # WorkerContext.from_config's parameters
+    from .app import AppTable
+    from .config import Config
+
 # The vars block is at most 65535 bytes (16-bit size field); the rest of the
 # read buffer holds the start of the body, which nginx sends right behind.
 _READ_BUFFER = 4 + 65535 + 65536
@@ -47,7 +51,7 @@ _PEEK = socket.MSG_PEEK
 
 @dataclass
 class WorkerContext:
-    """What every connection in a worker needs; built once per worker."""
+    """What every connection in a worker needs; built once (:meth:`from_config`)."""
 
     decode: Callable
     max_block: int
@@ -67,6 +71,53 @@ class WorkerContext:
     track_requests: bool = False  # copy "METHOD URI" to the slot (harakiri logs it)
     peers: object = None  # peers.AllowList (uwsgi-allow-from), or None: accept anyone
     fastpath: object = None  # uwsgigw.fastpath (C request path), or None: Python only
+    # The worker kind that runs the apps (workerbase.WORKERS), and what the
+    # async worker (asgi/) reads besides the above.
+    kind: str = "sync"
+    harakiri: int = 0  # seconds; the async worker cancels a request past it
+    concurrency: int = 1000  # async-concurrency: requests in flight
+    threads: int = 1  # the async worker's thread pool for WSGI apps
+    kinds: dict = field(default_factory=dict)  # id(app) -> "asgi" | "wsgi"
+    apps: list = field(default_factory=list)  # [(name, app)]: the ASGI apps, for lifespan
+    states: dict = field(default_factory=dict)  # id(app) -> lifespan state
+
+    @classmethod
+    def from_config(cls, cfg: Config, backend, apps: AppTable,
+                    counter: SharedCounter) -> WorkerContext:
+        """The context of ``cfg``'s workers serving ``apps`` with ``backend``
+        (decoder.select); ``counter`` is the server-wide request total.
+
+        The worker kind is decided here, once: ``asgi`` when asgi = true or a
+        loaded callable is an ASGI app, else ``sync``.
+        """
+        from .environ import base_environ  # start-up only
+        from .log import ErrorStream
+        from .peers import allow_list
+        kinds = apps.kinds()
+        return cls(
+            decode=backend.decode,
+            fastpath=backend.fastpath,
+            max_block=cfg.buffer_size,  # at most 65535, the 16-bit size field (optypes)
+            socket_timeout=float(cfg.socket_timeout),
+            post_buffering=cfg.post_buffering,
+            post_buffering_bufsize=cfg.post_buffering_bufsize,
+            limit_post=cfg.limit_post,
+            pick_app=apps.picker(),
+            base_environ=base_environ(errors=ErrorStream(), file_wrapper=FileWrapper,
+                                      multithread=cfg.threads > 1,
+                                      multiprocess=cfg.processes > 1),
+            log_requests=not cfg.disable_logging,
+            worker_id=1,
+            count_request=counter.incr,
+            total_address=counter.address,
+            peers=allow_list(cfg.uwsgi_allow_from),
+            kind="asgi" if cfg.asgi or "asgi" in kinds.values() else "sync",
+            harakiri=cfg.harakiri,
+            concurrency=cfg.async_concurrency,
+            threads=cfg.threads,
+            kinds=kinds,
+            apps=[(name, app) for name, app in apps.named() if kinds[id(app)] == "asgi"],
+        )
 
 
 class _Exchange:

@@ -6,15 +6,7 @@ Signal handlers only enqueue; the main loop sleeps on a wake-up pipe
 dispatches ``handle_<signal>`` and runs one :meth:`tick`. It never
 busy-loops: the sleep is bounded by the next thing that has a deadline.
 
-Harakiri: the master reads each core's ``busy_since`` in the scoreboard.
-Past the limit it logs ``HARAKIRI ON WORKER`` with the request, sends the
-worker SIGUSR2 -- whose faulthandler C handler writes every thread's Python
-traceback from inside the signal handler, so it works even while the worker
-is blocked in C or waiting for the GIL, where a Python handler or
-``sys._current_frames`` could not run -- waits for the dump's acknowledgement
-(at most ``HARAKIRI_DUMP_WAIT``), then SIGKILLs it and forks a replacement.
-``faulthandler.dump_traceback_later`` per request was rejected: arming and
-cancelling its watchdog thread costs a lock and a wake-up per request.
+Harakiri (a stuck request: tracebacks, then SIGKILL) is harakiri.py's.
 
 Reload (SIGHUP) re-executes the master in place, as uWSGI does, but without
 a gap: the running workers are left serving, and the new image (same pid, so
@@ -25,92 +17,39 @@ new worker accepts sends the old ones SIGTERM; they finish their requests
 and exit. Requests queue in the shared listen backlog in between, so none
 fail. A fresh image also keeps the master's RSS and fd count flat however
 often it reloads. If the new app does not load, the old workers keep serving.
+What one image hands the next is handover.py's.
 """
 
 from __future__ import annotations
 
 import gc
-import json
 import os
 import select
 import signal
 import sys
 import time
-from dataclasses import dataclass
 
 from . import exitcodes, log, reqlog, vacuum
+from .config import Config
+from .handover import HandedBoard, HandedListener, Handover
+from .harakiri import Harakiri
+from .recycle import Limits
 from .reqlog import event
 from .scoreboard import ACCEPTING, BOOTING, STOPPING, Scoreboard
 from .stats import StatsServer
 from .systemd import Notifier
-from .worker import Limits, Worker, stop_with_parent
+from .workerbase import stop_with_parent, worker_class
+from .workerproc import WorkerProc, describe_status
 
-REEXEC_ENV = "_UWSGIGW_REEXEC"  # not UWSGIGW_*: those are options
-HARAKIRI_DUMP_WAIT = 0.5  # seconds the tracebacks get before SIGKILL
 IMMEDIATE_STOP_WAIT = 1.0  # after SIGINT/SIGQUIT, SIGKILL what is left
 BOOT_FAILURES_MAX = 5  # consecutive workers dying at boot before giving up
 SIGNALS = [signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGTTIN,
            signal.SIGTTOU, signal.SIGUSR1, signal.SIGUSR2, signal.SIGCHLD]
-try:
-    START_CWD = os.getcwd()  # re-exec from where we were started (chdir moves us)
-except OSError:  # started in a deleted directory
-    START_CWD = "/"
-
-
-@dataclass
-class WorkerProc:
-    pid: int
-    id: int
-    index: int  # slot in ``board``
-    generation: int
-    board: Scoreboard
-    spawned: float  # monotonic
-    booted: bool = False  # reached ACCEPTING
-    retiring: str = ""  # why it was asked to stop
-    kill_at: float = 0.0  # monotonic deadline for SIGKILL while retiring
-    mercy: float = 0.0
-    killed_for: str = ""
-    harakiri_at: float = 0.0  # monotonic time of the SIGKILL after the dump
-    harakiri_core: int = -1
-    harakiri_since: float = 0.0
-    harakiri_ack: int = 0
-
-    @property
-    def slot(self):
-        return self.board.workers[self.index]
-
-    def cores(self):
-        return self.board.cores_of(self.index)
-
-    def name(self) -> str:
-        return "worker %d (pid %d)" % (self.id, self.pid)
-
-
-def describe_status(status: int) -> str:
-    if os.WIFSIGNALED(status):
-        sig = os.WTERMSIG(status)
-        try:
-            return "killed by signal %d (%s)" % (sig, signal.Signals(sig).name)
-        except ValueError:
-            return "killed by signal %d" % sig
-    return "exit code %d" % os.WEXITSTATUS(status)
-
-
-def take_reexec_state() -> dict | None:
-    """The state a reloading master handed to this image, or None."""
-    text = os.environ.pop(REEXEC_ENV, None)
-    if not text:
-        return None
-    try:
-        return json.loads(text)
-    except ValueError:
-        log.error("ignoring a malformed %s" % REEXEC_ENV)
-        return None
 
 
 class Master:
-    def __init__(self, cfg, listeners, sockets_text: str, make_ctx, ctx=None,
-                 inherited: dict | None = None, notifier: Notifier | None = None):
+    def __init__(self, cfg: Config, listeners, sockets_text: str, make_ctx, ctx=None,
+                 inherited: Handover | None = None, notifier: Notifier | None = None):
         """``make_ctx()`` loads the app and returns a WorkerContext (None on
         failure, logged); ``ctx`` is that context when loaded in the master."""
         self.cfg = cfg
@@ -118,14 +57,15 @@ class Master:
         self.sockets_text = sockets_text
         self.make_ctx = make_ctx
         self.ctx = ctx
-        self.lazy = bool(getattr(cfg, "lazy_apps", False))
+        self.lazy = cfg.lazy_apps
         self.notifier = notifier or Notifier()
         self.pid = os.getpid()
-        self.target = max(1, int(cfg.processes))
-        self.threads = max(1, int(getattr(cfg, "threads", 1) or 1))
-        self.harakiri = int(getattr(cfg, "harakiri", 0) or 0)
-        self.reload_mercy = float(getattr(cfg, "reload_mercy", 60) or 60)
-        self.worker_mercy = float(getattr(cfg, "worker_reload_mercy", 60) or 60)
+        self.target = cfg.processes
+        self.threads = cfg.threads
+        self.harakiri = cfg.harakiri
+        self.harakiri_check = Harakiri(self, self.harakiri)
+        self.reload_mercy = float(cfg.or_default("reload_mercy"))
+        self.worker_mercy = float(cfg.or_default("worker_reload_mercy"))
         self.board = Scoreboard(max(2 * self.target + 8, 32), self.threads)
         self.boards = [self.board]
         self.workers: dict[int, WorkerProc] = {}
@@ -150,24 +90,16 @@ class Master:
 
     # -- set-up ------------------------------------------------------------------
 
-    def _adopt(self, state: dict) -> None:
+    def _adopt(self, handover: Handover) -> None:
         """Take over the workers of the image that re-executed into this one."""
-        self.generation = int(state.get("generation", 0)) + 1
-        boards = {}
-        for key, (fd, capacity, threads) in state.get("boards", {}).items():
-            boards[key] = Scoreboard.attach(fd, capacity, threads)
-            self.boards.append(boards[key])
+        self.generation = handover.generation + 1
+        boards = {key: Scoreboard.attach(b.fd, b.capacity, b.threads)
+                  for key, b in handover.boards.items()}
+        self.boards.extend(boards.values())
         now = time.monotonic()
-        for pid, wid, index, gen, key, retiring, mercy_left in state.get("workers", []):
-            board = boards[str(key)]
-            worker = WorkerProc(pid, wid, index, gen, board, now,
-                                booted=board.workers[index].state in (ACCEPTING, STOPPING))
-            if retiring:  # already told to stop: keep its deadline
-                worker.retiring, worker.mercy = retiring, mercy_left
-                worker.kill_at = now + mercy_left
-            self.workers[pid] = worker
-        self.counts = {int(k): v for k, v in state.get("counts", {}).items()}
-        self.carried = {int(k): v for k, v in state.get("carried", {}).items()}
+        for handed in handover.workers:
+            self.workers[handed.pid] = WorkerProc.adopted(handed, boards[handed.board], now)
+        self.counts, self.carried = handover.counts, handover.carried
         self.reload_started = now
         if self.ctx is None and not self.lazy:
             self.spawn_disabled = "the app failed to load"
@@ -236,7 +168,7 @@ class Master:
         if self.notifier.watchdog_interval:
             timeout = min(timeout, self.notifier.watchdog_interval / 2)
         for w in self.workers.values():
-            if w.harakiri_at:
+            if w.dump is not None:
                 timeout = min(timeout, 0.01)
             elif w.kill_at and not w.killed_for:
                 timeout = min(timeout, max(0.0, w.kill_at - now))
@@ -295,7 +227,7 @@ class Master:
         for w in list(self.workers.values()):
             w.retiring, w.kill_at = w.retiring or "shutdown", deadline
             w.mercy = IMMEDIATE_STOP_WAIT
-            self._kill(w, signal.SIGINT)
+            self.kill(w, signal.SIGINT)
 
     handle_quit = handle_int
 
@@ -324,7 +256,7 @@ class Master:
         log.reopen()
         log.info("SIGUSR1: log reopened (master and workers)")
         for w in self.workers.values():
-            self._kill(w, signal.SIGUSR1)
+            self.kill(w, signal.SIGUSR1)
 
     def handle_usr2(self) -> None:
         lines = ["SIGUSR2: %d workers, generation %d; each dumps its threads" % (
@@ -335,11 +267,11 @@ class Master:
                                                    if w.retiring else ""))
         log.info("\n".join(lines))
         for w in self.workers.values():
-            self._kill(w, signal.SIGUSR2)
+            self.kill(w, signal.SIGUSR2)
 
     # -- workers -----------------------------------------------------------------
 
-    def _kill(self, w: WorkerProc, sig: int) -> None:
+    def kill(self, w: WorkerProc, sig: int) -> None:
         try:
             os.kill(w.pid, sig)
         except ProcessLookupError:
@@ -352,7 +284,7 @@ class Master:
         w.retiring = why
         w.kill_at = time.monotonic() + mercy
         w.mercy = mercy
-        self._kill(w, signal.SIGTERM)
+        self.kill(w, signal.SIGTERM)
 
     def reap(self) -> None:
         while True:
@@ -511,10 +443,9 @@ class Master:
             ctx.worker_id = worker_id
             ctx.cores = self.board.cores_of(index)
             ctx.track_requests = bool(self.harakiri)
-            worker_class = getattr(ctx, "worker_class", Worker)  # asgi: AsyncWorker
-            worker = worker_class(ctx, self.listeners, self.threads, slot,
-                            Limits.from_config(self.cfg, worker_id),
-                            verbose_dump=bool(getattr(self.cfg, "harakiri_verbose", False)))
+            worker = worker_class(ctx.kind)(ctx, self.listeners, self.threads, slot,
+                                            Limits.from_config(self.cfg, worker_id),
+                                            verbose_dump=self.cfg.harakiri_verbose)
             worker.install_signals()
             code = 1
             worker.run()
@@ -532,7 +463,7 @@ class Master:
         for w in list(self.workers.values()):
             self._watch(w, now)
         if self.harakiri:
-            self._check_harakiri(now)
+            self.harakiri_check.check(now)
         if self.stats is not None:
             self.stats.tick(now)
         if not self.stopping:
@@ -562,21 +493,14 @@ class Master:
             w.killed_for = "did not stop within %gs (%s)" % (w.mercy, w.retiring)
             if self.stopping != "immediate":
                 log.warning("%s %s; killing it" % (w.name(), w.killed_for))
-            self._kill(w, signal.SIGKILL)
+            self.kill(w, signal.SIGKILL)
 
     def _recycle_reason(self, w: WorkerProc) -> str:
         """Why a worker stopped itself, from its limits and scoreboard slot (the
         worker's own log line says it in words; this is for the JSON event)."""
         limits = Limits.from_config(self.cfg, w.id)
-        done = sum(c.requests for c in w.cores())
-        if limits.max_requests and done >= limits.max_requests:
-            return "max-requests %d reached" % limits.max_requests
-        if limits.rss and w.slot.rss > limits.rss:
-            return "reload-on-rss: rss %d MB > %d MB" % (w.slot.rss >> 20, limits.rss >> 20)
-        if limits.address_space and w.slot.vsz > limits.address_space:
-            return "reload-on-as: address space %d MB > %d MB" % (
-                w.slot.vsz >> 20, limits.address_space >> 20)
-        return "recycled"
+        return limits.exceeded(sum(c.requests for c in w.cores()), w.slot.rss,
+                               w.slot.vsz) or "recycled"
 
     def _manage(self, now: float) -> None:
         current = [w for w in self.workers.values()
@@ -620,45 +544,6 @@ class Master:
             self.reload_pending = False
             self.reexec()
 
-    def _check_harakiri(self, mono: float) -> None:
-        now = time.time()
-        limit = self.harakiri
-        for w in list(self.workers.values()):
-            if w.killed_for:
-                continue
-            if w.harakiri_at:
-                if w.slot.dump_ack != w.harakiri_ack or mono >= w.harakiri_at:
-                    self._harakiri_kill(w)
-                continue
-            for core_index, core in enumerate(w.cores()):
-                since = core.busy_since
-                if since and now - since > limit:
-                    self._harakiri_start(w, core_index, core, since, now, mono)
-                    break
-
-    def _harakiri_start(self, w, core_index, core, since, now, mono) -> None:
-        request = core.req.decode("latin-1", "replace") or "(request unknown)"
-        event("harakiri", "HARAKIRI ON WORKER %d (pid %d, core %d): %s running for %.2f s "
-              "(harakiri %d s); the Python tracebacks of its threads follow" % (
-                  w.id, w.pid, core_index, request, now - since, self.harakiri), "error",
-              worker=w.id, worker_pid=w.pid, core=core_index, request=request,
-              seconds=round(now - since, 3), harakiri=self.harakiri)
-        w.harakiri_core, w.harakiri_since = core_index, since
-        w.harakiri_ack = w.slot.dump_ack
-        w.harakiri_at = mono + HARAKIRI_DUMP_WAIT
-        self._kill(w, signal.SIGUSR2)
-
-    def _harakiri_kill(self, w: WorkerProc) -> None:
-        w.harakiri_at = 0.0
-        if w.cores()[w.harakiri_core].busy_since != w.harakiri_since:
-            log.warning("%s finished that request after all; harakiri cancelled" % w.name())
-            return
-        w.killed_for = "harakiri after %d s" % self.harakiri
-        counts = self.counts.setdefault(w.id, [0, 0])
-        counts[1] += 1
-        w.slot.harakiri_count = counts[1]
-        self._kill(w, signal.SIGKILL)
-
     # -- reload ------------------------------------------------------------------
 
     def reexec(self) -> None:
@@ -667,39 +552,18 @@ class Master:
               "the current workers keep serving until the new ones accept",
               phase="start", generation=self.generation + 1)
         self.notifier.reloading()
-        boards = {str(i): b.describe() for i, b in enumerate(self.boards)}
         key = {id(b): str(i) for i, b in enumerate(self.boards)}
-        state = {
-            "generation": self.generation,
-            "listeners": [[l.fileno(), l.path, l.spec] for l in self.listeners],
-            "boards": boards,
-            "workers": [[w.pid, w.id, w.index, w.generation, key[id(w.board)], w.retiring,
-                         max(0.0, w.kill_at - time.monotonic()) if w.kill_at else 0.0]
-                        for w in self.workers.values() if not w.killed_for],
-            "counts": self.counts,
-            "carried": self.carried,
-            "vacuum": vacuum.state(),  # paths a privileged cleaner removes (vacuum.py)
-        }
-        fds = [l.fileno() for l in self.listeners] + [b.fd for b in self.boards]
-        env = dict(os.environ)
-        env[REEXEC_ENV] = json.dumps(state)
-        argv = [sys.executable] + list(getattr(sys, "orig_argv", sys.argv)[1:])
-        signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
-        cwd = os.getcwd()
-        log.flush_std()  # exec drops what the app left in sys.stdout's buffer
+        now = time.monotonic()
+        handover = Handover(
+            generation=self.generation,
+            listeners=[HandedListener(l.fileno(), l.path, l.spec) for l in self.listeners],
+            boards={key[id(b)]: HandedBoard(*b.describe()) for b in self.boards},
+            workers=[w.handed(key[id(w.board)], now) for w in self.workers.values()
+                     if not w.killed_for],
+            counts=self.counts, carried=self.carried, vacuum=vacuum.state())
         try:
-            for fd in fds:
-                os.set_inheritable(fd, True)
-            os.chdir(START_CWD)
-            os.execve(sys.executable, argv, env)
+            handover.exec(block=SIGNALS)  # returns only if it failed
         except OSError as exc:
-            try:
-                os.chdir(cwd)
-            except OSError:
-                pass
-            for fd in fds:
-                os.set_inheritable(fd, False)
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)
             self.reload_workers("cannot re-execute %s: %s" % (sys.executable, exc))
 
     def reload_workers(self, why: str) -> None:

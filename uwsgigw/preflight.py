@@ -30,10 +30,10 @@ import subprocess
 import sys
 import traceback
 from dataclasses import dataclass, field
-from types import SimpleNamespace
 from typing import Mapping
 
 from . import perms
+from .config import Config
 
 IMPORT_TIMEOUT = 30.0  # seconds the app's import may take in the check
 
@@ -44,7 +44,7 @@ class Prediction:
     warnings: list[str] = field(default_factory=list)
 
 
-def predict(cfg, environ: Mapping[str, str]) -> Prediction:
+def predict(cfg: Config, environ: Mapping[str, str]) -> Prediction:
     out = Prediction()
     _log_files(cfg, out)
     _decoder(cfg, out)
@@ -55,7 +55,7 @@ def predict(cfg, environ: Mapping[str, str]) -> Prediction:
     return out
 
 
-def _here(cfg, attr: str, value, problem: str, index: int | None = None) -> str:
+def _here(cfg: Config, attr: str, value, problem: str, index: int | None = None) -> str:
     where = cfg.item_sources[attr][index] if index is not None else cfg.sources[attr]
     return "%s: %s = %s: on this machine, %s" % (where, attr.replace("_", "-"), value,
                                                    problem)
@@ -83,11 +83,10 @@ def _dir_problem(path: str) -> str | None:
 
 # -- in serve()'s order -----------------------------------------------------------------
 
-def _log_files(cfg, out: Prediction) -> None:
+def _log_files(cfg: Config, out: Prediction) -> None:
     # logto, else daemonize's file: opened (O_APPEND, created if missing) first,
     # before chdir, from the start directory.
-    attr = "logto" if cfg.logto else "daemonize"
-    path = getattr(cfg, attr)
+    attr, path = ("logto", cfg.logto) if cfg.logto else ("daemonize", cfg.daemonize)
     if not path:
         return
     if os.path.isdir(path):
@@ -101,7 +100,7 @@ def _log_files(cfg, out: Prediction) -> None:
         out.errors.append(_here(cfg, attr, path, problem))
 
 
-def _decoder(cfg, out: Prediction) -> None:
+def _decoder(cfg: Config, out: Prediction) -> None:
     from .decoder import DecoderUnavailable, select
     try:
         select(cfg.decoder)
@@ -109,11 +108,11 @@ def _decoder(cfg, out: Prediction) -> None:
         out.errors.append(_here(cfg, "decoder", cfg.decoder, str(exc).rstrip(".")))
 
 
-def _chdir(cfg) -> str | None:
+def _chdir(cfg: Config) -> str | None:
     return cfg.chdir if cfg.chdir and os.path.isdir(cfg.chdir) else None
 
 
-def _sockets(cfg, environ: Mapping[str, str], out: Prediction) -> None:
+def _sockets(cfg: Config, environ: Mapping[str, str], out: Prediction) -> None:
     if environ.get("LISTEN_FDS"):
         out.warnings.append(
             "LISTEN_FDS is set: at start-up the sockets come from systemd "
@@ -158,7 +157,7 @@ def _try_bind(family, address) -> str | None:
     return None
 
 
-def _unix_socket(cfg, path: str, owner, out: Prediction) -> str | None:
+def _unix_socket(cfg: Config, path: str, owner, out: Prediction) -> str | None:
     problem = _dir_problem(path)
     if problem:
         return problem
@@ -187,7 +186,7 @@ def _unix_socket(cfg, path: str, owner, out: Prediction) -> str | None:
     return None
 
 
-def _socket_owner(cfg, out: Prediction) -> tuple[int, int] | None:
+def _socket_owner(cfg: Config, out: Prediction) -> tuple[int, int] | None:
     """The sockets' uid and gid after bind and chown-socket; None (and an error)
     if chown-socket cannot work."""
     uid, gid = os.geteuid(), os.getegid()
@@ -211,7 +210,7 @@ def _socket_owner(cfg, out: Prediction) -> tuple[int, int] | None:
     return None
 
 
-def _running_server(cfg) -> int | None:
+def _running_server(cfg: Config) -> int | None:
     """The live pid in this configuration's pidfile, if any."""
     if not cfg.pidfile:
         return None
@@ -224,7 +223,7 @@ def _running_server(cfg) -> int | None:
     return pid
 
 
-def _pidfile(cfg, out: Prediction) -> None:
+def _pidfile(cfg: Config, out: Prediction) -> None:
     # Written after chdir, before the privilege drop, through a temporary file.
     if cfg.pidfile:
         problem = _dir_problem(_in_dir(cfg.pidfile, _chdir(cfg)))
@@ -232,11 +231,10 @@ def _pidfile(cfg, out: Prediction) -> None:
             out.errors.append(_here(cfg, "pidfile", cfg.pidfile, problem))
 
 
-def _privileges(cfg, out: Prediction) -> bool:
+def _privileges(cfg: Config, out: Prediction) -> bool:
     """False (and errors) if uid/gid cannot be dropped to."""
     known = True
-    for attr in ("uid", "gid"):
-        spec = getattr(cfg, attr)
+    for attr, spec in (("uid", cfg.uid), ("gid", cfg.gid)):
         try:
             perms.resolve(spec, None) if attr == "uid" else perms.resolve(None, spec)
         except KeyError:
@@ -249,8 +247,8 @@ def _privileges(cfg, out: Prediction) -> bool:
     uid = user.pw_uid if user is not None else None
     if os.getuid() != 0 and not ((uid is None or uid == os.getuid()) and
                                  (gid is None or gid == os.getgid())):
-        attr = "uid" if cfg.uid else "gid"
-        out.errors.append(_here(cfg, attr, getattr(cfg, attr), "cannot drop privileges: "
+        attr, spec = ("uid", cfg.uid) if cfg.uid else ("gid", cfg.gid)
+        out.errors.append(_here(cfg, attr, spec, "cannot drop privileges: "
                                 "only root can (uwsgigw would run as uid %d)" % os.getuid()))
         return False
     return True
@@ -258,7 +256,7 @@ def _privileges(cfg, out: Prediction) -> bool:
 
 # -- the app, imported in a child process ---------------------------------------------------
 
-def _app(cfg, environ: Mapping[str, str], out: Prediction) -> None:
+def _app(cfg: Config, environ: Mapping[str, str], out: Prediction) -> None:
     if cfg.chdir and not os.path.isdir(cfg.chdir):
         out.errors.append(_here(cfg, "chdir", cfg.chdir, "no such directory"))
         return
@@ -268,8 +266,9 @@ def _app(cfg, environ: Mapping[str, str], out: Prediction) -> None:
         if problem:
             out.errors.append(_here(cfg, "home", cfg.home, problem))
             return
-    for attr in ("module", "wsgi_file", "mount"):
-        if getattr(cfg, attr):
+    for attr, value in (("module", cfg.module), ("wsgi_file", cfg.wsgi_file),
+                        ("mount", cfg.mount)):
+        if value:
             break
     else:
         message = "no application configured: set module = (or wsgi-file =, or mount =)"
@@ -278,7 +277,6 @@ def _app(cfg, environ: Mapping[str, str], out: Prediction) -> None:
         else:
             out.warnings.append(message + "; need-app is off: every request gets 500")
         return
-    value = getattr(cfg, attr)
     value = ", ".join(value) if isinstance(value, list) else value
     try:
         problem = _import_in_child(cfg, environ)
@@ -297,11 +295,10 @@ def _app(cfg, environ: Mapping[str, str], out: Prediction) -> None:
                                   % problem))
 
 
-def _import_in_child(cfg, environ: Mapping[str, str]) -> str | None:
+def _import_in_child(cfg: Config, environ: Mapping[str, str]) -> str | None:
     """None if the app loads in a fresh interpreter, else why not
     (TimeoutExpired after IMPORT_TIMEOUT)."""
-    from .options import OPTIONS
-    data = json.dumps({o.attr: getattr(cfg, o.attr) for o in OPTIONS})
+    data = json.dumps(cfg.as_dict())
     done = subprocess.run([sys.executable, "-m", "uwsgigw.preflight"], input=data,
                           capture_output=True, text=True, env=dict(environ),
                           timeout=IMPORT_TIMEOUT)
@@ -330,7 +327,7 @@ def _describe(exc: BaseException) -> str:
 def _child() -> None:
     """``python -m uwsgigw.preflight``: the config as JSON on stdin -> one JSON
     line ``{"problem": null | "..."}`` on stdout; what the app prints goes nowhere."""
-    cfg = SimpleNamespace(**json.load(sys.stdin))
+    cfg = Config.defaults(**json.load(sys.stdin))
     report = os.fdopen(os.dup(1), "w")
     null = os.open(os.devnull, os.O_RDWR)
     os.dup2(null, 1)

@@ -51,10 +51,13 @@ import json
 import os
 import re
 import time
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from . import log
 from .record import RequestRecord
+
+if TYPE_CHECKING:
+    from .config import Config
 
 Emit = Callable[[RequestRecord], None]  # emit(record): format and write one line
 
@@ -427,22 +430,18 @@ def build_filter(inner: Emit, log_4xx: bool, log_5xx: bool, slow_ms: int) -> Emi
     return emit_selected
 
 
-def setup(cfg) -> list[str]:
+def setup(cfg: Config) -> list[str]:
     """Compile the request log for ``cfg``; returns warnings for the log.
 
     With logging on, log-4xx/log-5xx/log-slow add nothing (every line is
     logged already), as in uWSGI.
     """
     global emit, emit_filtered, json_mode
-    fmt = getattr(cfg, "log_format", None) or None
-    json_mode = bool(getattr(cfg, "log_json", False))
-    memory = bool(getattr(cfg, "memory_report", False))
-    line = build_emit(fmt, json_mode, memory)
-    disabled = bool(getattr(cfg, "disable_logging", False))
-    emit = None if disabled else line
-    emit_filtered = build_filter(line, bool(getattr(cfg, "log_4xx", False)),
-                                 bool(getattr(cfg, "log_5xx", False)),
-                                 int(getattr(cfg, "log_slow", 0) or 0))
+    fmt = cfg.log_format or None
+    json_mode = cfg.log_json
+    line = build_emit(fmt, json_mode, cfg.memory_report)
+    emit = None if cfg.disable_logging else line
+    emit_filtered = build_filter(line, cfg.log_4xx, cfg.log_5xx, cfg.log_slow)
     return ["log-format: %%(%s) is not a uWSGI log variable uwsgigw knows; it logs as "
             "'-' (known: %s, var.NAME)" % (name, ", ".join(sorted(VARS)))
             for name in dict.fromkeys(unknown_names(fmt or ""))]

@@ -14,48 +14,17 @@ import traceback
 from . import __version__, exitcodes, log, reqlog
 from . import perms, systemd, vacuum
 from .app import AppLoadError, AppTable, load_apps, prepare_process
+from .config import Config
 from .decoder import DecoderUnavailable, select
-from .environ import base_environ
 from .handler import WorkerContext
-from .log import ErrorStream
+from .handover import Handover
+from .master import Master
 from .record import SharedCounter
-from .response import FileWrapper
-from .master import Master, take_reexec_state
-from .peers import allow_list
 from .sockets import SocketError, adopt, bind_all, close_all
-from .worker import Worker
-
-MAX_BLOCK = 65535  # the vars block size is a 16-bit field
+from .workerbase import worker_class
 
 
-def make_context(cfg, backend, apps, counter: SharedCounter) -> WorkerContext:
-    ctx = WorkerContext(
-        decode=backend.decode,
-        fastpath=backend.fastpath,
-        max_block=min(cfg.buffer_size, MAX_BLOCK),
-        socket_timeout=float(cfg.socket_timeout),
-        post_buffering=cfg.post_buffering or 0,
-        post_buffering_bufsize=cfg.post_buffering_bufsize,
-        limit_post=cfg.limit_post or 0,
-        pick_app=apps.picker(),
-        base_environ=base_environ(
-            errors=ErrorStream(),
-            file_wrapper=FileWrapper,
-            multithread=cfg.threads > 1,
-            multiprocess=cfg.processes > 1,
-        ),
-        log_requests=not cfg.disable_logging,
-        worker_id=1,
-        count_request=counter.incr,
-        total_address=counter.address,
-        peers=allow_list(getattr(cfg, "uwsgi_allow_from", None)),
-    )
-    # ASGI app or asgi=true: the async worker's context (uwsgigw/asgi).
-    from .asgi import async_context
-    return async_context(cfg, ctx, apps)
-
-
-def _load(cfg):
+def _load(cfg: Config):
     try:
         return load_apps(cfg)
     except AppLoadError as exc:
@@ -66,17 +35,17 @@ def _load(cfg):
     return None
 
 
-def serve(cfg) -> int:
-    inherited = take_reexec_state()  # set when a reloading master re-executed us
+def serve(cfg: Config) -> int:
+    inherited = Handover.from_env()  # set when a reloading master re-executed us
     try:  # before daemonizing: a log that cannot be opened fails in the foreground
-        log.setup(cfg.logto or getattr(cfg, "daemonize", None))
+        log.setup(cfg.logto or cfg.daemonize)
     except OSError as exc:
         log.error("cannot open the log file %s: %s" % (exc.filename, exc.strerror))
         return exitcodes.CONFIG_ERROR
-    if getattr(cfg, "daemonize", None) and inherited is None:
+    if cfg.daemonize and inherited is None:
         daemonize()
     # The request log format is compiled once, here, for every way of starting.
-    for warning in list(getattr(cfg, "warnings", ())) + reqlog.setup(cfg):
+    for warning in cfg.warnings + reqlog.setup(cfg):
         log.warning(warning)
     try:
         backend = select(cfg.decoder)
@@ -98,15 +67,15 @@ def serve(cfg) -> int:
         return exitcodes.SOCKET_ERROR
     if inherited is None:
         warn_unreachable(listeners)
-    pidfile = getattr(cfg, "pidfile", None)
+    pidfile = cfg.pidfile
     try:
         if pidfile:
             write_pidfile(pidfile)
         if inherited is None:
             vacuum.delegate(cfg, listeners, pidfile)
         else:
-            vacuum.adopt(inherited.get("vacuum"))
-        drop_privileges(getattr(cfg, "uid", None), getattr(cfg, "gid", None))
+            vacuum.adopt(inherited.vacuum)
+        drop_privileges(cfg.uid, cfg.gid)
         if os.geteuid() == 0 and not inherited:  # said once, not at every reload
             log.warning("running as root without uid=: the app runs with full root "
                         "privileges; set uid = www-data (and gid = www-data) to drop "
@@ -117,14 +86,14 @@ def serve(cfg) -> int:
         return exitcodes.CONFIG_ERROR
     try:
         sockets_text = ", ".join(l.spec for l in listeners)
-        if not _wants_master(cfg):
-            apps = _load(cfg) or (None if cfg_need_app(cfg) else AppTable(None, [], False))
+        if not cfg.runs_master:
+            apps = _load(cfg) or (None if cfg.need_app else AppTable(None, [], False))
             if apps is None:
                 return exitcodes.APP_LOAD_ERROR
-            ctx = make_context(cfg, backend, apps, SharedCounter())
+            ctx = WorkerContext.from_config(cfg, backend, apps, SharedCounter())
             log.info("ready to accept requests: 1 worker on %s (decoder: %s)" % (
                 sockets_text, backend.name))
-            worker = getattr(ctx, "worker_class", Worker)(ctx, listeners, cfg.threads)
+            worker = worker_class(ctx.kind)(ctx, listeners, cfg.threads)
             worker.install_signals()
             worker.run()
             return exitcodes.OK
@@ -135,35 +104,24 @@ def serve(cfg) -> int:
             vacuum.remove_pidfile(pidfile)
 
 
-def cfg_need_app(cfg) -> bool:
-    return bool(getattr(cfg, "need_app", True))
-
-
-def _wants_master(cfg) -> bool:
-    """A master runs with master=true, several workers, or any feature only a
-    master can provide (harakiri, recycling)."""
-    return bool(cfg.master or cfg.processes > 1 or any(
-        getattr(cfg, name, 0) for name in ("harakiri", "max_requests", "reload_on_rss",
-                                           "reload_on_as", "stats")))
-
-
-def _prefork(cfg, backend, listeners, sockets_text: str, inherited) -> int:
+def _prefork(cfg: Config, backend, listeners, sockets_text: str,
+             inherited: Handover | None) -> int:
     """Run the master (master.py): preload the app unless lazy-apps, then fork."""
     counter = SharedCounter()
 
     def make_ctx():
         apps = _load(cfg)
         if apps is None:
-            if cfg_need_app(cfg):
+            if cfg.need_app:
                 return None
             log.warning("need-app is off: serving 500 until an app loads")
             apps = AppTable(None, [], False)
-        return make_context(cfg, backend, apps, counter)
+        return WorkerContext.from_config(cfg, backend, apps, counter)
 
     ctx = None
-    if not getattr(cfg, "lazy_apps", False):
+    if not cfg.lazy_apps:
         ctx = make_ctx()
-        if ctx is None and not (inherited and inherited.get("workers")):
+        if ctx is None and not (inherited and inherited.workers):
             return exitcodes.APP_LOAD_ERROR
     return Master(cfg, listeners, sockets_text, make_ctx, ctx, inherited).run()
 
@@ -174,10 +132,10 @@ class PrivilegeError(Exception):
     """uid/gid cannot be resolved or dropped."""
 
 
-def open_sockets(cfg, inherited) -> list:
+def open_sockets(cfg: Config, inherited: Handover | None) -> list:
     """Sockets from a reloading master, from systemd, or bound here."""
     if inherited:
-        fds, paths = inherited_fds(inherited)
+        fds, paths = inherited.listener_fds()
         return adopt(fds, paths)
     activated = systemd.listen_fds()
     if activated:
@@ -188,17 +146,6 @@ def open_sockets(cfg, inherited) -> list:
             "; socket= entries are ignored" if cfg.socket else ""))
         return listeners
     return bind_all(cfg.socket, cfg.listen, cfg.chmod_socket, cfg.chown_socket)
-
-
-def inherited_fds(state: dict) -> tuple[list[int], dict]:
-    """The listening fds (and unix paths we own) a reloading image passed on
-    (``Master.reexec`` writes them)."""
-    fds, paths = [], {}
-    for fd, path, _spec in state.get("listeners", []):
-        fds.append(fd)
-        if path:
-            paths[fd] = path
-    return fds, paths
 
 
 def warn_unreachable(listeners) -> None:

@@ -159,7 +159,7 @@ def _worker(master, wid: int, procs: list) -> dict:
         avg_rt=int(sum(c.rt_total for c in cores) / timed * 1e6) if timed else 0)
     entry["apps"] = [{"id": 0, "modifier1": 0, "mountpoint": "", "startup_time": 0,
                       "requests": delta, "exceptions": sum(c.exceptions for c in cores),
-                      "chdir": getattr(master.cfg, "chdir", None) or ""}]
+                      "chdir": master.cfg.chdir or ""}]
     for i, core in enumerate(cores):
         since = core.busy_since
         entry["cores"].append({
@@ -335,8 +335,8 @@ class StatsServer:
         must not take the application down (nor fail a reload).
         """
         cfg = master.cfg
-        spec = getattr(cfg, "stats", None)
-        http = getattr(cfg, "stats_http", None)
+        spec = cfg.stats
+        http = cfg.stats_http
         wanted = []
         if spec:
             wanted.append((spec, http == "on"))
@@ -347,7 +347,7 @@ class StatsServer:
         listeners = []
         for address, speaks_http in wanted:
             try:
-                listener = bind(address, getattr(cfg, "chmod_socket", None) or "660")
+                listener = bind(address, cfg.chmod_socket)
             except Exception as exc:  # SocketError, OSError, a bad address
                 log.error("cannot start the stats server on %s: %s" % (address, exc))
                 continue

@@ -31,9 +31,12 @@ import os
 import select
 import signal
 import stat
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from . import log, perms
+
+if TYPE_CHECKING:
+    from .config import Config
 
 # Signals a stop or a supervisor may send the whole process group.
 _IGNORED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
@@ -91,7 +94,7 @@ def _remove_pidfile(path: str, pid: int) -> bool:
     return _unlink(path, "pidfile")
 
 
-def delegate(cfg, listeners, pidfile: str | None) -> None:
+def delegate(cfg: Config, listeners, pidfile: str | None) -> None:
     """Before dropping privileges: fork the cleaner for what the uid/gid we drop
     to could not remove. Does nothing unless vacuum is on and we are root."""
     if not cfg.vacuum or os.geteuid() != 0:

@@ -17,20 +17,18 @@ worker. A WSGI request in the thread pool cannot be cancelled either: its
 start time is what the heartbeat writes, so the master treats it as the
 WSGI worker would.
 
-Signals as in the WSGI worker: TERM/HUP finish the requests in flight (and
-the tasks they run after the response, such as Starlette background tasks),
-run lifespan shutdown and exit; INT/QUIT exit at once; USR1 reopens the log;
-USR2 dumps tracebacks (faulthandler, from C) and the requests in flight.
+Signals as in every worker (workerbase.py), run by the loop: TERM/HUP finish
+the requests in flight (and the tasks they run after the response, such as
+Starlette background tasks), run lifespan shutdown and exit; INT/QUIT exit at
+once; USR1 reopens the log; USR2 dumps tracebacks (faulthandler, from C) and
+the requests in flight.
 """
 
 from __future__ import annotations
 
 import asyncio
-import errno
-import faulthandler
 import linecache
 import os
-import signal
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -39,8 +37,9 @@ from .. import exitcodes, log, peers, reqlog
 from ..record import RequestRecord, account
 from ..ending import finish
 from ..handler import ConnectionHandler
-from ..scoreboard import ACCEPTING, REQ_SIZE, STOPPING, CoreSlot, WorkerSlot
-from ..worker import Limits, Worker
+from ..recycle import Limits
+from ..scoreboard import ACCEPTING, REQ_SIZE, CoreSlot, WorkerSlot
+from ..workerbase import WorkerBase
 from .hangup import HangupWatcher
 from .lifespan import Lifespan, LifespanFailed
 from .protocol import Exchange, serve_connection
@@ -80,22 +79,17 @@ def new_event_loop() -> tuple[asyncio.AbstractEventLoop, str]:
     return uvloop.new_event_loop(), "uvloop"
 
 
-class AsyncWorker:
+class AsyncWorker(WorkerBase):
     def __init__(self, ctx, listeners, threads: int = 1, slot: WorkerSlot | None = None,
                  limits: Limits | None = None, verbose_dump: bool = False):
-        self.ctx = ctx
-        self.listeners = listeners
+        super().__init__(ctx, listeners, slot, limits, verbose_dump)
         self.threads = max(1, threads, ctx.threads)
         self.forked = slot is not None  # under a master (else: single process)
-        self.slot = slot if slot is not None else WorkerSlot()
         if not ctx.cores:
             ctx.cores = [CoreSlot()]
         self.core = ctx.cores[0]  # the loop's slot: heartbeat and counters
-        self.limits = limits or Limits()
-        self.verbose_dump = verbose_dump
         self.loop: asyncio.AbstractEventLoop | None = None
         self.loop_name = ""
-        self.stopping = False
         self.accepting = False
         self.active = 0  # connection tasks (and drains) in flight
         self.tasks: set = set()
@@ -115,19 +109,10 @@ class AsyncWorker:
             asyncio.set_event_loop(self.loop)
         return self.loop
 
-    def install_signals(self) -> None:
-        loop = self._ensure_loop()
-        for sig in (signal.SIGTERM, signal.SIGHUP):
-            loop.add_signal_handler(sig, self.stop)
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
-        signal.signal(signal.SIGQUIT, signal.SIG_DFL)
-        loop.add_signal_handler(signal.SIGUSR1, log.reopen)
-        signal.signal(signal.SIGTTIN, signal.SIG_IGN)
-        signal.signal(signal.SIGTTOU, signal.SIG_IGN)
-        # faulthandler writes the tracebacks from C even while the loop is
-        # blocked, then chains to the loop's handler (requests + acknowledgement).
-        loop.add_signal_handler(signal.SIGUSR2, self.dump_requests)
-        faulthandler.register(signal.SIGUSR2, file=2, all_threads=True, chain=True)
+    def _on_signal(self, sig, action) -> None:
+        # The loop runs the action; faulthandler still writes the USR2
+        # tracebacks from C while the loop is blocked, then chains to it.
+        self._ensure_loop().add_signal_handler(sig, action)
 
     def run(self) -> None:
         loop = self._ensure_loop()
@@ -182,7 +167,7 @@ class AsyncWorker:
         if self.accepting or self.stopping:
             return
         self.accepting = True
-        allow = getattr(self.ctx, "peers", None)  # uwsgi-allow-from (peers.py)
+        allow = self.ctx.peers  # uwsgi-allow-from (peers.py)
         for listener in self.listeners:
             self.loop.add_reader(listener.fileno(), self._accept,
                                  peers.guard(listener.sock, allow))
@@ -225,25 +210,15 @@ class AsyncWorker:
         elif not self.accepting and self.active < self.ctx.concurrency:
             self._resume()
 
-    def stop(self) -> None:
-        """Finish the requests in flight, accept no more."""
-        if self.stopping:
-            return
-        self.stopping = True
-        self.slot.state = STOPPING
+    def _stopped(self) -> None:
         self._pause()
         if self.active == 0 and self._done is not None and not self._done.done():
             self._done.set_result(None)
 
-    def _accept_failed(self, exc: OSError) -> None:
-        if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-            log.rate_limited("accept", "accept() failed: %s; raise the open files limit "
-                             "(ulimit -n / LimitNOFILE=)" % exc.strerror, level="ERROR")
-            # Back off instead of spinning on a listener that stays readable.
-            self._pause()
-            self.loop.call_later(0.05, self._resume)
-        elif exc.errno not in (errno.EINTR, errno.ECONNABORTED, errno.EPROTO):
-            log.rate_limited("accept", "accept() failed: %s" % exc, level="ERROR")
+    def _back_off(self, seconds: float) -> None:
+        # Stop watching the listeners for a while; the loop keeps serving.
+        self._pause()
+        self.loop.call_later(seconds, self._resume)
 
     # -- per request ------------------------------------------------------------
 
@@ -269,7 +244,7 @@ class AsyncWorker:
                                      head.modifier1, ex.started, elapsed, ctx.pid,
                                      ctx.worker_id, 0, requests, total))
         if self.limits:
-            Worker._check_limits(self)  # sets self.stopping via self.stop()
+            self._check_limits()  # sets self.stopping via self.stop()
 
     def _beat(self) -> None:
         """Keep the scoreboard fresh; cancel requests past harakiri."""
@@ -344,18 +319,14 @@ class AsyncWorker:
 
     # -- diagnostics --------------------------------------------------------------
 
-    def dump_requests(self) -> None:
-        """After faulthandler's traceback (USR2): the requests in flight."""
-        now = time.time()
-        lines = ["worker %d (pid %d): %d request%s in flight (%s loop)" % (
-            self.ctx.worker_id, os.getpid(), len(self.inflight),
-            "" if len(self.inflight) == 1 else "s", self.loop_name)]
+    def _dump_lines(self, now: float) -> list[str]:
+        """USR2: the requests in flight."""
+        lines = ["%s: %d request%s in flight (%s loop)" % (
+            self.name(), len(self.inflight), "" if len(self.inflight) == 1 else "s",
+            self.loop_name)]
         for ex in sorted(self.inflight, key=lambda e: e.started):
             lines.append("  %s running for %.3f s%s" % (
                 ex.describe(), now - ex.started, " (WSGI, thread pool)" if ex.task is None
                 else ""))
-            if self.verbose_dump:
-                lines.extend("    %s = %r" % (k, v) for k, v in sorted(ex.env.items())
-                             if not k.startswith("wsgi."))
-        log.warning("\n".join(lines))
-        self.slot.dump_ack += 1
+            lines.extend(self._env_lines(ex.env))
+        return lines
