@@ -85,7 +85,7 @@ test: system-deps fuzz-deps dist
 
 # Regenerate the README settings block from the option table.
 docs:
-	$(PY) -m uwsgigw.options --write README.md
+	$(PY) -m uwsgigw.config.options --write README.md
 
 clean:
 	rm -rf build $(DIST) $(TEST_VENV) *.egg-info uwsgigw/_cdecoder*.so uwsgigw/_cdecoder.c \

@@ -1,7 +1,7 @@
 """Build hook for the optional C packet decoder; metadata is in pyproject.toml.
 
 The only additions over pyproject.toml: ``cffi_modules`` (the cffi build
-script in uwsgigw/_decoder_build.py), a build_ext that never fails the
+script in uwsgigw/protocol/_decoder_build.py), a build_ext that never fails the
 install, and a build_py that ships nginx/ inside the package. Without cffi or a working C compiler uwsgigw installs anyway, warns
 on stderr, and runs the pure-Python decoder (``--decoder auto``). pip shows
 a successful build's output only with ``pip install -v``; at run time
@@ -76,7 +76,7 @@ def cffi_options() -> dict:
         # option: 'cffi_modules'" and silently skip the extension.
         warn("cffi is not installed in the build environment")
         return {}
-    return {"cffi_modules": ["uwsgigw/_decoder_build.py:ffibuilder"]}
+    return {"cffi_modules": ["uwsgigw/protocol/_decoder_build.py:ffibuilder"]}
 
 
 def fastpath_extension() -> list:

@@ -5,7 +5,7 @@
  * request paid for a Python pass that turned its output into strings, a dict
  * and a response head. This module does those steps in C for the common
  * request and hands everything unusual back to the Python code, which stays
- * the one place where errors are explained (uwsgigw/handler.py):
+ * the one place where errors are explained (uwsgigw/wsgi/handler.py):
  *
  *   accept(listen_fd)        accept4() -> int fd (no socket object, no
  *                            getsockname() as socket.socket(fileno=) does)
@@ -22,8 +22,8 @@
  *   Core(hooks, settings).serve(fd)
  *                            a request without a body, start to end
  *
- * fastpath.h declares what the files share; uwsgigw/fastpath.py declares
- * the seam with Python. Semantics mirror uwsgigw/environ.py and handler.py's
+ * fastpath.h declares what the files share; uwsgigw/wsgi/fastpath.py declares
+ * the seam with Python. Semantics mirror uwsgigw/protocol/environ.py and handler.py's
  * _Exchange exactly; tests/test_fastpath.py compares them on random packets
  * and responses. Validation is by uwsgi_decode() (the same C the cffi decoder
  * runs), so a packet it accepts can be walked without further checks.

@@ -3,7 +3,7 @@
  *
  * Each fastpath_*.c is its own translation unit and includes only this
  * header (and the decoder's), so the files can be read, and built, in any
- * order. What crosses into Python is declared in uwsgigw/fastpath.py, the one
+ * order. What crosses into Python is declared in uwsgigw/wsgi/fastpath.py, the one
  * place that says what C may call: the hooks object's public methods, the
  * settings it reads once, the record and head tuples it builds.
  *
@@ -29,7 +29,7 @@
 /* Everything the module shares: set once by init() and module creation,
  * then only read (the GIL is held whenever C touches Python objects). */
 typedef struct {
-    /* The Python pieces C defers to (uwsgigw/fastpath.py passes them). */
+    /* The Python pieces C defers to (uwsgigw/wsgi/fastpath.py passes them). */
     PyObject *ResponseError;      /* response.ResponseError */
     PyObject *HeadersAlreadySent; /* response.HeadersAlreadySent */
     PyObject *build_head;         /* response.build_head: explains what C refuses */

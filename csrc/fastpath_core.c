@@ -1,6 +1,6 @@
 /*
  * Core: a request without a body, start to end, in C (declarations in
- * fastpath.h; the seam with Python in uwsgigw/fastpath.py).
+ * fastpath.h; the seam with Python in uwsgigw/wsgi/fastpath.py).
  *
  * Core(hooks, settings).serve(fd) runs a whole request without a body --
  * read, environ, app, response, the end of the connection, the counters and
@@ -439,7 +439,7 @@ PyTypeObject CoreType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "uwsgigw._fastpath.Core",
     .tp_doc = "Core(hooks, settings): a request thread's common request, in C "
-              "(uwsgigw/fastpath.py declares both arguments).",
+              "(uwsgigw/wsgi/fastpath.py declares both arguments).",
     .tp_basicsize = sizeof(Core),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_new = PyType_GenericNew,

@@ -1,6 +1,6 @@
 /*
  * uWSGI's default request line, built in C from a request record (the
- * record and its fields: uwsgigw/record.py; declarations in fastpath.h).
+ * record and its fields: uwsgigw/observe/record.py; declarations in fastpath.h).
  *
  * reqlog.default_line is the Python version: one %-format plus an
  * isprintable() check and an encode, ~2.5 us per request; this is a few

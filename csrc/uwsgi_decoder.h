@@ -5,9 +5,9 @@
  *   header: modifier1 (u8), datasize (u16 little-endian), modifier2 (u8)
  *   block:  datasize bytes of repeated {u16le keylen, key, u16le vallen, value}
  *
- * The decoder does no allocation and no I/O. The caller (uwsgigw/decoder_c.py)
+ * The decoder does no allocation and no I/O. The caller (uwsgigw/protocol/decoder_c.py)
  * owns one uwsgi_scratch per thread and turns the output layout into Python
- * strings with builtins only. The pure-Python twin (uwsgigw/decoder_py.py)
+ * strings with builtins only. The pure-Python twin (uwsgigw/protocol/decoder_py.py)
  * implements exactly the same checks in the same order; keep them in step.
  *
  * Only the region between the cffi markers is given to cffi's cdef, so it

@@ -57,7 +57,7 @@ def c_unavailable_reason() -> str | None:
     Set UWSGIGW_TEST_REQUIRE_C=1 (CI) to turn the skip into an error, so a
     broken extension build cannot pass as "skipped".
     """
-    from uwsgigw import decoder
+    from uwsgigw import backend as decoder
 
     try:
         decoder.select("c")
@@ -72,7 +72,7 @@ def decoder_params() -> list:
     """pytest params for both decoder backends; C is skipped if not built."""
     import pytest
 
-    from uwsgigw import decoder
+    from uwsgigw import backend as decoder
 
     params = [pytest.param(decoder.select("python"), id="python")]
     reason = c_unavailable_reason()
@@ -213,8 +213,8 @@ def write_fixtures(root: Path = PACKETS) -> None:
     message change shows up as a fixture diff.
     """
     sys.path.insert(0, str(root.parent.parent))
-    from uwsgigw import decoder_py  # only the generator needs uwsgigw
-    from uwsgigw.errors import ProtocolError
+    from uwsgigw.protocol import decoder_py  # only the generator needs uwsgigw
+    from uwsgigw.protocol.errors import ProtocolError
 
     for kind, table in (("valid", valid_fixtures()), ("invalid", invalid_fixtures())):
         folder = root / kind

@@ -5,7 +5,7 @@ import sys
 import pytest
 
 from uwsgigw.app import AppLoadError, AppTable, load_apps, load_callable, prepare_process
-from uwsgigw.config import Config
+from uwsgigw.config.settings import Config
 
 
 cfg = Config.defaults  # every option at its default, the keywords on top

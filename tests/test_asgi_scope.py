@@ -13,12 +13,12 @@ from conftest import nginx_vars
 from uwsgigw.app import AppTable, is_asgi
 from uwsgigw.asgi.protocol import status_line, str_headers
 from uwsgigw.asgi.scope import build_scope
-from uwsgigw.config import Config
-from uwsgigw.environ import base_environ, build_environ
-from uwsgigw.handler import WorkerContext
-from uwsgigw.record import SharedCounter
-from uwsgigw.response import ResponseError, build_head
-from uwsgigw.workerbase import worker_class
+from uwsgigw.config.settings import Config
+from uwsgigw.protocol.environ import base_environ, build_environ
+from uwsgigw.wsgi.handler import WorkerContext
+from uwsgigw.observe.record import SharedCounter
+from uwsgigw.cycle.response import ResponseError, build_head
+from uwsgigw.process.workerbase import worker_class
 
 
 def _scope(vars: dict, modifier1: int = 0, state=None) -> dict:

@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from uwsgigw.body import (ClientDisconnected, SocketInput, drain_socket, open_input,
-                          unread_after)
+from uwsgigw.cycle.body import (ClientDisconnected, SocketInput, drain_socket, open_input,
+                                unread_after)
 
 BODY = b"".join(b"line %d\n" % i for i in range(20000)) + b"tail-without-newline"
 
@@ -120,7 +120,7 @@ def test_streaming_never_reads_past_content_length(pair):
 @pytest.mark.parametrize("kind,pb", KINDS)
 @pytest.mark.parametrize("prefix_len", [0, 100, len(BODY) - 1])
 def test_the_last_body_byte_stays_queued(kind, pb, prefix_len, pair):
-    """The held tail (uwsgigw/ending.py): once the app has the whole body, its
+    """The held tail (uwsgigw/cycle/ending.py): once the app has the whole body, its
     last byte is still in the kernel's queue, so that closing without reading
     it resets the connection; unread_after says how much the handler reads."""
     server, client = pair

@@ -184,7 +184,7 @@ def test_check_predicts_the_socket_nginx_cannot_reach(tmp_path):
 
 
 def test_readme_states_the_check_rules():
-    from uwsgigw.options import settings_markdown
+    from uwsgigw.config.options import settings_markdown
     text = " ".join(settings_markdown().split())
     assert "it exits 1 when start-up would stop" in text
     assert "socket activation (`LISTEN_FDS` set) cannot be checked before start-up" in text

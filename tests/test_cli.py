@@ -18,8 +18,8 @@ from conftest import APPS_DIR, uwsgigw_cmd
 
 from uwsgigw import exitcodes
 from uwsgigw.cli import load, main, parse_argv
-from uwsgigw.config import ConfigError
-from uwsgigw.options import OPTIONS
+from uwsgigw.config.settings import ConfigError
+from uwsgigw.config.options import OPTIONS
 
 
 @pytest.fixture(autouse=True)

@@ -14,7 +14,7 @@ import pytest
 
 from uwsgigw import exitcodes
 from uwsgigw.cli import load
-from uwsgigw.config import Config, ConfigError, build
+from uwsgigw.config.settings import Config, ConfigError, build
 
 SEEDS = Path(__file__).resolve().parent.parent.parent / "shared" / "seeds"
 

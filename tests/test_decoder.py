@@ -24,8 +24,9 @@ from packet_builder import (
     valid_fixtures,
 )
 
-from uwsgigw import decoder, decoder_py, errors
-from uwsgigw.decoder_py import Packet
+from uwsgigw import backend as decoder
+from uwsgigw.protocol import decoder_py, errors
+from uwsgigw.protocol.decoder_py import Packet
 
 HEADER_ERRORS = {"HttpOnUwsgiSocket", "BadModifier", "BlockTooLarge"}
 
@@ -325,11 +326,11 @@ def test_select_rejects_unknown():
 
 def test_missing_extension(monkeypatch):
     # None in sys.modules makes `import` raise ImportError
-    import uwsgigw
+    import uwsgigw.protocol
 
     monkeypatch.setitem(sys.modules, "uwsgigw._cdecoder", None)
-    monkeypatch.delitem(sys.modules, "uwsgigw.decoder_c", raising=False)
-    monkeypatch.delattr(uwsgigw, "decoder_c", raising=False)
+    monkeypatch.delitem(sys.modules, "uwsgigw.protocol.decoder_c", raising=False)
+    monkeypatch.delattr(uwsgigw.protocol, "decoder_c", raising=False)
     with pytest.raises(decoder.DecoderUnavailable, match="python3-dev") as info:
         decoder.select("c")
     assert "--decoder python" in str(info.value)

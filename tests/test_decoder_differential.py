@@ -16,8 +16,9 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from packet_builder import build_packet, c_unavailable_reason, expected_items, raw_packet
 
-from uwsgigw import decoder, decoder_py
-from uwsgigw.errors import ProtocolError
+from uwsgigw import backend as decoder
+from uwsgigw.protocol import decoder_py
+from uwsgigw.protocol.errors import ProtocolError
 
 _SKIP = c_unavailable_reason()
 if _SKIP is None:

@@ -2,8 +2,8 @@
 
 import pytest
 
-from uwsgigw.environ import base_environ, build_environ, merge_repeated, request_vars
-from uwsgigw.errors import BadContentLength
+from uwsgigw.protocol.environ import base_environ, build_environ, merge_repeated, request_vars
+from uwsgigw.protocol.errors import BadContentLength
 
 
 def flat(pairs):

@@ -21,14 +21,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from packet_builder import PACKETS, build_packet
 
-from uwsgigw import decoder_py
-from uwsgigw.environ import base_environ
-from uwsgigw.handler import _Exchange
-from uwsgigw.record import RequestRecord
-from uwsgigw.response import FileWrapper, HeadersAlreadySent, ResponseError
+from uwsgigw.protocol import decoder_py
+from uwsgigw.protocol.environ import base_environ
+from uwsgigw.wsgi.handler import _Exchange
+from uwsgigw.observe.record import RequestRecord
+from uwsgigw.cycle.response import FileWrapper, HeadersAlreadySent, ResponseError
 
 try:
-    from uwsgigw import fastpath
+    from uwsgigw.wsgi import fastpath
 except ImportError as exc:
     if os.environ.get("UWSGIGW_TEST_REQUIRE_C"):
         raise
@@ -360,7 +360,7 @@ def test_file_wrapper_is_left_to_the_handler():
 
 def python_line(record) -> bytes:
     """reqlog's Python steps for the default line (default_line + escaping)."""
-    from uwsgigw import reqlog
+    from uwsgigw.observe import reqlog
     line = reqlog.default_line(record)
     if not line.isprintable():
         line = reqlog._CTRL.sub(reqlog._ctrl_escape, line)

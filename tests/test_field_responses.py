@@ -6,7 +6,7 @@ ASGI worker (tests/apps/field_apps.py):
 
 * a response cut short (an exception after the head, ``exc_info`` too late, a
   killed worker, harakiri, ``reload-mercy`` running out) must look cut short
-  to the client: no terminating chunk. Before the held tail (uwsgigw/ending.py)
+  to the client: no terminating chunk. Before the held tail (uwsgigw/cycle/ending.py)
   a unix socket delivered every one of these as a complete ``200``;
 * a child process that inherited the connection must not hold the response:
   the connection ends when the response ends;

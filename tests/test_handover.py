@@ -7,8 +7,8 @@ import signal
 
 import pytest
 
-from uwsgigw.handover import (REEXEC_ENV, HandedBoard, HandedListener, HandedWorker,
-                              Handover)
+from uwsgigw.process.handover import (REEXEC_ENV, HandedBoard, HandedListener, HandedWorker,
+                                      Handover)
 
 
 def _handover():
@@ -84,8 +84,8 @@ def test_a_failed_exec_puts_everything_back(monkeypatch, tmp_path):
 
 
 def test_a_worker_crosses_the_reload_with_its_deadline():
-    from uwsgigw.scoreboard import ACCEPTING, Scoreboard
-    from uwsgigw.workerproc import WorkerProc
+    from uwsgigw.observe.scoreboard import ACCEPTING, Scoreboard
+    from uwsgigw.process.workerproc import WorkerProc
     board = Scoreboard(4, 1)
     try:
         index = board.allocate()

@@ -7,9 +7,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from uwsgigw.harakiri import DUMP_WAIT, Harakiri
-from uwsgigw.workerproc import WorkerProc
-from uwsgigw.scoreboard import Scoreboard
+from uwsgigw.process.harakiri import DUMP_WAIT, Harakiri
+from uwsgigw.process.workerproc import WorkerProc
+from uwsgigw.observe.scoreboard import Scoreboard
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from uwsgigw import ini, ini_expand
+from uwsgigw.config import ini, ini_expand
 
 
 def read(tmp_path, text: str, environ=None, name: str = "app.ini", section: str = "",

@@ -23,7 +23,7 @@ from click.testing import CliRunner
 from conftest import uwsgigw_cmd
 
 from uwsgigw.cli import main
-from uwsgigw.uwsgi_compat import UNSUPPORTED
+from uwsgigw.config.uwsgi_compat import UNSUPPORTED
 
 REPO = Path(__file__).resolve().parent.parent
 CORPUS = REPO.parent / "shared" / "ini-corpus"

@@ -14,7 +14,8 @@ from conftest import short_tmpdir
 from test_master_support import (APP, Launched, exit_status, launch_env, poll, raw_get,
                                  uwsgigw_cmd)
 
-from uwsgigw import scoreboard, systemd
+from uwsgigw.observe import scoreboard
+from uwsgigw.process import systemd
 
 
 class NotifySocket:

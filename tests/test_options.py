@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from uwsgigw import options, optypes
-from uwsgigw.options import BY_NAME, MAPPED, OPTIONS, IMPLEMENTED
-from uwsgigw.uwsgi_compat import LISTENERS, UNSUPPORTED
+from uwsgigw.config import options, optypes
+from uwsgigw.config.options import BY_NAME, MAPPED, OPTIONS, IMPLEMENTED
+from uwsgigw.config.uwsgi_compat import LISTENERS, UNSUPPORTED
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -228,7 +228,7 @@ def test_readme_block_is_generated_from_the_table():
     text = README.read_text(encoding="utf-8")
     block = text.split(options.README_START, 1)[1].split(options.README_END, 1)[0]
     assert block.strip() == options.settings_markdown().strip(), (
-        "README settings block is stale: run python -m uwsgigw.options --write README.md")
+        "README settings block is stale: run python -m uwsgigw.config.options --write README.md")
 
 
 def test_settings_reference_lists_every_option_and_unsupported_name():

@@ -24,7 +24,7 @@ from conftest import INSTALLED, REPO_DIR, uwsgigw_cmd
 # else that git tracks is a build input and must be in the sdist.
 NOT_BUILD_INPUTS = ("tests/", ".ci/", ".gitignore", "Makefile")
 EXTENSIONS = ("_cdecoder", "_fastpath")  # cffi decoder, setup.py's fast path
-BUILD_SCRIPT = "uwsgigw._decoder_build"  # setup.py's cffi_modules
+BUILD_SCRIPT = "uwsgigw.protocol._decoder_build"  # setup.py's cffi_modules
 
 
 def tracked_files() -> list[str]:

@@ -5,10 +5,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from uwsgigw.config import Config
-from uwsgigw.recycle import Limits
-from uwsgigw.scoreboard import STOPPING, CoreSlot
-from uwsgigw.workerbase import WorkerBase
+from uwsgigw.config.settings import Config
+from uwsgigw.process.recycle import Limits
+from uwsgigw.observe.scoreboard import STOPPING, CoreSlot
+from uwsgigw.process.workerbase import WorkerBase
 
 MB = 1 << 20
 

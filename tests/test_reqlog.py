@@ -19,9 +19,10 @@ import pytest
 from conftest import nginx_vars, uwsgi_request, wait_until
 from test_master_support import APP, raw_get
 
-from uwsgigw import log, reqlog
-from uwsgigw.config import Config
-from uwsgigw.record import RequestRecord
+from uwsgigw import log
+from uwsgigw.observe import reqlog
+from uwsgigw.config.settings import Config
+from uwsgigw.observe.record import RequestRecord
 
 PLAIN = "plain_apps:application"
 

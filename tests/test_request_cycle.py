@@ -18,16 +18,16 @@ import pytest
 from conftest import nginx_vars, parse_response
 from packet_builder import build_packet
 
-from uwsgigw import decoder_py
-from uwsgigw.body import drain_socket
-from uwsgigw.environ import base_environ
-from uwsgigw.handler import ConnectionHandler, WorkerContext
-from uwsgigw.record import SharedCounter
-from uwsgigw.request import Outcome
-from uwsgigw.response import FileWrapper
+from uwsgigw.protocol import decoder_py
+from uwsgigw.cycle.body import drain_socket
+from uwsgigw.protocol.environ import base_environ
+from uwsgigw.wsgi.handler import ConnectionHandler, WorkerContext
+from uwsgigw.observe.record import SharedCounter
+from uwsgigw.cycle.request import Outcome
+from uwsgigw.cycle.response import FileWrapper
 
 try:
-    from uwsgigw import fastpath
+    from uwsgigw.wsgi import fastpath
 except ImportError:  # the Python exchange only; conftest fails make test without C
     fastpath = None
 

@@ -2,7 +2,8 @@
 
 import pytest
 
-from uwsgigw.response import FileWrapper, ResponseError, build_head, sendfile_fd, simple_response
+from uwsgigw.cycle.response import (FileWrapper, ResponseError, build_head, sendfile_fd,
+                                    simple_response)
 
 
 def test_head_is_http11_with_headers():

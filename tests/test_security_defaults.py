@@ -32,11 +32,12 @@ from conftest import (has_ipv6, http_request, nginx_vars, parse_response, recv_a
                       short_tmpdir, uwsgi_connect, uwsgi_request)
 from soak.procinfo import APP_FILE, children, fds, status, wait_children
 from uwsgigw.cli import load
-from uwsgigw.config import ConfigError
+from uwsgigw.config.settings import ConfigError
 from uwsgigw.devnginx import free_port
-from uwsgigw.peers import AllowList, normalise
-from uwsgigw.optypes import BadValue
-from uwsgigw.response import ResponseError, build_head
+from uwsgigw.config.optypes import normalise
+from uwsgigw.process.peers import AllowList
+from uwsgigw.config.optypes import BadValue
+from uwsgigw.cycle.response import ResponseError, build_head
 
 ROOT = os.geteuid() == 0
 needs_root = pytest.mark.skipif(not ROOT, reason="needs root (to drop privileges)")

@@ -16,7 +16,7 @@ import pytest
 
 from conftest import short_tmpdir
 from test_master_support import APP, get
-from uwsgigw import perms
+from uwsgigw.process import perms
 
 needs_root_and_www_data = pytest.mark.skipif(
     os.geteuid() != 0 or "www-data" not in {p.pw_name for p in pwd.getpwall()},

@@ -7,7 +7,7 @@ import stat
 import pytest
 
 from uwsgigw.devnginx import free_port
-from uwsgigw.sockets import SocketError, bind_all, close_all, parse_address
+from uwsgigw.process.sockets import SocketError, bind_all, close_all, parse_address
 
 
 @pytest.mark.parametrize("spec,expected", [

@@ -16,7 +16,7 @@ import pytest
 from conftest import short_tmpdir, uwsgi_connect, wait_until
 from test_master_support import APP, in_thread, raw_get, wait_workers
 
-from uwsgigw import stats
+from uwsgigw.process import stats
 from uwsgigw.devnginx import free_port
 
 # What the consumers read (their sources): uwsgitop 0.12 (xrmx/uwsgitop) and

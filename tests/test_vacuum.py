@@ -21,7 +21,8 @@ import pytest
 
 from conftest import short_tmpdir, wait_until
 from test_master_support import APP, exit_status, raw_get, wait_workers
-from uwsgigw import log, vacuum
+from uwsgigw import log
+from uwsgigw.process import vacuum
 from uwsgigw.devnginx import stop_process_group
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (to drop privileges)")
@@ -105,7 +106,7 @@ def test_sigkill_of_the_master_still_removes_them(uwsgigw_factory):
 
 CLEANER_CHILD = textwrap.dedent("""
     import os, socket, sys
-    from uwsgigw import vacuum
+    from uwsgigw.process import vacuum
     sock_path, pidfile = sys.argv[1], sys.argv[2]
     s = socket.socket(socket.AF_UNIX)
     s.bind(sock_path)

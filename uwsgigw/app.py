@@ -22,7 +22,7 @@ import sys
 from typing import TYPE_CHECKING, Callable
 
 if TYPE_CHECKING:
-    from .config import Config
+    from .config.settings import Config
 
 WSGIApp = Callable
 

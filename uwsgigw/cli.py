@@ -25,9 +25,15 @@ from typing import Any, Mapping, NoReturn
 import click
 
 from . import __version__, exitcodes, log
-from .config import Config, ConfigError, build, describe_unknown, describe_unsupported
-from .options import BOOL, BY_NAME, MAPPED, OPTIONS, Option
-from .uwsgi_compat import UNSUPPORTED
+from .config.options import BOOL, BY_NAME, MAPPED, OPTIONS, Option
+from .config.settings import (
+    Config,
+    ConfigError,
+    build,
+    describe_unknown,
+    describe_unsupported,
+)
+from .config.uwsgi_compat import UNSUPPORTED
 
 _OWN_FLAGS = {"check", "print-config", "version", "reload", "stop", "help"}
 _EPILOG = ("Every option can also be set in the [uwsgi] section of an INI file "
@@ -227,7 +233,7 @@ def signal_pidfile(path: str, signum: int) -> int:
 
 
 def version_line(decoder: str) -> str:
-    from .decoder import select  # written alongside; imported only when asked
+    from .backend import select  # written alongside; imported only when asked
     return "uwsgigw %s (decoder: %s, Python %s)" % (
         __version__, select(decoder).name, ".".join(map(str, sys.version_info[:3])))
 

@@ -11,7 +11,7 @@ import os
 import sys
 
 from . import __version__
-from .decoder import select
+from .backend import select
 
 
 def application(environ, start_response):

@@ -29,7 +29,7 @@ from urllib.parse import unquote_to_bytes
 import click
 
 from . import __version__
-from .sockets import parse_address
+from .process.sockets import parse_address
 
 HEALTHY, UNHEALTHY = 0, 1
 MAX_RESPONSE = 16 << 20  # bytes kept of an answer; the rest is read and dropped

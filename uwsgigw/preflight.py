@@ -32,8 +32,8 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Mapping
 
-from . import perms
-from .config import Config
+from .config.settings import Config
+from .process import perms
 
 IMPORT_TIMEOUT = 30.0  # seconds the app's import may take in the check
 
@@ -101,7 +101,7 @@ def _log_files(cfg: Config, out: Prediction) -> None:
 
 
 def _decoder(cfg: Config, out: Prediction) -> None:
-    from .decoder import DecoderUnavailable, select
+    from .backend import DecoderUnavailable, select
     try:
         select(cfg.decoder)
     except DecoderUnavailable as exc:
@@ -119,7 +119,7 @@ def _sockets(cfg: Config, environ: Mapping[str, str], out: Prediction) -> None:
             "socket activation (socket = entries are then ignored); they cannot be checked "
             "before start-up")
         return
-    from .sockets import SocketError, parse_address
+    from .process.sockets import SocketError, parse_address
     owner = _socket_owner(cfg, out) if cfg.socket else None
     for index, spec in enumerate(cfg.socket):
         try:

@@ -11,17 +11,18 @@ import os
 import sys
 import traceback
 
-from . import __version__, exitcodes, log, reqlog
-from . import perms, systemd, vacuum
+from . import __version__, exitcodes, log
 from .app import AppLoadError, AppTable, load_apps, prepare_process
-from .config import Config
-from .decoder import DecoderUnavailable, select
-from .handler import WorkerContext
-from .handover import Handover
-from .master import Master
-from .record import SharedCounter
-from .sockets import SocketError, adopt, bind_all, close_all
-from .workerbase import worker_class
+from .backend import DecoderUnavailable, select
+from .config.settings import Config
+from .observe import reqlog
+from .observe.record import SharedCounter
+from .process import perms, systemd, vacuum
+from .process.handover import Handover
+from .process.master import Master
+from .process.sockets import SocketError, adopt, bind_all, close_all
+from .process.workerbase import worker_class
+from .wsgi.handler import WorkerContext
 
 
 def _load(cfg: Config):

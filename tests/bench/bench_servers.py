@@ -122,24 +122,24 @@ until `python -m uwsgigw` exists). argv[1] is the config as JSON."""
 import json, sys, types
 sys.path.insert(0, %(repo)r)
 try:
-    import uwsgigw.decoder  # noqa: F401
+    import uwsgigw.backend  # noqa: F401
 except ImportError:
     # The decoder selector is not there yet: C if built, else Python.
-    mod = types.ModuleType("uwsgigw.decoder")
+    mod = types.ModuleType("uwsgigw.backend")
     class DecoderUnavailable(RuntimeError):
         pass
     def select(choice="auto"):
         if choice in ("auto", "c"):
             try:
-                import uwsgigw.decoder_c as impl
+                import uwsgigw.protocol.decoder_c as impl
                 return types.SimpleNamespace(name="c", decode=impl.decode)
             except ImportError as exc:
                 if choice == "c":
                     raise DecoderUnavailable(str(exc))
-        import uwsgigw.decoder_py as impl
+        import uwsgigw.protocol.decoder_py as impl
         return types.SimpleNamespace(name="python", decode=impl.decode)
     mod.select, mod.DecoderUnavailable = select, DecoderUnavailable
-    sys.modules["uwsgigw.decoder"] = mod
+    sys.modules["uwsgigw.backend"] = mod
 from uwsgigw.server import serve
 
 class Cfg(types.SimpleNamespace):

@@ -5,12 +5,12 @@
 Two packets: an nginx-typical one (the uwsgi_params vars plus the headers a
 browser sends: about 20 vars, about 600 bytes) and a 60 KB one (the same plus
 a big cookie and many long headers, close to nginx's 64 KB cap). For each
-backend (``uwsgigw.decoder.select("c" | "python")``) two timings:
+backend (``uwsgigw.backend.select("c" | "python")``) two timings:
 
 - decode: ``backend.decode(data, 65535)``
 - decode + environ: what a worker does per request before calling the app.
-  Python: ``decode`` then ``uwsgigw.environ.build_environ(base,
-  packet.items, packet.modifier1)``; C: ``uwsgigw.fastpath.environ_from``,
+  Python: ``decode`` then ``uwsgigw.protocol.environ.build_environ(base,
+  packet.items, packet.modifier1)``; C: ``uwsgigw.wsgi.fastpath.environ_from``,
   the one C call the worker makes (the cffi decode + build_environ when
   the fast path is not built).
 
@@ -85,9 +85,9 @@ def load_backends() -> tuple[dict, dict]:
     """(name -> decode function, name -> why it is missing)."""
     found, missing = {}, {}
     try:
-        from uwsgigw.decoder import DecoderUnavailable, select
+        from uwsgigw.backend import DecoderUnavailable, select
     except ImportError:  # the selector not written yet: use the modules
-        for name, module in (("c", "uwsgigw.decoder_c"), ("python", "uwsgigw.decoder_py")):
+        for name, module in (("c", "uwsgigw.protocol.decoder_c"), ("python", "uwsgigw.protocol.decoder_py")):
             try:
                 found[name] = __import__(module, fromlist=["decode"]).decode
             except ImportError as exc:
@@ -102,9 +102,9 @@ def load_backends() -> tuple[dict, dict]:
 
 
 def c_fastpath():
-    """uwsgigw.fastpath.environ_from, or None when the C fast path is not built."""
+    """uwsgigw.wsgi.fastpath.environ_from, or None when the C fast path is not built."""
     try:
-        from uwsgigw.fastpath import environ_from
+        from uwsgigw.wsgi.fastpath import environ_from
     except ImportError:
         return None
     return environ_from
@@ -127,7 +127,7 @@ def measure(quick: bool = False, trials: int | None = None, best_of: int | None 
     trials, taken with the backends interleaved, keeps one lucky or unlucky
     trial (and drift of a shared machine) from deciding the ratio.
     """
-    from uwsgigw.environ import base_environ, build_environ
+    from uwsgigw.protocol.environ import base_environ, build_environ
 
     trials = trials or (3 if quick else 7)
     best_of = best_of or (3 if quick else 5)

@@ -82,7 +82,7 @@ def build_instrumented_extension() -> Path:
     target.mkdir(parents=True)
     env = dict(os.environ, CC=clang(), LDSHARED="%s -shared" % clang(),
                CFLAGS="-fsanitize=address,fuzzer-no-link -g -O1")
-    code = ("import sys; sys.path.insert(0, %r); from uwsgigw._decoder_build import _builder; "
+    code = ("import sys; sys.path.insert(0, %r); from uwsgigw.protocol._decoder_build import _builder; "
             "print(_builder(True).compile(tmpdir=%r))" % (str(REPO), str(target)))
     subprocess.run([sys.executable, "-c", code], check=True, env=env,
                    stdout=subprocess.DEVNULL)

@@ -7,7 +7,7 @@ Each input is split into a max_block choice (byte 0) and packet bytes; the
 C and Python decoders must agree exactly (same Packet, or same error class
 and message) and the C one must never crash. The C decoder is also checked
 on every prefix the worker would see (it decodes after each recv()). When
-the C fast path is built, its environ (``uwsgigw.fastpath.environ_from``)
+the C fast path is built, its environ (``uwsgigw.wsgi.fastpath.environ_from``)
 must equal the Python one (decoder + ``environ.build_environ``), or be
 None exactly where Python needs more data or raises.
 
@@ -47,8 +47,8 @@ def _load_instrumented() -> None:
 
 
 def backends():
-    from uwsgigw import decoder_py
-    from uwsgigw.decoder import select
+    from uwsgigw.protocol import decoder_py
+    from uwsgigw.backend import select
     backend = select("c")  # fuzzing without C is pointless
     environ_c = backend.fastpath.environ_from if backend.fastpath else None
     return backend.decode, decoder_py.decode, environ_c
@@ -57,8 +57,8 @@ def backends():
 def python_environ(py_decode, data, max_block: int, base: dict):
     """The Python path's RequestHead of ``data`` (as C's environ_from gives
     it: nread the whole buffer, nothing held), or None where C hands over."""
-    from uwsgigw.errors import ProtocolError
-    from uwsgigw.request import RequestHead
+    from uwsgigw.protocol.errors import ProtocolError
+    from uwsgigw.cycle.request import RequestHead
     try:
         packet = py_decode(data, max_block)
         if packet is None:
@@ -69,7 +69,7 @@ def python_environ(py_decode, data, max_block: int, base: dict):
 
 
 def outcome(decode, data, max_block: int):
-    from uwsgigw.errors import ProtocolError
+    from uwsgigw.protocol.errors import ProtocolError
     try:
         return ("ok", decode(data, max_block))
     except ProtocolError as exc:
@@ -77,7 +77,7 @@ def outcome(decode, data, max_block: int):
 
 
 def make_check(c_decode, py_decode, environ_c=None):
-    from uwsgigw.environ import base_environ
+    from uwsgigw.protocol.environ import base_environ
     base = base_environ(errors=None, file_wrapper=None, multithread=False, multiprocess=True)
 
     def check(raw: bytes) -> None:

@@ -1,7 +1,7 @@
 """Knowing that nginx closed a connection, without reading from it.
 
 While the app runs, the request's last byte stays in the kernel's queue (the
-held tail, uwsgigw/ending.py), so the socket is always readable: the event
+held tail, uwsgigw/cycle/ending.py), so the socket is always readable: the event
 loop's readability cannot say "EOF". One epoll set per worker, watching its
 connections for EPOLLRDHUP (the peer closed; EPOLLHUP and EPOLLERR come
 anyway), is itself one readable descriptor on the loop.

@@ -6,7 +6,7 @@ decoder and environ builder, ``limit-post`` answered with 413 before the app
 runs, ``post-buffering`` reading the whole body first (to memory below N
 bytes, to an unlinked temp file at N and above), otherwise ``http.request``
 messages streamed from the socket, never past CONTENT_LENGTH. The response
-side runs the same :func:`uwsgigw.response.build_head`, so a status or header
+side runs the same :func:`uwsgigw.cycle.response.build_head`, so a status or header
 with CR, LF or NUL is never sent: the app gets a :class:`ResponseError` from
 ``send`` and the client a 500, with the header named in the log.
 
@@ -17,7 +17,7 @@ listening is cancelled, and ``send()`` raises :class:`ClientDisconnected`
 (ASGI spec 2.4: an ``OSError``).
 
 As on the WSGI path, the request's last byte stays in the kernel's queue until
-the response is complete (the held tail, uwsgigw/ending.py): a response cut
+the response is complete (the held tail, uwsgigw/cycle/ending.py): a response cut
 short (the app raising, harakiri, the worker dying) resets the connection, so
 nginx never passes a truncated body on as complete.
 """
@@ -29,11 +29,12 @@ import socket
 import tempfile
 import time
 
-from .. import log, request
-from ..body import spool_read_size
-from ..errors import ClientDisconnected, ProtocolError
-from ..request import RequestHead
-from ..response import ResponseError, build_head, simple_response
+from .. import log
+from ..cycle import request
+from ..cycle.body import spool_read_size
+from ..cycle.request import RequestHead
+from ..cycle.response import ResponseError, build_head, simple_response
+from ..protocol.errors import ClientDisconnected, ProtocolError
 from .scope import build_scope
 
 _CHUNK = 65536

@@ -1,6 +1,6 @@
 """The ASGI 3 ``http`` scope, built from the same decoded vars as the WSGI environ.
 
-:func:`build_scope` takes the environ that :func:`uwsgigw.environ.build_environ`
+:func:`build_scope` takes the environ that :func:`uwsgigw.protocol.environ.build_environ`
 made (repeated headers merged, ``UWSGI_*`` stripped, CONTENT_LENGTH validated,
 modifier1 30 and ``mount`` applied), so both kinds of app see one request the
 same way. Pure function: dict in, dict out.

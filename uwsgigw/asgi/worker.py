@@ -33,13 +33,15 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from .. import exitcodes, log, peers, reqlog
-from ..record import RequestRecord, account
-from ..ending import finish
-from ..handler import ConnectionHandler
-from ..recycle import Limits
-from ..scoreboard import ACCEPTING, REQ_SIZE, CoreSlot, WorkerSlot
-from ..workerbase import WorkerBase
+from .. import exitcodes, log
+from ..cycle.ending import finish
+from ..observe import reqlog
+from ..observe.record import RequestRecord, account
+from ..observe.scoreboard import ACCEPTING, REQ_SIZE, CoreSlot, WorkerSlot
+from ..process import peers
+from ..process.recycle import Limits
+from ..process.workerbase import WorkerBase
+from ..wsgi.handler import ConnectionHandler
 from .hangup import HangupWatcher
 from .lifespan import Lifespan, LifespanFailed
 from .protocol import Exchange, serve_connection

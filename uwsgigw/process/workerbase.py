@@ -28,9 +28,9 @@ import signal
 import time
 from typing import Callable
 
-from . import log
+from .. import log
+from ..observe.scoreboard import STOPPING, WorkerSlot, read_statm
 from .recycle import Limits
-from .scoreboard import STOPPING, WorkerSlot, read_statm
 
 ACCEPT_BACKOFF = 0.05  # seconds without accept() once descriptors run out
 
@@ -39,7 +39,7 @@ ACCEPT_BACKOFF = 0.05  # seconds without accept() once descriptors run out
 # same): a WSGI-only server never imports asyncio. WorkerContext.from_config
 # (handler.py) decides ``ctx.kind``: with lazy-apps only a worker that has
 # loaded the app knows it, so the table is read where the worker is made.
-WORKERS = {"sync": "uwsgigw.worker:Worker", "asgi": "uwsgigw.asgi.worker:AsyncWorker"}
+WORKERS = {"sync": "uwsgigw.wsgi.worker:Worker", "asgi": "uwsgigw.asgi.worker:AsyncWorker"}
 
 
 def worker_class(kind: str) -> type[WorkerBase]:

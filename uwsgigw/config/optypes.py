@@ -20,6 +20,7 @@ option, the value and what was expected):
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Callable
 
@@ -148,3 +149,34 @@ def check_owner(text: str) -> str:
     if value.count(":") > 1:
         raise BadValue("USER or USER:GROUP")
     return value
+
+
+# -- uwsgi-allow-from's networks (checked against peers by peers.AllowList) ------
+
+_SPLIT_NETWORKS = re.compile(r"[\s,]+")
+
+EXPECTED = ("IP networks separated by commas or spaces, e.g. 10.0.0.0/8, "
+            "192.168.1.5, ::1, fd00::/8")
+
+
+def parse_networks(text: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """``"10.0.0.0/8, ::1"`` -> networks; raises BadValue on anything else.
+
+    Host bits set (``10.1.2.3/8``) are refused rather than silently masked:
+    that is usually a typo for a narrower network.
+    """
+    words = [w for w in _SPLIT_NETWORKS.split(text.strip()) if w]
+    if not words:
+        raise BadValue(EXPECTED)
+    networks = []
+    for word in words:
+        try:
+            networks.append(ipaddress.ip_network(word, strict=True))
+        except ValueError as exc:
+            raise BadValue("%s (%r: %s)" % (EXPECTED, word, exc)) from None
+    return networks
+
+
+def normalise(text: str) -> str:
+    """The option parser: validate one value, keep it in canonical spelling."""
+    return ", ".join(str(n) for n in parse_networks(text))

@@ -14,8 +14,8 @@ advice to give instead. The click command line (``cli``), the INI reader
 settings reference in README.md are all generated from these two tables
 (gunicorn's ``config.py`` Setting table is the model).
 
-``python -m uwsgigw.options`` prints the settings reference;
-``python -m uwsgigw.options --write README.md`` refreshes the README block.
+``python -m uwsgigw.config.options`` prints the settings reference;
+``python -m uwsgigw.config.options --write README.md`` refreshes the README block.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from . import optypes, peers
+from . import optypes
 from .uwsgi_compat import UNSUPPORTED, Unsupported, groups
 
 IMPLEMENTED = "implemented"
@@ -132,7 +132,7 @@ _PARSERS: dict[str, Callable[[Option, str, optypes.Warn], Any]] = {
     OWNER: lambda o, t, w: optypes.check_owner(t),
     PLUGIN: _plugin,
     BOOL_OR_ADDRESS: _bool_or_address,
-    NETWORKS: lambda o, t, w: peers.normalise(t),
+    NETWORKS: lambda o, t, w: optypes.normalise(t),
 }
 
 SOCKETS, APP, PROCS, REQS, LOGS, RECYCLE, CONF = (
@@ -360,7 +360,7 @@ def _row(opt: Option) -> str:
 
 
 _INTRO = """\
-Generated from `uwsgigw/options.py` by `python -m uwsgigw.options`; do not edit
+Generated from `uwsgigw/config/options.py` by `python -m uwsgigw.config.options`; do not edit
 by hand.
 
 Every option can be set in the `[uwsgi]` section of an INI file
@@ -446,7 +446,7 @@ def main(argv: list[str]) -> int:
             f.write(replace_readme_block(text))
         return 0
     if argv:
-        sys.stderr.write("usage: python -m uwsgigw.options [--write README.md]\n")
+        sys.stderr.write("usage: python -m uwsgigw.config.options [--write README.md]\n")
         return 2
     sys.stdout.write(settings_markdown())
     return 0

@@ -24,7 +24,7 @@ import sys
 from dataclasses import astuple, dataclass, field
 from typing import Iterable, Mapping, MutableMapping
 
-from . import log
+from .. import log
 
 REEXEC_ENV = "_UWSGIGW_REEXEC"  # not UWSGIGW_*: those are options
 try:

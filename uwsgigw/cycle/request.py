@@ -11,7 +11,7 @@ no clock reads of its own):
   oversized body): the answer's bytes and the log line;
 * :func:`app_failure`, :func:`no_app`, :func:`unfinished` -- a request the app
   did not complete: how it is logged, whether the client gets a 500 or the
-  connection a reset (uwsgigw/ending.py), and whether it counts as an
+  connection a reset (uwsgigw/cycle/ending.py), and whether it counts as an
   exception in the stats;
 * :data:`CLIENT_GONE` -- the errors that mean the client left;
 * :func:`body_allowed` -- HEAD, 204 and 304 send no body (RFC 9110 9.3.2,
@@ -21,7 +21,7 @@ no clock reads of its own):
   knows before the app runs; :class:`Outcome` -- how it leaves its
   connection (reset, bytes still to read, whether another request may follow);
 
-The request log record and the counters live in :mod:`uwsgigw.record`.
+The request log record and the counters live in :mod:`uwsgigw.observe.record`.
 """
 
 from __future__ import annotations
@@ -30,9 +30,9 @@ from collections import namedtuple
 from dataclasses import dataclass
 from http import HTTPStatus
 
-from . import log
-from .environ import build_environ
-from .errors import BodyTooLarge, ClientDisconnected, ProtocolError
+from .. import log
+from ..protocol.environ import build_environ
+from ..protocol.errors import BodyTooLarge, ClientDisconnected, ProtocolError
 from .response import BODILESS, ResponseError, simple_response
 
 # The errors that mean the client (nginx) went away, on any path: a reset or
@@ -52,7 +52,7 @@ class RequestHead(namedtuple("RequestHead", ("env", "length", "consumed", "nvars
     packet (4-byte header + vars block); ``nvars``: its items, keys and
     values counted (uWSGI's count); ``modifier1``; ``nread``: bytes read into
     the driver's buffer (the packet, then the start of the body); ``held``:
-    how many of those are still in the kernel's queue (uwsgigw/ending.py).
+    how many of those are still in the kernel's queue (uwsgigw/cycle/ending.py).
     """
 
     __slots__ = ()
@@ -83,7 +83,7 @@ class Outcome:
     """How a request leaves its connection: what the driver does next.
 
     The cycle decides; reading, draining and closing are the driver's
-    (uwsgigw/ending.py). ``reset``: close now, with the held tail unread, so
+    (uwsgigw/cycle/ending.py). ``reset``: close now, with the held tail unread, so
     the peer sees the response cut short. ``unread``: bytes of this request
     still in the kernel's queue (its held tail, a body the app left), to read
     before the connection ends or carries the next request. ``keep_alive``:

@@ -29,13 +29,15 @@ import signal
 import sys
 import time
 
-from . import exitcodes, log, reqlog, vacuum
-from .config import Config
+from .. import exitcodes, log
+from ..config.settings import Config
+from ..observe import reqlog
+from ..observe.reqlog import event
+from ..observe.scoreboard import ACCEPTING, BOOTING, STOPPING, Scoreboard
+from . import vacuum
 from .handover import HandedBoard, HandedListener, Handover
 from .harakiri import Harakiri
 from .recycle import Limits
-from .reqlog import event
-from .scoreboard import ACCEPTING, BOOTING, STOPPING, Scoreboard
 from .stats import StatsServer
 from .systemd import Notifier
 from .workerbase import stop_with_parent, worker_class

@@ -7,9 +7,9 @@ import os
 import signal
 from dataclasses import dataclass
 
+from ..observe.scoreboard import ACCEPTING, STOPPING, Scoreboard
 from .handover import HandedWorker
 from .harakiri import Dump
-from .scoreboard import ACCEPTING, STOPPING, Scoreboard
 
 
 @dataclass

@@ -17,44 +17,14 @@ IPv4 networks. Unix sockets are never filtered.
 
 from __future__ import annotations
 
-import ipaddress
-import re
 import socket
 
-from . import log
-from .optypes import BadValue
+from .. import log
+from ..config.optypes import parse_networks
 
-_SPLIT = re.compile(r"[\s,]+")
 # Refused connections taken per wake-up before yielding back to epoll: a
 # flood of refused connects must not keep a worker from serving for long.
 _REFUSE_BURST = 64
-
-EXPECTED = ("IP networks separated by commas or spaces, e.g. 10.0.0.0/8, "
-            "192.168.1.5, ::1, fd00::/8")
-
-
-def parse_networks(text: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
-    """``"10.0.0.0/8, ::1"`` -> networks; raises BadValue on anything else.
-
-    Host bits set (``10.1.2.3/8``) are refused rather than silently masked:
-    that is usually a typo for a narrower network.
-    """
-    words = [w for w in _SPLIT.split(text.strip()) if w]
-    if not words:
-        raise BadValue(EXPECTED)
-    networks = []
-    for word in words:
-        try:
-            networks.append(ipaddress.ip_network(word, strict=True))
-        except ValueError as exc:
-            raise BadValue("%s (%r: %s)" % (EXPECTED, word, exc)) from None
-    return networks
-
-
-def normalise(text: str) -> str:
-    """The option parser: validate one value, keep it in canonical spelling."""
-    return ", ".join(str(n) for n in parse_networks(text))
-
 
 class AllowList:
     """A parsed ``uwsgi-allow-from``: ``admits(peer)`` for accept()'s address."""

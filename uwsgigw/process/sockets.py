@@ -16,7 +16,7 @@ import socket
 import stat
 from dataclasses import dataclass
 
-from . import log
+from .. import log
 from .vacuum import remove_socket
 
 

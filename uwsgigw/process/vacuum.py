@@ -33,10 +33,11 @@ import signal
 import stat
 from typing import TYPE_CHECKING, NoReturn
 
-from . import log, perms
+from .. import log
+from . import perms
 
 if TYPE_CHECKING:
-    from .config import Config
+    from ..config.settings import Config
 
 # Signals a stop or a supervisor may send the whole process group.
 _IGNORED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,

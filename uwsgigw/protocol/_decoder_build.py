@@ -4,8 +4,8 @@ The C lives in real files under ``csrc/``; this script only reads them. The
 cdef is the part of ``uwsgi_decoder.h`` between the ``cffi-cdef-begin`` and
 ``cffi-cdef-end`` markers, so the declarations exist once.
 
-Used by setup.py (``cffi_modules=["uwsgigw/_decoder_build.py:ffibuilder"]``).
-To build by hand into the source tree: ``python uwsgigw/_decoder_build.py``.
+Used by setup.py (``cffi_modules=["uwsgigw/protocol/_decoder_build.py:ffibuilder"]``).
+To build by hand into the source tree: ``python uwsgigw/protocol/_decoder_build.py``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 
 from cffi import FFI
 
-_ROOT = Path(__file__).resolve().parent.parent
+_ROOT = Path(__file__).resolve().parents[2]  # uwsgigw/protocol/ -> the checkout
 _CSRC = _ROOT / "csrc"
 _HEADER = _CSRC / "uwsgi_decoder.h"
 _SOURCE = _CSRC / "uwsgi_decoder.c"

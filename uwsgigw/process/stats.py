@@ -46,8 +46,8 @@ import socket
 import struct
 import time
 
-from . import __version__, log
-from .scoreboard import ACCEPTING, read_statm
+from .. import __version__, log
+from ..observe.scoreboard import ACCEPTING, read_statm
 from .sockets import Listener, bind_unix, parse_address
 from .vacuum import remove_socket
 

@@ -27,9 +27,19 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
-from . import exitcodes, ini, optypes
-from .options import (ANY, BY_ATTR, BY_ENV, BY_NAME, MAPPED, OPTIONS, Option,
-                      known_names, unsupported)
+from .. import exitcodes
+from . import ini, optypes
+from .options import (
+    ANY,
+    BY_ATTR,
+    BY_ENV,
+    BY_NAME,
+    MAPPED,
+    OPTIONS,
+    Option,
+    known_names,
+    unsupported,
+)
 
 
 class ConfigError(Exception):

@@ -11,7 +11,7 @@ Linux resets a connection whose socket is closed with unread data in its
 receive queue, on unix sockets as on TCP (``SO_LINGER`` works on TCP only).
 Hence **the held tail**: the readers leave the request's last byte in the
 kernel's queue (``MSG_PEEK``, csrc/fastpath_environ.c ``read_request``,
-:mod:`uwsgigw.body`) until the response is complete.
+:mod:`uwsgigw.cycle.body`) until the response is complete.
 
 * :func:`finish` -- the response is complete: ``shutdown(SHUT_WR)`` so that
   nginx sees the end now, even when a process the app forked still holds

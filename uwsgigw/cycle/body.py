@@ -11,7 +11,7 @@ Three shapes, chosen per request by :func:`open_input`:
 Every reader that takes the body from the socket *peeks* its last byte
 instead of reading it: that byte stays in the kernel's receive queue until
 the response is complete, so that a response cut short ends in a reset
-(see :mod:`uwsgigw.ending`). The handler reads it at the clean end.
+(see :mod:`uwsgigw.cycle.ending`). The handler reads it at the clean end.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import socket
 import tempfile
 import time
 
-from .errors import ClientDisconnected
+from ..protocol.errors import ClientDisconnected
 
 
 def _recv_some(sock: socket.socket, limit: int) -> bytes:

@@ -1,4 +1,4 @@
-"""Choose the packet decoder backend: the C extension or the pure-Python twin.
+"""Choose the backend: the C accelerators or the pure-Python twins.
 
 Like python-zstandard's backend selection and gunicorn's ``http_parser``
 setting: ``auto`` uses C when the extension imports and falls back quietly,
@@ -8,6 +8,8 @@ chosen name is logged at start-up and shown by ``--version``.
 
 Both backends have the same signature, ``decode(data, max_block) -> Packet |
 None``, raise the same errors with the same messages, and run the same tests.
+The "c" backend also brings the C request path (uwsgigw/wsgi/fastpath.py);
+this module sits above the packages because it assembles from two of them.
 """
 
 from __future__ import annotations
@@ -15,8 +17,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from . import decoder_py
-from .decoder_py import Packet
+from .protocol import decoder_py
+from .protocol.decoder_py import Packet
 
 __all__ = ["Backend", "DecoderUnavailable", "CHOICES", "select", "Packet"]
 
@@ -39,21 +41,21 @@ class DecoderUnavailable(RuntimeError):
 class Backend:
     name: str  # "c" or "python"
     decode: Callable[..., Packet | None]
-    # uwsgigw.fastpath (the C request path) for "c" when it is built, else
+    # uwsgigw.wsgi.fastpath (the C request path) for "c" when it is built, else
     # None: the handler then runs the Python request path around ``decode``.
     fastpath: object = None
 
 
 def _import_c() -> Backend:
     try:
-        from . import decoder_c
+        from .protocol import decoder_c
     except ImportError as exc:
         raise DecoderUnavailable(
             "the C packet decoder (uwsgigw._cdecoder) is not available (%s); %s"
             % (exc, _INSTALL_HINT)
         ) from exc
     try:
-        from . import fastpath
+        from .wsgi import fastpath
     except ImportError:
         fastpath = None  # an older build: the C decoder alone still helps
     return Backend("c", decoder_c.decode, fastpath)

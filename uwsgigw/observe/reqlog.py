@@ -31,12 +31,13 @@ forged User-Agent cannot add fake lines or drive the reader's terminal.
 ``memory-report`` prefixes uWSGI's ``{address space usage: ...} {rss usage:
 ...}`` (read from /proc/self/statm after the request).
 
-Every driver hands each finished request's :class:`uwsgigw.record.RequestRecord`
+Every driver hands each finished request's :class:`uwsgigw.observe.record.RequestRecord`
 to :data:`emit` (logging on) or :data:`emit_filtered` (``disable-logging``);
 either is None when nothing can be logged, so a disabled log costs one
 attribute load and a comparison per request. The default line has a C
-formatter too (``fastpath.uwsgi_line``), which :func:`setup` chooses once; the
-C core then writes it without a Python call (:func:`c_default_line`).
+formatter too (``fastpath.uwsgi_line``, handed over by the C backend when it
+loads: :func:`use_c_line`); the C core then writes it without a Python call
+(:func:`c_default_line`).
 
 Master events (spawn, death, harakiri, recycle, reload) go through
 :func:`event`: the usual text line, or with ``log-json`` the same message as
@@ -53,11 +54,11 @@ import re
 import time
 from typing import TYPE_CHECKING, Any, Callable
 
-from . import log
+from .. import log
 from .record import RequestRecord
 
 if TYPE_CHECKING:
-    from .config import Config
+    from ..config.settings import Config
 
 Emit = Callable[[RequestRecord], None]  # emit(record): format and write one line
 
@@ -211,7 +212,7 @@ codecs.register_error(_BYTE_AS_LATIN1, _byte_as_latin1)
 # -- the %(var) table ----------------------------------------------------------
 #
 # Each variable is a Python expression over ``r``, the RequestRecord the
-# generated function receives (uwsgigw/record.py lists its fields). "s" values
+# generated function receives (uwsgigw/observe/record.py lists its fields). "s" values
 # log "-" when empty (uWSGI's rule); "n" values are numbers.
 
 VARS: dict[str, tuple[str, str]] = {
@@ -359,16 +360,16 @@ def default_line(r: RequestRecord) -> str:
         r.head_size, r.core)
 
 
-def _c_line():
-    """fastpath.uwsgi_line: the same line built in C, or None without the C path."""
-    try:
-        from .fastpath import uwsgi_line
-    except ImportError:
-        return None
-    return uwsgi_line
+# The default line's C formatter, fastpath.uwsgi_line: the C backend hands
+# it over when it loads (wsgi/fastpath.py), so this module imports nothing
+# above it. None: the Python formatter below.
+_uwsgi_line_c: Callable[[RequestRecord], bytes | None] | None = None
 
 
-_uwsgi_line_c = _c_line()
+def use_c_line(formatter: Callable[[RequestRecord], bytes | None]) -> None:
+    """Format the default line with ``formatter`` (the C one) from now on."""
+    global _uwsgi_line_c
+    _uwsgi_line_c = formatter
 
 
 def _default_emit(r: RequestRecord) -> None:
@@ -488,7 +489,7 @@ def event(kind: str, msg: str, level: str = "info", **fields: Any) -> None:
     write_json("".join(parts))
 
 
-# -- ``python -m uwsgigw.reqlog``: what a request line costs -----------------------------
+# -- ``python -m uwsgigw.observe.reqlog``: what a request line costs -----------------------------
 
 def _bench(number: int = 100000) -> None:  # pragma: no cover - a measuring tool
     import timeit

@@ -19,8 +19,8 @@ import signal
 import time
 from dataclasses import dataclass
 
-from . import log
-from .reqlog import event
+from .. import log
+from ..observe.reqlog import event
 
 DUMP_WAIT = 0.5  # seconds the tracebacks get before SIGKILL
 

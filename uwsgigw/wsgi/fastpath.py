@@ -1,7 +1,7 @@
 """The C hot path (``uwsgigw._fastpath``, csrc/fastpath*.c) and its seam
 with Python: the one place that says what C may call and what it reads.
 
-Part of the "c" backend (decoder.py): with it, a worker accepts a connection
+Part of the "c" backend (backend.py): with it, a worker accepts a connection
 as a bare descriptor, reads, decodes and builds the environ in one C call,
 and sends the response head and body with one ``sendmsg()``. A request
 without a body runs start to end in C (:class:`Core`); anything unusual (a
@@ -16,7 +16,7 @@ What crosses the seam:
   attribute it sets while a request runs (for USR2's dump);
 * :class:`CoreSettings` -- read once, when a Core is made: nothing is looked
   up by name per request;
-* :class:`uwsgigw.request.RequestHead` and :class:`uwsgigw.record.RequestRecord`,
+* :class:`uwsgigw.cycle.request.RequestHead` and :class:`uwsgigw.observe.record.RequestRecord`,
   which C reads and builds by position (``init`` checks their fields).
 
 Importing raises ImportError when the extension is not built.
@@ -27,12 +27,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
-from . import _fastpath
-from .record import RequestRecord
-from .request import RequestHead
-from .response import FileWrapper, HeadersAlreadySent, ResponseError, build_head
-from .scoreboard import REQ_SIZE, CoreSlot
+from .. import _fastpath
+from ..cycle.request import RequestHead
+from ..cycle.response import FileWrapper, HeadersAlreadySent, ResponseError, build_head
+from ..observe import reqlog
+from ..observe.record import RequestRecord
+from ..observe.scoreboard import REQ_SIZE, CoreSlot
 
+reqlog.use_c_line(_fastpath.uwsgi_line)  # the default request line, built in C
 _fastpath.init(ResponseError, HeadersAlreadySent, build_head, FileWrapper, RequestHead,
                RequestRecord,
                # Core writes the scoreboard slot in place: where its fields are.

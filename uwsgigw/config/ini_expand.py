@@ -32,7 +32,7 @@ import sys
 import time
 from typing import Callable, Iterable
 
-from . import __version__
+from .. import __version__
 
 Lookup = Callable[[str], "str | None"]
 MAX_EXPANSIONS = 200  # per value; a self-reference (a = %(a)) would never end

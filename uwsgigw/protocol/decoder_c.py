@@ -1,7 +1,7 @@
 """C uwsgi packet decoder (cffi), same API and behaviour as decoder_py.
 
 Importing this module raises ImportError when the extension is not built;
-``uwsgigw.decoder.select()`` turns that into a fallback or an install hint.
+``uwsgigw.backend.select()`` turns that into a fallback or an install hint.
 
 Hot path: one C call validates the whole block and writes
 ``key0\\0value0\\0key1...`` into a per-thread scratch buffer; Python turns it
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import threading
 
-from ._cdecoder import ffi, lib
+from .._cdecoder import ffi, lib
 from .decoder_py import HTTP_DATASIZE, MAX_VARS, Buffer, Packet
 from .errors import (
     BadModifier,

@@ -23,24 +23,26 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable
 
-from . import log, reqlog, request
-from .record import RequestRecord, SharedCounter, account
-from .request import RequestHead
-from .body import drain_socket, open_input, unread_after
-from .ending import finish
-from .errors import BodyTooLarge, ClientDisconnected, ProtocolError
-from .scoreboard import REQ_SIZE, CoreSlot
-from .response import (
+from .. import log
+from ..cycle import request
+from ..cycle.body import drain_socket, open_input, unread_after
+from ..cycle.ending import finish
+from ..cycle.request import RequestHead
+from ..cycle.response import (
     FileWrapper,
     HeadersAlreadySent,
     build_head,
     sendfile_fd,
     simple_response,
 )
+from ..observe import reqlog
+from ..observe.record import RequestRecord, SharedCounter, account
+from ..observe.scoreboard import REQ_SIZE, CoreSlot
+from ..protocol.errors import BodyTooLarge, ClientDisconnected, ProtocolError
 
 if TYPE_CHECKING:  # WorkerContext.from_config's parameters
-    from .app import AppTable
-    from .config import Config
+    from ..app import AppTable
+    from ..config.settings import Config
 
 # The vars block is at most 65535 bytes (16-bit size field); the rest of the
 # read buffer holds the start of the body, which nginx sends right behind.
@@ -70,7 +72,7 @@ class WorkerContext:
     cores: list = field(default_factory=list)
     track_requests: bool = False  # copy "METHOD URI" to the slot (harakiri logs it)
     peers: object = None  # peers.AllowList (uwsgi-allow-from), or None: accept anyone
-    fastpath: object = None  # uwsgigw.fastpath (C request path), or None: Python only
+    fastpath: object = None  # uwsgigw.wsgi.fastpath (C request path), or None: Python only
     # The worker kind that runs the apps (workerbase.WORKERS), and what the
     # async worker (asgi/) reads besides the above.
     kind: str = "sync"
@@ -90,9 +92,9 @@ class WorkerContext:
         The worker kind is decided here, once: ``asgi`` when asgi = true or a
         loaded callable is an ASGI app, else ``sync``.
         """
-        from .environ import base_environ  # start-up only
-        from .log import ErrorStream
-        from .peers import allow_list
+        from ..log import ErrorStream
+        from ..process.peers import allow_list
+        from ..protocol.environ import base_environ  # start-up only
         kinds = apps.kinds()
         return cls(
             decode=backend.decode,

@@ -3,7 +3,7 @@
 Every finished request -- WSGI on the C core or the Python path, ASGI, a WSGI
 app in the async worker's thread pool -- is counted by :func:`account` and
 described by one :class:`RequestRecord`, which the request log's one
-:func:`uwsgigw.reqlog.emit` formats. (The C core keeps the record as a C
+:func:`uwsgigw.observe.reqlog.emit` formats. (The C core keeps the record as a C
 struct of the same fields and builds this tuple only when a Python formatter
 needs it: csrc/fastpath_core.c, ``fp_record``; it counts with a C twin of
 :func:`account`, tests/test_record.py checks both alike.)

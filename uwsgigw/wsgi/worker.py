@@ -17,12 +17,13 @@ import select
 import socket
 import threading
 
-from . import log, peers
+from .. import log
+from ..observe.scoreboard import ACCEPTING, CoreSlot, WorkerSlot
+from ..process import peers
+from ..process.recycle import Limits
+from ..process.sockets import Listener
+from ..process.workerbase import WorkerBase
 from .handler import ConnectionHandler, WorkerContext
-from .recycle import Limits
-from .scoreboard import ACCEPTING, CoreSlot, WorkerSlot
-from .sockets import Listener
-from .workerbase import WorkerBase
 
 _EXCLUSIVE = getattr(select, "EPOLLEXCLUSIVE", 0)
 # Connections a stopping thread still takes from the backlog: the kernel may

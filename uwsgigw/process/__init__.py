@@ -1,0 +1,3 @@
+"""Process supervision: the master, its workers' common base, recycling,
+reloads (the handover), harakiri, sockets, systemd, the stats server.
+"""
