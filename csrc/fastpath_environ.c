@@ -372,7 +372,7 @@ static int consume_peeked(int fd, char *into, size_t n)
  *
  * The reads are MSG_PEEK: the last out->held of the out->nread bytes in buf
  * stay in the kernel's receive queue until the response is complete
- * (uwsgigw/ending.py, "the held tail"). Closing a socket with unread data
+ * (uwsgigw/cycle/ending.py, "the held tail"). Closing a socket with unread data
  * resets the connection, on unix sockets as on TCP, so a response cut short
  * (an exception, a killed worker) reaches nginx as an error, never as a
  * clean end. An incomplete packet's bytes are consumed before waiting for
@@ -452,14 +452,20 @@ int fp_read_head(int fd, PyObject *bufobj, long long max_block, PyObject *base,
                 rc = FP_TIMEOUT;
                 goto done;
             }
-            if (r < 0 && errno == EINTR && PyErr_CheckSignals() < 0) {
-                rc = FP_ERROR;
-                goto done;
-            }
-            if (r < 0 && errno != EINTR) {
-                PyErr_SetFromErrno(PyExc_OSError);
-                rc = FP_ERROR;
-                goto done;
+            if (r < 0) {
+                /* errno first: a Python signal handler (a worker's SIGTERM
+                 * while it waits here) may change it. */
+                int err = errno;
+                if (err != EINTR) {
+                    errno = err;
+                    PyErr_SetFromErrno(PyExc_OSError);
+                    rc = FP_ERROR;
+                    goto done;
+                }
+                if (PyErr_CheckSignals() < 0) {
+                    rc = FP_ERROR;
+                    goto done;
+                }
             }
         }
     }

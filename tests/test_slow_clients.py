@@ -10,13 +10,15 @@ once. The tests print the figures the README quotes (``-s``).
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import time
 
 import pytest
 
 from conftest import http_request, nginx_vars, parse_response, recv_all, uwsgi_connect, \
-    uwsgi_request
+    uwsgi_request, wait_until
 from packet_builder import build_packet
 from soak.procinfo import APP_FILE, children, wait_children
 
@@ -215,3 +217,37 @@ def test_slow_reader_of_a_response_is_cut_at_socket_timeout(uwsgigw_factory):
     assert "went away" in text or "timed out" in text, text
     assert "Traceback" not in srv.log_text()
     assert timed_get(srv.socket)[1] == 200
+
+
+def _signal_pending(pid: int) -> bool:
+    with open("/proc/%d/status" % pid) as f:
+        fields = dict(line.split(":", 1) for line in f if ":" in line)
+    return any(int(fields[k], 16) for k in ("SigPnd", "ShdPnd"))
+
+
+def _waiting_in_poll(pid: int) -> bool:
+    with open("/proc/%d/wchan" % pid) as f:
+        return "poll" in f.read()
+
+
+@pytest.mark.parametrize("decoder", ["c", "python"])
+def test_a_signal_while_waiting_for_the_packet_does_not_drop_the_request(uwsgigw_factory,
+                                                                         decoder):
+    """SIGTERM reaches a worker blocked on half a packet: it must still read the
+    rest, answer, then stop. (The C reader once took errno after the Python
+    signal handler had run, and dropped the request: nginx's 502 during a
+    reload under load.)"""
+    srv = uwsgigw_factory("--wsgi-file", APP_FILE, "--master", "--processes", "1",
+                          "--decoder", decoder, "--socket-timeout", "10")
+    (worker,) = wait_children(srv.pid, 1)
+    data = packet_for("/ok")
+    mark = srv.log_mark()
+    with uwsgi_connect(srv.socket) as s:
+        s.sendall(data[:10])
+        wait_until(lambda: _waiting_in_poll(worker), 10, what="the worker to wait in poll")
+        os.kill(worker, signal.SIGTERM)
+        wait_until(lambda: not _signal_pending(worker), 10, what="the signal's delivery")
+        s.sendall(data[10:])
+        resp = parse_response(recv_all(s))
+    assert resp.status == 200 and resp.body == b"ok"
+    assert "error reading the request" not in srv.log_since(mark)
