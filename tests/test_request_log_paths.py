@@ -122,3 +122,18 @@ def test_counters_do_not_depend_on_logging(start, tmp_path, logging):
         read_stats(stats)["workers"][0]), 10, what="3 requests in the stats")
     assert worker["avg_rt"] >= 50_000, worker  # microseconds: each took >= 50 ms
     assert worker["tx"] >= 3 * 5, worker
+
+
+def test_the_c_and_python_counters_agree(uwsgigw_factory, tmp_path):
+    """observe/record.account and its C twin (csrc/fastpath_core.c account)
+    count the same requests the same: requests, bytes sent, timed requests."""
+    seen = {}
+    for name in ("wsgi-c", "wsgi-python"):
+        stats = str(tmp_path / ("%s.sock" % name))
+        server = uwsgigw_factory(*PATHS[name], "--master", "--stats", stats)
+        for uri in ("/status?code=200", "/nope", "/status?code=204", "/stream-ok"):
+            get(server, uri)
+        worker = wait_until(lambda: (lambda w: w if w["requests"] == 4 else None)(
+            read_stats(stats)["workers"][0]), 10, what="4 requests in the stats")
+        seen[name] = (worker["requests"], worker["tx"], worker["avg_rt"] > 0)
+    assert seen["wsgi-c"] == seen["wsgi-python"], seen

@@ -124,6 +124,11 @@ def _prefork(cfg: Config, backend, listeners, sockets_text: str,
         ctx = make_ctx()
         if ctx is None and not (inherited and inherited.workers):
             return exitcodes.APP_LOAD_ERROR
+        if ctx is not None:
+            # Import the worker's module here, before the fork, as the app:
+            # imported in each worker, its pages would be private to it
+            # (0.4 MB of PSS per worker, measured with hello).
+            worker_class(ctx.kind)
     return Master(cfg, listeners, sockets_text, make_ctx, ctx, inherited).run()
 
 

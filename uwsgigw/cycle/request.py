@@ -28,7 +28,6 @@ from __future__ import annotations
 
 from collections import namedtuple
 from dataclasses import dataclass
-from http import HTTPStatus
 
 from .. import log
 from ..protocol.environ import build_environ
@@ -39,8 +38,22 @@ from .response import BODILESS, ResponseError, simple_response
 # a broken pipe while sending, EOF before the whole body, socket-timeout.
 CLIENT_GONE = (BrokenPipeError, ConnectionResetError, ClientDisconnected, TimeoutError)
 
-_REASONS = {s.value: "%d %s" % (s.value, s.phrase) for s in HTTPStatus}
-_REASONS[413] = "413 Content Too Large"  # RFC 9110's name (Python < 3.13 has the old one)
+# The status lines servers and apps send most, ready; the rest of Python's
+# http.HTTPStatus names are looked up when first needed (the module and its
+# enum would cost every worker memory for codes most never send).
+_REASONS = {code: "%d %s" % (code, phrase) for code, phrase in (
+    (200, "OK"), (201, "Created"), (202, "Accepted"), (204, "No Content"),
+    (206, "Partial Content"), (301, "Moved Permanently"), (302, "Found"),
+    (303, "See Other"), (304, "Not Modified"), (307, "Temporary Redirect"),
+    (308, "Permanent Redirect"), (400, "Bad Request"), (401, "Unauthorized"),
+    (403, "Forbidden"), (404, "Not Found"), (405, "Method Not Allowed"),
+    (409, "Conflict"), (410, "Gone"),
+    (413, "Content Too Large"),  # RFC 9110's name (Python < 3.13 has the old one)
+    (415, "Unsupported Media Type"), (422, "Unprocessable Entity"),
+    (429, "Too Many Requests"), (431, "Request Header Fields Too Large"),
+    (500, "Internal Server Error"), (501, "Not Implemented"), (502, "Bad Gateway"),
+    (503, "Service Unavailable"), (504, "Gateway Timeout"))}
+_REASONS_MAX = 1024  # an app inventing statuses cannot grow the table without bound
 
 
 class RequestHead(namedtuple("RequestHead", ("env", "length", "consumed", "nvars",
@@ -103,7 +116,15 @@ def outcome(reset: bool, unread: int, protocol_keeps_alive: bool) -> Outcome:
 def status_line(code: int) -> str:
     """``413`` -> ``"413 Content Too Large"`` (RFC 9110 reason phrases)."""
     text = _REASONS.get(code)
-    return text if text is not None else "%d Unknown" % code
+    if text is None:
+        from http import HTTPStatus
+        try:
+            text = "%d %s" % (code, HTTPStatus(code).phrase)
+        except ValueError:
+            text = "%d Unknown" % code
+        if len(_REASONS) < _REASONS_MAX:
+            _REASONS[code] = text
+    return text
 
 
 def describe(env: dict) -> str:

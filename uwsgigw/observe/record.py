@@ -6,7 +6,7 @@ described by one :class:`RequestRecord`, which the request log's one
 :func:`uwsgigw.observe.reqlog.emit` formats. (The C core keeps the record as a C
 struct of the same fields and builds this tuple only when a Python formatter
 needs it: csrc/fastpath_core.c, ``fp_record``; it counts with a C twin of
-:func:`account`, tests/test_record.py checks both alike.)
+:func:`account`; tests/test_request_log_paths.py checks both count alike.)
 
 Fields (units):
 
