@@ -369,6 +369,15 @@ def stop_pid(pid: int, timeout: float = 10.0) -> None:
             continue
 
 
+def read_record(records, name: str) -> str:
+    """What a test app wrote to ``records/name`` (apps leave evidence there), or ""."""
+    try:
+        with open(os.path.join(str(records), name)) as f:
+            return f.read()
+    except FileNotFoundError:
+        return ""
+
+
 _SHORT_DIRS: list[str] = []
 
 

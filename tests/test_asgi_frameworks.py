@@ -13,7 +13,7 @@ import os
 
 import pytest
 
-from conftest import http_request, multipart, wait_until
+from conftest import read_record, http_request, multipart, wait_until
 
 pytest.importorskip("fastapi")
 pytest.importorskip("starlette")
@@ -41,13 +41,6 @@ def starlette_site(module_factories, records):
     return server, module_factories.nginx(server.socket)
 
 
-def _read(records: str, name: str) -> str:
-    try:
-        with open(os.path.join(records, name)) as f:
-            return f.read()
-    except FileNotFoundError:
-        return ""
-
 
 # -- FastAPI -------------------------------------------------------------------------
 
@@ -65,7 +58,7 @@ def test_fastapi_lifespan_state_and_client(fastapi_site, records):
     assert r.status == 200
     assert json.loads(r.body) == {"app": "fastapi", "items": 3, "client": "127.0.0.1"}
     # One startup per worker process (the loop lives in the worker).
-    assert _read(records, "lifespan-fastapi").count("startup") == 2
+    assert read_record(records, "lifespan-fastapi").count("startup") == 2
 
 
 def test_fastapi_json_post_and_validation(fastapi_site):
@@ -110,8 +103,8 @@ def test_fastapi_background_task_runs_after_response(fastapi_site, records):
     r = http_request(fastapi_site[1].port, "GET", "/background?tag=fa1")
     assert r.status == 200 and json.loads(r.body) == {"queued": "fa1"}
     # The response came back before the task (which sleeps 0.3 s) finished.
-    assert _read(records, "bg-fa1") == ""
-    wait_until(lambda: _read(records, "bg-fa1") == "ran\n", 5, what="background task")
+    assert read_record(records, "bg-fa1") == ""
+    wait_until(lambda: read_record(records, "bg-fa1") == "ran\n", 5, what="background task")
 
 
 def test_fastapi_404_and_head(fastapi_site):
@@ -150,7 +143,7 @@ def test_starlette_upload(starlette_site):
 def test_starlette_background_task(starlette_site, records):
     r = http_request(starlette_site[1].port, "GET", "/st/background?tag=st1")
     assert r.status == 200 and r.body == b"queued"
-    wait_until(lambda: _read(records, "bg-st1") == "ran\n", 5, what="background task")
+    wait_until(lambda: read_record(records, "bg-st1") == "ran\n", 5, what="background task")
 
 
 def test_starlette_request_log_line(starlette_site):
@@ -166,7 +159,7 @@ def test_lifespan_shutdown_on_graceful_stop(uwsgigw_factory, tmp_path):
     records = str(tmp_path)
     server = uwsgigw_factory("--module", "asgi_apps:starlette_app", "--master",
                              env={"ASGI_APPS_RECORD_DIR": records})
-    assert "startup" in _read(records, "lifespan-starlette")
+    assert "startup" in read_record(records, "lifespan-starlette")
     server.stop()  # SIGTERM: graceful
     assert server.proc.returncode == 0
-    assert "shutdown" in _read(records, "lifespan-starlette")
+    assert "shutdown" in read_record(records, "lifespan-starlette")

@@ -20,7 +20,7 @@ import socket
 
 import pytest
 
-from conftest import nginx_vars, uwsgi_connect, wait_until
+from conftest import read_record, nginx_vars, uwsgi_connect, wait_until
 from framed_client import fetch
 from packet_builder import build_packet
 
@@ -95,7 +95,7 @@ def test_client_gone_mid_body_gives_http_disconnect(servers, records):
     mark = srv.log_mark()
     with uwsgi_connect(srv.socket) as s:
         s.sendall(packet)
-    report = wait_until(lambda: _read(records, "receive-gone"), 10, what="the app's report")
+    report = wait_until(lambda: read_record(records, "receive-gone"), 10, what="the app's report")
     messages = json.loads(report)
     assert messages[-1] == ["http.disconnect", 0, False], messages
     assert sum(m[1] for m in messages) <= 100_000
@@ -106,18 +106,11 @@ def test_after_the_body_receive_waits_for_the_client_to_leave(servers, records):
     srv, nginx = servers["plain"]
     with socket.create_connection(("127.0.0.1", nginx.port), timeout=10) as s:
         s.sendall(b"GET /receive?tag=after&after=1 HTTP/1.1\r\nHost: x\r\n\r\n")
-        wait_until(lambda: _read(records, "receive-after"), 10, what="the body messages")
-        assert not _read(records, "after-after")  # still waiting: the client is there
-    assert wait_until(lambda: _read(records, "after-after"), 10,
+        wait_until(lambda: read_record(records, "receive-after"), 10, what="the body messages")
+        assert not read_record(records, "after-after")  # still waiting: the client is there
+    assert wait_until(lambda: read_record(records, "after-after"), 10,
                       what="http.disconnect") == "http.disconnect\n"
 
-
-def _read(records: str, name: str) -> str:
-    try:
-        with open(os.path.join(records, name)) as f:
-            return f.read()
-    except FileNotFoundError:
-        return ""
 
 
 # -- send() sequences --------------------------------------------------------------------

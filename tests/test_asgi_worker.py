@@ -14,17 +14,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from conftest import http_request, nginx_vars, parse_response, uwsgi_request, wait_until
+from conftest import read_record, http_request, nginx_vars, parse_response, uwsgi_request, wait_until
 from conftest import site_get as get
 from uwsgigw import exitcodes
 
-
-def _read(records, name: str) -> str:
-    try:
-        with open(os.path.join(str(records), name)) as f:
-            return f.read()
-    except FileNotFoundError:
-        return ""
 
 
 @pytest.fixture(scope="module")
@@ -161,8 +154,8 @@ def test_work_after_response_does_not_delay_it(raw_site, records):
     start = time.monotonic()
     r = get(raw_site, "/after-response?tag=ar1")
     assert r.status == 200 and r.body == b"done"
-    assert time.monotonic() - start < 0.3 or _read(records, "after-ar1") == ""
-    wait_until(lambda: _read(records, "after-ar1"), 5, what="work after the response")
+    assert time.monotonic() - start < 0.3 or read_record(records, "after-ar1") == ""
+    wait_until(lambda: read_record(records, "after-ar1"), 5, what="work after the response")
 
 
 # -- disconnects ----------------------------------------------------------------------
@@ -172,7 +165,7 @@ def _abandon(port: int, path: str, records, tag: str) -> None:
     s = socket.create_connection(("127.0.0.1", port), timeout=10)
     try:
         s.sendall(("GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % path).encode())
-        wait_until(lambda: _read(records, "started-" + tag), 10, what="the app to start")
+        wait_until(lambda: read_record(records, "started-" + tag), 10, what="the app to start")
     finally:
         s.close()
 
@@ -181,13 +174,13 @@ def test_task_cancelled_when_nginx_goes_away(raw_site, records):
     server, nginx = raw_site
     mark = server.log_mark()
     _abandon(nginx.port, "/cancel-me?tag=c1", records, "c1")
-    wait_until(lambda: _read(records, "cancelled-c1"), 10, what="the task's cancellation")
+    wait_until(lambda: read_record(records, "cancelled-c1"), 10, what="the task's cancellation")
     server.wait_for_log("client went away; request cancelled", since=mark)
 
 
 def test_listening_app_gets_http_disconnect(raw_site, records):
     _abandon(raw_site[1].port, "/wait-disconnect?tag=d1", records, "d1")
-    wait_until(lambda: _read(records, "disconnect-d1") == "http.disconnect\n", 10,
+    wait_until(lambda: read_record(records, "disconnect-d1") == "http.disconnect\n", 10,
                what="http.disconnect")
 
 
@@ -208,7 +201,7 @@ def test_harakiri_cancels_the_stuck_task_not_the_worker(uwsgigw_factory, nginx_f
     assert r.status == 504 and time.monotonic() - start < 5
     text = server.wait_for_log("HARAKIRI ON WORKER 1", "cancelling the request")
     assert "GET /stuck?s=30&tag=h1" in text and "in raw" in text  # the task's stack
-    assert _read(tmp_path, "cancelled-h1") == "cancelled\n"
+    assert read_record(tmp_path, "cancelled-h1") == "cancelled\n"
     assert "killed" not in server.log_text() and pid_line
     assert get((server, nginx), "/").status == 200
 
@@ -253,7 +246,7 @@ def test_graceful_stop_waits_for_requests_in_flight(uwsgigw_factory, nginx_facto
     nginx = nginx_factory(server.socket)
     with ThreadPoolExecutor(1) as pool:
         fut = pool.submit(http_request, nginx.port, "GET", "/sleep?s=1&tag=g1")
-        wait_until(lambda: _read(tmp_path, "started-g1"), 10, what="request start")
+        wait_until(lambda: read_record(tmp_path, "started-g1"), 10, what="request start")
         os.kill(server.pid, signal.SIGTERM)
         r = fut.result()
     assert r.status == 200 and r.body == b"slept"
@@ -319,4 +312,4 @@ def test_stdlib_asyncio_loop_without_uvloop(uwsgigw_factory, nginx_factory, tmp_
     r = http_request(nginx.port, "POST", "/echo", body=data)
     assert r.status == 200 and r.body == data
     _abandon(nginx.port, "/cancel-me?tag=s1", records, "s1")
-    wait_until(lambda: _read(records, "cancelled-s1"), 10, what="cancellation")
+    wait_until(lambda: read_record(records, "cancelled-s1"), 10, what="cancellation")

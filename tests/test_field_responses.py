@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
 import time
 
 import pytest
 
 from conftest import wait_until
+from test_master_support import in_thread
 from framed_client import fetch
 
 FIRST = b"first chunk\n"
@@ -80,27 +80,6 @@ def site(module_factories, records):
         return server, _SERVERS[nkey]
     yield get
     _SERVERS.clear()
-
-
-def _in_thread(func, *args, **kwargs):
-    """Run ``func`` in a thread; the returned callable joins and gives its result."""
-    box = {}
-
-    def run():
-        try:
-            box["value"] = func(*args, **kwargs)
-        except BaseException as exc:  # re-raised in the test
-            box["error"] = exc
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-
-    def result(timeout: float = 30.0):
-        thread.join(timeout)
-        assert not thread.is_alive(), "the request did not end"
-        if "error" in box:
-            raise box["error"]
-        return box["value"]
-    return result
 
 
 def _assert_cut(resp, nginx) -> None:
@@ -165,11 +144,11 @@ def test_a_worker_killed_mid_stream_cuts_the_response(site, records, kind, trans
                                                       buffering):
     server, nginx = site(kind, transport, buffering)
     tag = "kill-%s-%s-%s" % (kind, transport, buffering)
-    result = _in_thread(fetch, nginx.port, "/stream-stall?s=30&tag=" + tag)
+    request = in_thread(fetch, nginx.port, "/stream-stall?s=30&tag=" + tag)
     pid = int(wait_until(lambda: _pids(records, "stalled-" + tag), 10,
                          what="the app to stall")[0])
     os.kill(pid, signal.SIGKILL)
-    _assert_cut(result(), nginx)
+    _assert_cut(request.result(), nginx)
     server.wait_for_log("pid %d" % pid, timeout=10)  # the master saw it die
 
 
@@ -208,10 +187,10 @@ def test_mercy_running_out_cuts_the_response(factories, tmp_path, kind, stop):
                                env={"FIELD_APPS_RECORD_DIR": records})
     nginx = factories.nginx(server.socket)
     path = "/stream-block" if kind == "asgi" else "/stream-stall"
-    result = _in_thread(fetch, nginx.port, path + "?s=30&tag=m")
+    request = in_thread(fetch, nginx.port, path + "?s=30&tag=m")
     wait_until(lambda: _pids(records, "stalled-m"), 10, what="the app to stall")
     os.kill(server.pid, signal.SIGTERM if stop.startswith("TERM") else signal.SIGHUP)
-    _assert_cut(result(), nginx)
+    _assert_cut(request.result(), nginx)
 
 
 # -- section 4: the connection ends when the response ends -----------------------------
