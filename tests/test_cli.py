@@ -125,10 +125,11 @@ def test_unsupported_uwsgi_flag_gets_the_same_message_as_in_ini(tmp_path):
                                     "command line (--static-map): " + from_ini]
 
 
-def test_http_only_on_the_command_line_explains_the_missing_socket():
-    result = run("--http", ":8000", "-w", "app")
+def test_https_only_on_the_command_line_explains_the_missing_socket():
+    result = run("--https", ":8443,cert.pem,key.pem", "-w", "app")
     assert result.exit_code == exitcodes.CONFIG_ERROR
-    assert "no uwsgi socket: --http :8000 only speaks HTTP" in result.stderr
+    assert ("no socket to serve on: uwsgigw does not serve --https :8443,cert.pem,key.pem. "
+            "Add socket = ") in result.stderr
 
 
 def test_missing_ini_file_exit_78(tmp_path):
@@ -141,12 +142,12 @@ def test_missing_ini_file_exit_78(tmp_path):
 
 def test_check_ok_prints_warnings_and_exits_0(tmp_path):
     ini = tmp_path / "site.ini"
-    ini.write_text("[uwsgi]\nhttp = :8000\nsocket = %s\npythonpath = %s\nmodule = plain_apps\n"
+    ini.write_text("[uwsgi]\nhttps = :8443\nsocket = %s\npythonpath = %s\nmodule = plain_apps\n"
                    "thunder-lock\n" % (tmp_path / "app.sock", APPS_DIR))
     result = run("--ini", str(ini), "--check")
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
-    assert lines[0].startswith("warning: %s:2: 'http' is a uWSGI option" % ini)
+    assert lines[0].startswith("warning: %s:2: 'https' is a uWSGI option" % ini)
     assert any(line.startswith("note: ") and "thunder-lock" in line for line in lines)
     warnings = [line for line in lines if line.startswith("warning: ")]
     assert lines[-1] == "%s: OK for uwsgigw (%d warnings)" % (ini, len(warnings))
@@ -205,7 +206,7 @@ def test_help_lists_every_option():
         assert "--%s" % opt.name in text, opt.name
     for flag in ("--check", "--print-config", "--version", "--reload", "--stop", "-h,"):
         assert flag in text
-    assert "--http " not in text  # unsupported uWSGI flags are hidden
+    assert "--https " not in text  # unsupported uWSGI flags are hidden
 
 
 # -- serving ---------------------------------------------------------------------------------

@@ -188,6 +188,54 @@ def test_lists_accumulate_in_ini_files_and_a_higher_layer_replaces_them(tmp_path
     assert cfg.socket == [":2", ":3"]
 
 
+def test_http_socket_names_accumulate_into_one_list(tmp_path):
+    text = ("[uwsgi]\nhttp = :8001\nhttp11-socket = :8002\nhttp-socket = /run/h.sock\n"
+            "socket = :1\nhttp-timeout = 9\n")
+    cfg = cfg_from(tmp_path, text)
+    assert cfg.http_socket == [":8001", ":8002", "/run/h.sock"] and cfg.socket == [":1"]
+    assert cfg.socket_timeout == 9.0 and cfg.source("socket-timeout").endswith("site.ini:6")
+    # a higher layer's list replaces the lower one's, whichever name it uses
+    cfg = cfg_from(tmp_path, text, "--http", ":9001", "--http-socket", ":9002",
+                   environ={"UWSGIGW_HTTP_SOCKET": ":9000"})
+    assert cfg.http_socket == [":9001", ":9002"]
+    assert cfg_from(tmp_path, text, environ={"UWSGIGW_HTTP_SOCKET": ":9000"}
+                    ).http_socket == [":9000"]
+    assert cfg_from(tmp_path, text, "--http-timeout", "2").socket_timeout == 2.0
+    assert cfg_from(tmp_path, text, "-z", "3", environ={"UWSGIGW_SOCKET_TIMEOUT": "1"}
+                    ).socket_timeout == 3.0
+
+
+def test_http_settings_defaults_and_layers(tmp_path):
+    cfg = cfg_from(tmp_path, "[uwsgi]\nhttp = :8000\n")
+    assert cfg.http_keepalive is True and cfg.http_keepalive_timeout == 75.0
+    assert cfg.http_headers_timeout == 60.0
+    assert cfg.forwarded_allow_ips == ["127.0.0.1/32", "::1/128"]
+    cfg = cfg_from(tmp_path, "[uwsgi]\nhttp = :8000\nhttp-keepalive = 0\n"
+                   "forwarded-allow-ips = 10.0.0.0/8\nforwarded-allow-ips = 192.168.0.1\n",
+                   "--http-headers-timeout", "5")
+    assert cfg.http_keepalive is False and cfg.http_headers_timeout == 5.0
+    assert cfg.forwarded_allow_ips == ["10.0.0.0/8", "192.168.0.1/32"]  # replaces the default
+    assert cfg_from(tmp_path, "[uwsgi]\nhttp = :8000\n", "--no-http-keepalive"
+                    ).http_keepalive is False
+    assert ("site.ini:3: forwarded-allow-ips = '*': expected IP networks separated by commas "
+            "or spaces" in errors_of(tmp_path, "[uwsgi]\nhttp = :8000\nforwarded-allow-ips = *\n")[0])
+
+
+def test_http_options_uwsgi_has_and_uwsgigw_always_does_are_notes(tmp_path):
+    cfg = cfg_from(tmp_path, "[uwsgi]\nhttp = :8000\nhttp-auto-chunked = true\n"
+                   "http-chunked-input\nhttp-manage-expect = 1\nhttp-raw-body\n"
+                   "http-processes = 4\nhttp-workers = 2\n")
+    assert not [w for w in cfg.warnings if "uWSGI option" in w]
+    notes = "\n".join(cfg.notes)
+    for name in ("http-auto-chunked", "http-chunked-input", "http-manage-expect",
+                 "http-raw-body", "http-processes"):
+        assert "%s is accepted: " % name in notes
+    assert "always sent chunked" in notes and "always de-chunked" in notes
+    assert "the HTTP listener runs in the workers" in notes and cfg.http_processes == 2
+    cfg = cfg_from(tmp_path, "[uwsgi]\nhttp = :8000\nhttp-websockets\nhttps-socket = :8443\n")
+    assert len([w for w in cfg.warnings if "uWSGI option uwsgigw does not support" in w]) == 2
+
+
 def test_scalars_take_the_last_value(tmp_path):
     cfg = cfg_from(tmp_path, "[uwsgi]\nsocket=:1\nprocesses = 2\nworkers = 5\n")
     assert cfg.processes == 5
@@ -196,11 +244,11 @@ def test_scalars_take_the_last_value(tmp_path):
 def test_environment_booleans_and_unknown_variables(tmp_path):
     cfg = cfg_from(tmp_path, "[uwsgi]\nsocket=:1\nmaster = true\n",
                    environ={"UWSGIGW_MASTER": "off", "UWSGIGW_PROCESES": "3",
-                            "UWSGIGW_HTTP": ":80"})
+                            "UWSGIGW_HTTPS": ":443"})
     assert cfg.master is False
     assert ("environment UWSGIGW_PROCESES: 'proceses' is not a uwsgigw or uWSGI option "
             "(did you mean 'processes'?); ignored") in cfg.warnings
-    assert any(w.startswith("environment UWSGIGW_HTTP: 'http' is a uWSGI option")
+    assert any(w.startswith("environment UWSGIGW_HTTPS: 'https' is a uWSGI option")
                for w in cfg.warnings)
 
 
@@ -286,15 +334,15 @@ def test_unreferenced_placeholder_warns_referenced_one_does_not(tmp_path):
 
 
 def test_strict_makes_unknown_keys_fatal_but_not_unsupported_ones(tmp_path):
-    text = "[uwsgi]\nstrict = true\nsocket = :1\nhttp = :80\nguid = x\n"
+    text = "[uwsgi]\nstrict = true\nsocket = :1\nhttps = :443\nguid = x\n"
     messages = errors_of(tmp_path, text)
     assert messages == ["%s:5: 'guid' is not a uwsgigw or uWSGI option (did you mean 'gid'?) "
                         "(strict mode)" % (tmp_path / "site.ini")]
     assert errors_of(tmp_path, "[uwsgi]\nsocket = :1\nguid = x\n", "--strict")
     assert errors_of(tmp_path, "[uwsgi]\nsocket = :1\nguid = x\n",
                      environ={"UWSGIGW_STRICT": "1"})
-    cfg = cfg_from(tmp_path, "[uwsgi]\nstrict = true\nsocket = :1\nhttp = :80\n")
-    assert cfg.strict is True and "'http' is a uWSGI option" in cfg.warnings[0]
+    cfg = cfg_from(tmp_path, "[uwsgi]\nstrict = true\nsocket = :1\nhttps = :443\n")
+    assert cfg.strict is True and "'https' is a uWSGI option" in cfg.warnings[0]
 
 
 def test_strict_mode_allows_no_placeholders_except_set_placeholder(tmp_path):
@@ -350,17 +398,26 @@ def test_boolean_word_for_a_number(tmp_path):
 # -- whole-configuration checks ----------------------------------------------------------------
 
 def test_no_socket_stops_start_up_and_check(tmp_path):
-    text = "[uwsgi]\nhttp = :8000\nmodule = app\n"
+    text = "[uwsgi]\nhttps = :8443,cert.pem,key.pem\nmodule = app\n"
     messages = errors_of(tmp_path, text)
-    assert messages == ["no uwsgi socket: http = :8000 (%s:2) only speaks HTTP, and uwsgigw "
-                        "speaks the uwsgi protocol to nginx. Add socket = 127.0.0.1:8000 (or a "
-                        "unix socket path) and use uwsgi_pass with that address in nginx"
+    assert messages == ["no socket to serve on: uwsgigw does not serve https = :8443,cert.pem,"
+                        "key.pem (%s:2). Add socket = 127.0.0.1:8000 (or a unix socket path) "
+                        "for nginx's uwsgi_pass, or http-socket = 127.0.0.1:8000 for plain "
+                        "HTTP (proxy_pass); TLS ends in nginx or the load balancer"
                         % (tmp_path / "site.ini")]
     # --check still builds the Config (to check the rest); the CLI reports it as an error.
     cfg = cfg_from(tmp_path, text, check=True)
     assert cfg.stoppers == messages
-    assert not [w for w in cfg.warnings if "no uwsgi socket" in w]
-    assert "set socket = ADDRESS" in errors_of(tmp_path, "[uwsgi]\nmodule = app\n")[0]
+    assert not [w for w in cfg.warnings if "no socket to serve on" in w]
+    neither = errors_of(tmp_path, "[uwsgi]\nmodule = app\n")[0]
+    assert "set socket = ADDRESS" in neither and "http-socket = ADDRESS" in neither
+
+
+@pytest.mark.parametrize("text", ["http = :8000", "http-socket = :8000", "http11-socket = :8000"])
+def test_an_http_socket_is_a_socket(tmp_path, text):
+    cfg = cfg_from(tmp_path, "[uwsgi]\n%s\nmodule = app\n" % text)
+    assert cfg.http_socket == [":8000"] and cfg.socket == []
+    assert not [w for w in cfg.warnings if "uWSGI option" in w]
 
 
 def test_systemd_socket_activation_needs_no_socket(tmp_path):

@@ -4,8 +4,7 @@ The files are valid: no value is refused, and every uWSGI option uwsgigw does
 not support gets one clear warning line. ``--check`` predicts start-up on
 this machine, though, and the files were written for others: their paths,
 users, virtualenvs and modules are not here, some include files that are not
-here, and some have no uwsgi socket (HTTP-only set-ups, or a socket from an
-unset ``$(VAR)``), or no app (the module comes from another file or the
+here, and some have no socket (one from an unset ``$(VAR)``), or no app (the module comes from another file or the
 image). Start-up would stop on each of those, so each is an error (exit 1) --
 and only those: every error must say "on this machine" (or be a missing
 include, socket or app), never a value error or a crash.
@@ -99,17 +98,38 @@ def test_corpus_file_checks_with_only_machine_errors(path):
     ("034", ["daemonize = /data/log/uwsgi.log: on this machine, directory /data/log does not "
              "exist", "socket = /data/oa.sock: on this machine, directory /data does not exist",
              "chdir = /www/oaback: on this machine, no such directory"]),
-    ("003", ["no uwsgi socket: http = 0.0.0.0:8000", "module = pretix.wsgi: on this machine, "
-             "the app does not load: ModuleNotFoundError: No module named 'pretix'"]),
+    # http = ... is an HTTP socket now, no longer "no uwsgi socket"
+    ("003", ["module = pretix.wsgi: on this machine, the app does not load: "
+             "ModuleNotFoundError: No module named 'pretix'"]),
 ])
 def test_corpus_errors_say_what_this_machine_lacks(prefix, expected):
-    """Each expected text is in an error of its own; there are no others."""
+    """Each expected text is in an error of its own; there are no others (but a
+    corpus port something else on this machine listens on)."""
     path = next(p for p in FILES if p.name.startswith(prefix))
     _, errors = check(path)
+    errors = [e for e in errors if ": on this machine, in use: " not in e]
     wanted = [w for w in expected if not w.endswith(".ini:")]
     assert len(errors) == len(wanted), errors
     for want in expected:
         assert any(want in error for error in errors), (want, errors)
+
+
+HTTP_KEYS = ("http", "http-socket", "http11-socket")
+
+
+def test_corpus_http_sockets_are_served_not_unsupported():
+    from uwsgigw.cli import load
+
+    using = [p for p in FILES if keys_in(p) & set(HTTP_KEYS)]
+    assert len(using) >= 15
+    for path in using:
+        result, _ = check(path)
+        for key in sorted(keys_in(path) & set(HTTP_KEYS)):
+            assert "'%s' is a uWSGI option" % key not in result.stdout, (path, key)
+        assert "no socket to serve on" not in result.stderr or "$(" in path.read_text()
+        if path.name.startswith("002"):
+            continue  # http-socket = $(BIND_ADDRESS), unset here
+        assert load(["--ini", str(path), "--check"], {}).http_socket, path
 
 
 def test_corpus_strict_files_have_no_value_errors():
@@ -139,7 +159,12 @@ def test_corpus_values_that_need_uwsgi_rules(tmp_path):
     assert cfg("012").buffer_size == 65535 and cfg("012").reload_on_rss == 2048
     assert cfg("017").max_requests == 1000  # "1000    ; Restart workers ..."
     assert cfg("017").log_format.startswith('"address":"%(addr)"')
-    assert cfg("017").socket == [":8001"]  # uwsgi-socket; http-socket is not ours
+    assert cfg("017").socket == [":8001"]  # uwsgi-socket
+    assert cfg("017").http_socket == [":8000"]
+    assert cfg("016").http_socket == [":8080"]  # http11-socket
+    assert cfg("003").http_socket == ["0.0.0.0:8000"]  # http (uWSGI's router)
+    assert cfg("012").socket_timeout == 300.0  # http-timeout
+    assert cfg("020").http_keepalive is True
     assert cfg("019").chdir == "/seed" and cfg("019").chmod_socket == "666"  # ini = :base
     assert cfg("020").buffer_size == 65535  # "65536  # Increase buffer ..."
     assert cfg("020").log_format.startswith("%(ftime) INFO")

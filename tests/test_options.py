@@ -58,6 +58,10 @@ def test_names_are_unique_across_options_aliases_and_unsupported():
     ("worker-reload-mercy", "worker_reload_mercy", 60), ("reload-mercy", "reload_mercy", 60),
     ("die-on-term", "die_on_term", False), ("single-interpreter", "single_interpreter", False),
     ("thunder-lock", "thunder_lock", False), ("stats", "stats", None), ("decoder", "decoder", "auto"),
+    ("http-socket", "http_socket", []), ("http-keepalive", "http_keepalive", True),
+    ("http-keepalive-timeout", "http_keepalive_timeout", 75.0),
+    ("http-headers-timeout", "http_headers_timeout", 60.0),
+    ("forwarded-allow-ips", "forwarded_allow_ips", ["127.0.0.1/32", "::1/128"]),
 ])
 def test_contract_options(name, attr, default):
     opt = BY_NAME[name]
@@ -67,6 +71,8 @@ def test_contract_options(name, attr, default):
 @pytest.mark.parametrize("alias, name", [
     ("uwsgi-socket", "socket"), ("wsgi", "module"), ("file", "wsgi-file"),
     ("virtualenv", "home"), ("venv", "home"), ("workers", "processes"), ("logformat", "log-format"),
+    ("http", "http-socket"), ("http11-socket", "http-socket"), ("http-timeout", "socket-timeout"),
+    ("http-workers", "http-processes"),
 ])
 def test_uwsgi_aliases(alias, name):
     assert BY_NAME[alias] is BY_NAME[name]
@@ -82,13 +88,16 @@ def test_uwsgi_short_flags(short, name):
 
 def test_mapped_options_say_what_they_map_to():
     assert BY_NAME["thunder-lock"].maps_to == "the kernel already wakes one worker per connection"
-    for name in ("enable-threads", "single-interpreter", "die-on-term"):
+    for name in ("enable-threads", "single-interpreter", "die-on-term", "http-auto-chunked",
+                 "http-chunked-input", "http-manage-expect", "http-raw-body", "http-processes"):
         assert BY_NAME[name].status == MAPPED
+    assert "does not expose raw bodies" in BY_NAME["http-raw-body"].maps_to
+    assert "runs in the workers" in BY_NAME["http-processes"].maps_to
 
 
 @pytest.mark.parametrize("name, advice", [
-    ("http", "use socket = ADDRESS here and uwsgi_pass ADDRESS in nginx"),
-    ("http-socket", "uwsgi_pass"),
+    ("https", "use socket = ADDRESS here and uwsgi_pass ADDRESS in nginx"),
+    ("https-socket", "http-socket = ADDRESS and proxy_pass"),
     ("static-map", "serve static files from nginx with a location block"),
     ("attach-daemon", "run it as its own systemd unit"),
     ("cron", "systemd timer"), ("touch-reload", "SIGHUP"),
@@ -98,7 +107,8 @@ def test_unsupported_options_say_what_to_do_instead(name, advice):
 
 
 def test_listeners_and_flags():
-    assert {"http", "http-socket", "https", "http11-socket"} <= LISTENERS
+    assert {"https", "https-socket", "fastcgi-socket"} <= LISTENERS
+    assert not {"http", "http-socket", "http11-socket"} & LISTENERS  # options now
     assert UNSUPPORTED["static-gzip-all"].takes_value is False
     assert UNSUPPORTED["static-map"].takes_value is True
 
@@ -200,6 +210,40 @@ def test_bad_sockets():
             parse("socket", bad)
     value, warnings = parse("socket", "127.0.0.1:0")
     assert "random port" in warnings[0]
+
+
+def test_http_socket_spellings_are_the_socket_ones():
+    for text in ("/run/x.sock", ":8000", "127.0.0.1:8000", "[::1]:8000", "@abstract"):
+        assert parse("http-socket", text) == (text, [])
+    for bad in ("127.0.0.1:http", ":70000", "", "[::1:80"):
+        with pytest.raises(optypes.BadValue):
+            parse("http-socket", bad)
+    assert BY_NAME["http-socket"].multi and BY_NAME["http-socket"].check == "socket"
+
+
+def test_http_keepalive_is_uwsgis_number_or_boolean():
+    for text, on in (("1", True), ("100", True), ("true", True), ("", True),
+                     ("0", False), ("off", False), ("false", False)):
+        assert parse("http-keepalive", text) == (on, []), text
+
+
+def test_http_timeouts_are_seconds():
+    assert parse("http-keepalive-timeout", "5") == (5.0, [])
+    assert parse("http-headers-timeout", "0.5") == (0.5, [])
+    for name in ("http-keepalive-timeout", "http-headers-timeout"):
+        for bad in ("0", "-1", "soon"):
+            with pytest.raises(optypes.BadValue):
+                parse(name, bad)
+
+
+def test_forwarded_allow_ips_are_networks_like_uwsgi_allow_from():
+    assert parse("forwarded-allow-ips", "10.0.0.0/8, ::1") == ("10.0.0.0/8, ::1/128", [])
+    assert parse("forwarded-allow-ips", "192.168.1.5") == ("192.168.1.5/32", [])
+    for bad in ("*", "10.1.2.3/8", "nginx", ""):
+        with pytest.raises(optypes.BadValue, match="IP networks"):
+            parse("forwarded-allow-ips", bad)
+    for network in BY_NAME["forwarded-allow-ips"].default:  # the default is valid too
+        assert parse("forwarded-allow-ips", network) == (network, [])
 
 
 def test_env_mount_decoder_protocol():

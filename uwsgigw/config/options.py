@@ -135,8 +135,8 @@ _PARSERS: dict[str, Callable[[Option, str, optypes.Warn], Any]] = {
     NETWORKS: lambda o, t, w: optypes.normalise(t),
 }
 
-SOCKETS, APP, PROCS, REQS, LOGS, RECYCLE, CONF = (
-    "Sockets", "Application", "Processes", "Requests", "Logging",
+SOCKETS, APP, PROCS, REQS, HTTP, LOGS, RECYCLE, CONF = (
+    "Sockets", "Application", "Processes", "Requests", "HTTP sockets", "Logging",
     "Timeouts and recycling", "Configuration")
 
 OPTIONS: list[Option] = [
@@ -144,6 +144,12 @@ OPTIONS: list[Option] = [
     Option("socket", SOCKET, [], "bind to a unix socket path or TCP HOST:PORT / :PORT "
            "(repeat for more); nginx connects with uwsgi_pass", SOCKETS,
            aliases=("uwsgi-socket",), short="s", multi=True, check="socket",
+           metavar="ADDRESS"),
+    Option("http-socket", SOCKET, [], "bind an HTTP listener to a unix socket path or "
+           "TCP HOST:PORT / :PORT (repeat for more): it speaks HTTP/1.1 (keep-alive, "
+           "pipelining) to nginx proxy_pass, a load balancer or clients directly, served "
+           "by the workers' event loop", SOCKETS,
+           aliases=("http11-socket", "http"), multi=True, check="socket",
            metavar="ADDRESS"),
     Option("uwsgi-allow-from", NETWORKS, [], "accept TCP connections only from these "
            "peer networks (e.g. 127.0.0.1, 10.0.0.0/8, ::1; commas or repeat); others "
@@ -251,9 +257,40 @@ OPTIONS: list[Option] = [
            "body to disk; uwsgigw reads at least 256 KB at a time", REQS, minimum=1,
            metavar="BYTES"),
     Option("socket-timeout", SECONDS, 4.0, "timeout in seconds for every read and "
-           "write on the nginx connection", REQS, short="z", metavar="SECONDS"),
+           "write on a connection: nginx's, or on an HTTP socket each read and write of a "
+           "request body or a response", REQS, aliases=("http-timeout",), short="z",
+           metavar="SECONDS"),
     Option("limit-post", SIZE, 0, "refuse request bodies larger than this many bytes "
            "with 413 (0: no limit)", REQS, metavar="BYTES"),
+    # -- HTTP sockets --------------------------------------------------------
+    Option("http-keepalive", BOOL, True, "keep HTTP/1.1 connections open between requests "
+           "(as in uWSGI, 0 or off disables it; any other number is on)", HTTP),
+    Option("http-keepalive-timeout", SECONDS, 75.0, "seconds a kept-alive HTTP connection "
+           "may stay idle between requests; keep it above nginx's upstream "
+           "keepalive_timeout (60 s), or nginx reuses a connection the server is closing",
+           HTTP, metavar="SECONDS"),
+    Option("http-headers-timeout", SECONDS, 60.0, "seconds a client has to send a whole "
+           "request head (request line and headers), against slowloris; like nginx's "
+           "client_header_timeout", HTTP, metavar="SECONDS"),
+    Option("forwarded-allow-ips", NETWORKS, ["127.0.0.1/32", "::1/128"], "peers whose "
+           "X-Forwarded-For and X-Forwarded-Proto are trusted on HTTP sockets (Gunicorn's "
+           "and Uvicorn's name; commas or repeat; setting it replaces the default); peers "
+           "of unix sockets are always trusted", HTTP, multi=True, metavar="NETWORKS"),
+    Option("http-auto-chunked", BOOL, False, "chunk responses without a length", HTTP,
+           status=MAPPED, maps_to="on HTTP/1.1 a response without a length is always sent "
+           "chunked"),
+    Option("http-chunked-input", BOOL, False, "accept chunked request bodies", HTTP,
+           status=MAPPED, maps_to="chunked request bodies are always de-chunked before the "
+           "app reads them"),
+    Option("http-manage-expect", BOOL, False, "answer Expect: 100-continue", HTTP,
+           status=MAPPED, maps_to="Expect: 100-continue is always handled"),
+    Option("http-raw-body", BOOL, False, "uWSGI's HTTP router: pass the request body to "
+           "the backend as it comes, unparsed (for WebSockets and Icecast)", HTTP,
+           status=MAPPED, maps_to="uwsgigw does not expose raw bodies: the app reads the "
+           "body as HTTP framing delimits it; ignored"),
+    Option("http-processes", INT, 1, "processes of uWSGI's separate HTTP router", HTTP,
+           aliases=("http-workers",), status=MAPPED, maps_to="the HTTP listener runs in "
+           "the workers (processes), there is no router process", metavar="N"),
     # -- logging -------------------------------------------------------------
     Option("logto", PATH, None, "write the log to this file instead of stderr", LOGS,
            check="parent", metavar="FILE"),
@@ -336,7 +373,7 @@ def known_names() -> list[str]:
 
 def _default_text(opt: Option) -> str:
     if opt.multi:
-        return "(none)"
+        return ", ".join(opt.default) or "(none)"
     if opt.default is None:
         return "(not set)"
     if isinstance(opt.default, bool):
@@ -395,7 +432,7 @@ they are listed after the options.
 `uwsgigw --ini FILE --check` predicts start-up for the same command line and
 environment, without serving: it exits 1 when start-up would stop, with one
 error line on stderr for each reason, and 0 otherwise. Besides bad values,
-missing includes and no uwsgi socket, it asks this machine what start-up
+missing includes and no socket (uwsgi or HTTP), it asks this machine what start-up
 would: whether `logto`/`daemonize` and `pidfile` can be written, the decoder
 is there, each unix socket's directory exists and is writable (and the path
 is not another live socket), each TCP address can be bound (a moment's bind;
@@ -416,7 +453,7 @@ prints the effective configuration, with where each value came from."""
 def settings_markdown() -> str:
     """The README's settings reference, generated from the tables."""
     out = [_INTRO]
-    for group in (SOCKETS, APP, PROCS, REQS, LOGS, RECYCLE, CONF):
+    for group in (SOCKETS, APP, PROCS, REQS, HTTP, LOGS, RECYCLE, CONF):
         out += ["", "### " + group, "", "| option | also | default | meaning |",
                 "|---|---|---|---|"]
         out += [_row(o) for o in OPTIONS if o.group == group]

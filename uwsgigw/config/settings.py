@@ -409,16 +409,18 @@ def _expand_pythonpath(values: dict[str, Any], sources: dict[str, list[str]]) ->
 
 def _no_socket(values: dict[str, Any], environ: Mapping[str, str], listeners: list[str],
                problems: _Problems) -> None:
-    if values["socket"] or environ.get("LISTEN_FDS"):
+    if values["socket"] or values["http_socket"] or environ.get("LISTEN_FDS"):
         return  # systemd socket activation: --check says it cannot check those
     if listeners:
-        message = ("no uwsgi socket: %s only speaks HTTP, and uwsgigw speaks the uwsgi "
-                   "protocol to nginx. Add socket = 127.0.0.1:8000 (or a unix socket "
-                   "path) and use uwsgi_pass with that address in nginx"
-                   % "; ".join(listeners))
+        message = ("no socket to serve on: uwsgigw does not serve %s. Add socket = "
+                   "127.0.0.1:8000 (or a unix socket path) for nginx's uwsgi_pass, or "
+                   "http-socket = 127.0.0.1:8000 for plain HTTP (proxy_pass); TLS ends in "
+                   "nginx or the load balancer" % "; ".join(listeners))
     else:
-        message = ("no socket to serve on: set socket = ADDRESS in the INI file, "
-                   "--socket ADDRESS or UWSGIGW_SOCKET (or use systemd socket activation)")
+        message = ("no socket to serve on: set socket = ADDRESS (uwsgi protocol, for "
+                   "nginx's uwsgi_pass) or http-socket = ADDRESS (HTTP) in the INI file, "
+                   "--socket/--http-socket ADDRESS or UWSGIGW_SOCKET/UWSGIGW_HTTP_SOCKET "
+                   "(or use systemd socket activation)")
     problems.stop(message)
 
 
@@ -434,7 +436,7 @@ def _finish(values: dict[str, Any], sources: dict[str, list[str]],
     if not (values["module"] or values["wsgi_file"] or values["mount"] or check):
         problems.warn("no application configured: set module = (or wsgi-file =, or mount =)"
                       + ("; start-up stops when need-app is on" if values["need_app"] else ""))
-    if values["chmod_socket"] in ("666", "777") and values["socket"]:
+    if values["chmod_socket"] in ("666", "777") and (values["socket"] or values["http_socket"]):
         problems.warn("%s: chmod-socket = %s lets every local user connect, and whoever "
                       "connects can forge REMOTE_ADDR; prefer 660 with nginx in the group"
                       % (sources["chmod_socket"][-1], values["chmod_socket"]))

@@ -17,32 +17,31 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 # Options that decide what is served: when one of these is all that is left,
-# there is no uwsgi socket and start-up explains why (see config.py).
+# there is no socket uwsgigw serves and start-up explains why (settings.py).
+# (http, http-socket and http11-socket are options: options.py.)
 LISTENERS = frozenset("""
-    http https http-socket https-socket http11-socket fastcgi-socket
+    https https-socket fastcgi-socket
     fastcgi-nph-socket scgi-socket scgi-nph-socket raw-socket suwsgi-socket
     ssl-socket puwsgi-socket zerg shared-socket undeferred-shared-socket
 """.split())
 
 _GROUPS: list[tuple[str, str]] = [
     ("nginx speaks HTTP and TLS to clients; use socket = ADDRESS here and "
-     "uwsgi_pass ADDRESS in nginx", """
-        http https http-socket https-socket http11-socket fastcgi-socket
+     "uwsgi_pass ADDRESS in nginx (or http-socket = ADDRESS and proxy_pass)", """
+        https https-socket fastcgi-socket
         fastcgi-nph-socket scgi-socket scgi-nph-socket raw-socket suwsgi-socket
         ssl-socket puwsgi-socket shared-socket undeferred-shared-socket
         http-socket-modifier1 http-socket-modifier2 https-socket-modifier1
         https-socket-modifier2 http-modifier1 http-modifier2 http-to http-to-https
-        http-processes http-workers http-auto-chunked http-auto-gzip
-        http-raw-body! http-enable-proxy-protocol! http-chunked-input!
-        http-keepalive http-websockets! http-var http-server-name-as-http-host!
-        http-headers-timeout http-connect-timeout http-manage-expect
+        http-auto-gzip http-enable-proxy-protocol! http-websockets! http-var
+        http-server-name-as-http-host! http-connect-timeout
         enable-proxy-protocol! fastcgi-modifier1 fastcgi-modifier2
         scgi-modifier1 scgi-modifier2 raw-modifier1 raw-modifier2
         sni sni-dir sni-regexp ssl-verbose! https-export-cert!
     """),
     ("set client timeouts in nginx (uwsgi_read_timeout, uwsgi_send_timeout); "
      "uwsgigw's own is socket-timeout", """
-        http-timeout https-timeout http-session-timeout
+        https-timeout http-session-timeout
     """),
     ("serve static files from nginx with a location block "
      "(location /static/ { alias /path/to/static/; })", """
