@@ -494,7 +494,8 @@ class _Factories:
 
         ``--socket`` is added (a fresh unix path, or 127.0.0.1:<free port> with
         ``tcp=True``) unless ``socket`` is given, or ``--ini`` names it (then pass
-        ``socket`` too, so readiness can connect to it).
+        ``socket`` too, so readiness can connect to it), or ``socket`` is already
+        in ``args`` (``--http-socket ADDRESS``: the server has no uwsgi socket).
         """
         pick_port = socket is None and tcp
         for attempt in range(3 if pick_port else 1):
@@ -503,7 +504,7 @@ class _Factories:
             if socket is None or pick_port:
                 socket = ("127.0.0.1:%d" % free_port()) if tcp else os.path.join(
                     short_tmpdir(), "s%d.sock" % self.count)
-            if "--ini" not in argv and "--socket" not in argv and "-s" not in argv:
+            if not {"--ini", "--socket", "-s", socket} & set(argv):
                 argv = ["--socket", socket, *argv]
             log_path = os.path.join(self.workdir, "uwsgigw-%d.log" % self.count)
             proc = UwsgigwProcess(argv, socket, log_path, server_env(env), cwd)

@@ -42,10 +42,26 @@ def test_the_wire_format_is_the_previous_releases():
            "vacuum": ["/run/app.sock"]}
     assert Handover.from_json(json.dumps(old)) == _handover()
     assert json.loads(_handover().to_json()) == old
+    # its listeners have no protocol: they are uwsgi ones
+    assert [l.protocol for l in Handover.from_json(json.dumps(old)).listeners] == ["uwsgi"] * 2
 
 
 def test_listener_fds():
     assert _handover().listener_fds() == ([5, 6], {5: "/run/app.sock"})
+    assert _handover().listener_protocols() == {5: "uwsgi", 6: "uwsgi"}
+
+
+def test_an_http_listener_carries_its_protocol():
+    handover = _handover()
+    handover.listeners.append(HandedListener(9, "/run/h.sock", "/run/h.sock", "http"))
+    wire = json.loads(handover.to_json())["listeners"]
+    # uwsgi listeners keep the three items the previous releases read; http adds the fourth
+    assert wire == [[5, "/run/app.sock", "/run/app.sock"], [6, None, "127.0.0.1:8000"],
+                    [9, "/run/h.sock", "/run/h.sock", "http"]]
+    back = Handover.from_env(handover.to_env({}))
+    assert back == handover
+    assert back.listener_protocols() == {5: "uwsgi", 6: "uwsgi", 9: "http"}
+    assert back.listener_fds() == ([5, 6, 9], {5: "/run/app.sock", 9: "/run/h.sock"})
 
 
 def test_missing_parts_have_their_empty_value():

@@ -123,6 +123,22 @@ def launched():
         p.stop()
 
 
+def activating(fds: list[int], names: str = "") -> str:
+    """Python that moves ``fds`` to 3, 4, ... and sets LISTEN_* as systemd does,
+    then execs its arguments (sh -c cannot move fds above 9)."""
+    return ("import fcntl, os, sys\n"
+            "fds = [fcntl.fcntl(fd, fcntl.F_DUPFD, 100) for fd in %r]\n"  # above 3.. first
+            "for fd in %r:\n"
+            "    os.close(fd)\n"
+            "for i, fd in enumerate(fds):\n"
+            "    os.dup2(fd, 3 + i)\n"
+            "    os.close(fd)\n"
+            "os.environ.update(LISTEN_PID=str(os.getpid()), LISTEN_FDS=str(len(fds)))\n"
+            "if %r:\n"
+            "    os.environ['LISTEN_FDNAMES'] = %r\n"
+            "os.execv(sys.argv[1], sys.argv[1:])\n" % (fds, fds, names, names))
+
+
 def test_socket_activation_serves(launched, tmp_path):
     path = os.path.join(short_tmpdir(), "activated.sock")
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -130,14 +146,7 @@ def test_socket_activation_serves(launched, tmp_path):
     listener.listen(64)
     fd = listener.fileno()
     # systemd's contract: the sockets are fds 3.., LISTEN_PID is the service's pid.
-    # (sh -c 'LISTEN_PID=$$ exec ...' cannot move fds above 9: do it in Python.)
-    wrapper = ("import os, sys\n"
-               "if %d != 3:\n"
-               "    os.dup2(%d, 3)\n"
-               "    os.close(%d)\n"
-               "os.environ.update(LISTEN_PID=str(os.getpid()), LISTEN_FDS='1')\n"
-               "os.execv(sys.argv[1], sys.argv[1:])\n" % (fd, fd, fd))
-    cmd = [sys.executable, "-c", wrapper,
+    cmd = [sys.executable, "-c", activating([fd]),
            *uwsgigw_cmd("--module", APP, "--master", "--processes", "2")]
     server = Launched(cmd, str(tmp_path / "log"), launch_env(), pass_fds=(fd,))
     launched.append(server)
@@ -152,6 +161,49 @@ def test_socket_activation_serves(launched, tmp_path):
     os.kill(server.pid, signal.SIGTERM)
     assert server.proc.wait(10) == 0
     assert os.path.exists(path)  # systemd's socket: never vacuumed by us
+
+
+def test_socket_activation_names_the_http_sockets(launched, tmp_path):
+    # fd 3: a uwsgi socket; fd 4: bound to the config's http-socket path; fd 5: named
+    # "http" by systemd (FileDescriptorName=http), at an address the config does not have
+    d = short_tmpdir()
+    uwsgi_path, http_path = os.path.join(d, "u.sock"), os.path.join(d, "h.sock")
+    socks = [socket.socket(socket.AF_UNIX), socket.socket(socket.AF_UNIX), socket.socket()]
+    for sock, address in zip(socks, [uwsgi_path, http_path, ("127.0.0.1", 0)]):
+        sock.bind(address)
+        sock.listen(64)
+    port = socks[2].getsockname()[1]
+    fds = [s.fileno() for s in socks]
+    cmd = [sys.executable, "-c", activating(fds, "web:api:http"),
+           *uwsgigw_cmd("--module", APP, "--master", "--http-socket", http_path)]
+    server = Launched(cmd, str(tmp_path / "log"), launch_env(), pass_fds=fds)
+    launched.append(server)
+    for sock in socks:
+        sock.close()
+    try:
+        poll(lambda: "ready to accept requests" in server.log_text(), 15, "ready")
+    finally:
+        log = server.log_text()
+        print(log)
+    assert ("socket activation: using 3 sockets from systemd (%s, %s (http), 127.0.0.1:%d "
+            "(http)); socket= and http-socket= entries are not bound"
+            % (uwsgi_path, http_path, port)) in log
+    assert "ready to accept requests: 1 worker on %s, %s (http), 127.0.0.1:%d (http)" % (
+        uwsgi_path, http_path, port) in log
+    assert raw_get(uwsgi_path, "/").status == 200  # the uwsgi one still speaks uwsgi
+
+
+def test_protocol_of_an_activated_socket(tmp_path):
+    sock = socket.socket(socket.AF_UNIX)
+    path = os.path.join(short_tmpdir(), "a.sock")
+    sock.bind(path)
+    try:
+        assert systemd.protocol_of(sock, "fd3", []) == "uwsgi"
+        assert systemd.protocol_of(sock, "http", []) == "http"  # FileDescriptorName=http
+        assert systemd.protocol_of(sock, "fd3", [path]) == "http"  # its http-socket address
+        assert systemd.protocol_of(sock, "fd3", ["127.0.0.1:8000", path + "x"]) == "uwsgi"
+    finally:
+        sock.close()
 
 
 def test_listen_fds_ignores_other_pids_and_unsets():

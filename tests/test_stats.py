@@ -231,6 +231,20 @@ def test_schema_and_values(uwsgigw_factory):
                for w in doc["workers"])
 
 
+def test_each_socket_says_its_protocol(uwsgigw_factory):
+    # uWSGI's "proto" per socket; uwsgitop does not read sockets, the exporters label by it
+    http = "127.0.0.1:%d" % free_port()
+    server = start(uwsgigw_factory, "--http-socket", http, http=True)
+    doc = read_stats(server.stats)
+    check_schema(doc)
+    assert [(s["name"], s["proto"]) for s in doc["sockets"]] == [(server.socket, "uwsgi"),
+                                                                  (http, "http")]
+    samples = parse_prometheus(http_get(server.http_port, "/metrics")[2].decode())
+    assert metric(samples, "uwsgi_socket_max_queue_length", name=http, proto="http") == 1024
+    assert metric(samples, "uwsgi_socket_max_queue_length", name=server.socket,
+                  proto="uwsgi") == 1024
+
+
 def test_busy_workers_and_a_real_listen_queue(uwsgigw_factory):
     server = start(uwsgigw_factory, "--processes", "1")
     slow = in_thread(raw_get, server.socket, "/slow?1.5")

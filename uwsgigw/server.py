@@ -86,7 +86,7 @@ def serve(cfg: Config) -> int:
         close_all(listeners, vacuum=inherited is None and bool(cfg.vacuum))
         return exitcodes.CONFIG_ERROR
     try:
-        sockets_text = ", ".join(l.spec for l in listeners)
+        sockets_text = ", ".join(l.describe() for l in listeners)
         if not cfg.runs_master:
             apps = _load(cfg) or (None if cfg.need_app else AppTable(None, [], False))
             if apps is None:
@@ -142,16 +142,20 @@ def open_sockets(cfg: Config, inherited: Handover | None) -> list:
     """Sockets from a reloading master, from systemd, or bound here."""
     if inherited:
         fds, paths = inherited.listener_fds()
-        return adopt(fds, paths)
+        return adopt(fds, paths, inherited.listener_protocols())
     activated = systemd.listen_fds()
     if activated:
         listeners = adopt([fd for fd, _ in activated])
+        for listener, (_, name) in zip(listeners, activated):
+            listener.protocol = systemd.protocol_of(listener.sock, name, cfg.http_socket)
         log.info("socket activation: using %d socket%s from systemd (%s)%s" % (
             len(listeners), "s" if len(listeners) > 1 else "",
-            ", ".join(l.spec for l in listeners),
-            "; socket= entries are ignored" if cfg.socket else ""))
+            ", ".join(l.describe() for l in listeners),
+            "; socket= and http-socket= entries are not bound"
+            if cfg.socket or cfg.http_socket else ""))
         return listeners
-    return bind_all(cfg.socket, cfg.listen, cfg.chmod_socket, cfg.chown_socket)
+    return bind_all(cfg.socket, cfg.listen, cfg.chmod_socket, cfg.chown_socket,
+                    cfg.http_socket)
 
 
 def warn_unreachable(listeners) -> None:

@@ -12,7 +12,9 @@ the new image takes out of its environment first thing.
 The JSON keeps the layout of earlier releases -- each listener, board and
 worker a list in the order of its dataclass's fields -- so the reload that
 upgrades uwsgigw, where the old release writes and the new one reads, still
-hands the workers over.
+hands the workers over. A field added later goes last, with a default: the
+old release's shorter lists read as that default (a listener without its
+protocol speaks uwsgi), and a uwsgi listener is still written without it.
 """
 
 from __future__ import annotations
@@ -38,6 +40,13 @@ class HandedListener:
     fd: int
     path: str | None  # a unix socket this server created (vacuum may remove it)
     spec: str
+    protocol: str = "uwsgi"  # sockets.Listener.protocol; later than the rest
+
+    def wire(self) -> list:
+        """As a JSON list; a uwsgi listener in the layout of the releases before
+        HTTP sockets, which read three items."""
+        item = list(astuple(self))
+        return item[:3] if self.protocol == "uwsgi" else item
 
 
 @dataclass
@@ -76,7 +85,7 @@ class Handover:
     def to_json(self) -> str:
         return json.dumps({
             "generation": self.generation,
-            "listeners": [list(astuple(item)) for item in self.listeners],
+            "listeners": [item.wire() for item in self.listeners],
             "boards": {key: list(astuple(item)) for key, item in self.boards.items()},
             "workers": [list(astuple(item)) for item in self.workers],
             "counts": self.counts,
@@ -125,6 +134,10 @@ class Handover:
         """The listening fds, and fd -> path for the unix sockets we own."""
         return ([item.fd for item in self.listeners],
                 {item.fd: item.path for item in self.listeners if item.path})
+
+    def listener_protocols(self) -> dict[int, str]:
+        """fd -> the protocol each listening fd speaks."""
+        return {item.fd: item.protocol for item in self.listeners}
 
     # -- the old image's last act ------------------------------------------------
 

@@ -558,7 +558,8 @@ class Master:
         now = time.monotonic()
         handover = Handover(
             generation=self.generation,
-            listeners=[HandedListener(l.fileno(), l.path, l.spec) for l in self.listeners],
+            listeners=[HandedListener(l.fileno(), l.path, l.spec, l.protocol)
+                       for l in self.listeners],
             boards={key[id(b)]: HandedBoard(*b.describe()) for b in self.boards},
             workers=[w.handed(key[id(w.board)], now) for w in self.workers.values()
                      if not w.killed_for],

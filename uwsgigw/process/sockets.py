@@ -1,8 +1,11 @@
-"""Binding the ``socket`` entries: unix paths, IPv4 and IPv6, uWSGI's spelling.
+"""Binding the ``socket`` and ``http-socket`` entries: unix paths, IPv4 and
+IPv6, uWSGI's spelling.
 
 ``/run/x.sock`` (anything without ``:``) is a unix socket, ``@name`` an
 abstract one; ``host:port``, ``:port`` (all IPv4 interfaces, as in uWSGI) and
-``[v6addr]:port`` are TCP.
+``[v6addr]:port`` are TCP. Each :class:`Listener` knows the protocol it
+speaks: ``uwsgi`` (``socket``) or ``http`` (``http-socket``); the worker
+serves each connection in its listener's protocol.
 """
 
 from __future__ import annotations
@@ -24,14 +27,22 @@ class SocketError(Exception):
     """A socket cannot be bound; start-up stops with this message."""
 
 
+UWSGI, HTTP = "uwsgi", "http"  # Listener.protocol
+
+
 @dataclass
 class Listener:
     spec: str  # as the user wrote it, for log lines
     sock: socket.socket
     path: str | None = None  # filesystem path of a unix socket (for vacuum)
+    protocol: str = UWSGI  # what its connections speak: UWSGI or HTTP
 
     def fileno(self) -> int:
         return self.sock.fileno()
+
+    def describe(self) -> str:
+        """For log lines: the address, and ``(http)`` for an HTTP listener."""
+        return self.spec if self.protocol == UWSGI else "%s (%s)" % (self.spec, self.protocol)
 
 
 def parse_address(spec: str):
@@ -139,7 +150,7 @@ def bind_unix(spec: str, address: str, backlog: int, mode: int,
     return Listener(spec, sock, path)
 
 
-def bind_tcp(spec: str, family, address, backlog: int) -> Listener:
+def bind_tcp(spec: str, family, address, backlog: int, protocol: str = UWSGI) -> Listener:
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
@@ -148,18 +159,27 @@ def bind_tcp(spec: str, family, address, backlog: int) -> Listener:
         sock.close()
         raise SocketError("cannot bind %s: %s" % (spec, exc.strerror))
     sock.listen(backlog)
-    if not _is_loopback(address[0]):
+    if _is_loopback(address[0]):
+        pass
+    elif protocol == HTTP:
+        log.warning("HTTP socket %s accepts connections from the network: fine for clients "
+                    "that connect directly, but X-Forwarded-For and X-Forwarded-Proto are "
+                    "trusted only from the peers in forwarded-allow-ips; set it to your "
+                    "proxy's or load balancer's address if one is in front" % spec)
+    else:
         log.warning("socket %s accepts connections from the network: anyone who can "
                     "connect can forge REMOTE_ADDR and every other uwsgi var; prefer a "
                     "unix socket or 127.0.0.1, or firewall it" % spec)
-    return Listener(spec, sock)
+    return Listener(spec, sock, protocol=protocol)
 
 
-def bind_all(specs, backlog: int, chmod: str | None, chown: str | None) -> list[Listener]:
-    if not specs:
+def bind_all(specs, backlog: int, chmod: str | None, chown: str | None,
+             http_specs=()) -> list[Listener]:
+    """Bind the ``socket`` entries (uwsgi), then the ``http-socket`` ones (HTTP)."""
+    if not specs and not http_specs:
         raise SocketError("no socket configured: set socket= (e.g. socket = "
                           "/run/uwsgigw/app.sock, and uwsgi_pass unix:/run/uwsgigw/app.sock "
-                          "in nginx)")
+                          "in nginx) or http-socket= (e.g. http-socket = 127.0.0.1:8000)")
     limit = _somaxconn()
     if limit is not None and backlog > limit:
         log.warning("listen %d is capped to %d by net.core.somaxconn; raise it with "
@@ -167,12 +187,14 @@ def bind_all(specs, backlog: int, chmod: str | None, chown: str | None) -> list[
     mode = int(chmod or "660", 8)
     listeners: list[Listener] = []
     try:
-        for spec in specs:
+        for spec, protocol in [(s, UWSGI) for s in specs] + [(s, HTTP) for s in http_specs]:
             family, address = parse_address(spec)
             if family == socket.AF_UNIX:
-                listeners.append(bind_unix(spec, address, backlog, mode, chown))
+                listener = bind_unix(spec, address, backlog, mode, chown)
+                listener.protocol = protocol
+                listeners.append(listener)
             else:
-                listeners.append(bind_tcp(spec, family, address, backlog))
+                listeners.append(bind_tcp(spec, family, address, backlog, protocol))
     except BaseException:
         close_all(listeners, vacuum=True)
         raise
@@ -196,12 +218,39 @@ def describe_socket(sock: socket.socket) -> str:
     return "%s:%d" % name[:2]
 
 
-def adopt(fds, owned_paths: dict | None = None) -> list[Listener]:
+def bound_to(sock: socket.socket, spec: str) -> bool:
+    """Whether ``sock`` is bound to the address ``spec`` (a ``socket`` entry):
+    the same family and address, unix sockets by their path."""
+    try:
+        family, address = parse_address(spec)
+        name = sock.getsockname()
+    except (SocketError, OSError):
+        return False
+    if family != sock.family:
+        return False
+    if family == socket.AF_UNIX:
+        if isinstance(name, bytes):  # abstract
+            name = name.decode("utf-8", "surrogateescape")
+        if not name:
+            return False
+        if address.startswith("\0") or name.startswith("\0"):
+            return name == address
+        return os.path.abspath(name) == os.path.abspath(address)
+    try:
+        same_host = ipaddress.ip_address(name[0]) == ipaddress.ip_address(address[0])
+    except ValueError:
+        return False
+    return same_host and name[1] == address[1]
+
+
+def adopt(fds, owned_paths: dict | None = None,
+          protocols: dict | None = None) -> list[Listener]:
     """Listening sockets we did not bind: systemd socket activation (LISTEN_FDS)
     or a reloading master's own sockets handed over across exec.
 
     ``owned_paths`` maps fd -> unix path we created (vacuum may remove it);
-    systemd's sockets belong to systemd and are never unlinked.
+    systemd's sockets belong to systemd and are never unlinked. ``protocols``
+    maps fd -> the protocol it speaks (UWSGI when not there).
     """
     listeners = []
     for fd in fds:
@@ -217,7 +266,8 @@ def adopt(fds, owned_paths: dict | None = None) -> list[Listener]:
         sock.setblocking(False)
         os.set_inheritable(fd, False)
         path = (owned_paths or {}).get(fd)
-        listeners.append(Listener(describe_socket(sock), sock, path))
+        listeners.append(Listener(describe_socket(sock), sock, path,
+                                  (protocols or {}).get(fd, UWSGI)))
     return listeners
 
 

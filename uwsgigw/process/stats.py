@@ -175,7 +175,7 @@ def snapshot(master, errors: int = 0) -> dict:
     sockets = []
     for listener in master.listeners:
         queued, backlog = socket_queue(listener.sock)
-        sockets.append({"name": listener.spec, "proto": "uwsgi", "queue": queued,
+        sockets.append({"name": listener.spec, "proto": listener.protocol, "queue": queued,
                         "max_queue": backlog, "shared": 0, "can_offload": 0})
     backlog_now = max((s["queue"] for s in sockets), default=0)
     by_id: dict[int, list] = {}

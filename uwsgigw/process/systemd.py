@@ -3,7 +3,8 @@
 Both protocols are tiny and stable: notifications are datagrams of
 ``KEY=VALUE`` lines sent to the unix socket named by ``$NOTIFY_SOCKET`` (a
 leading ``@`` means the abstract namespace); socket activation passes
-``$LISTEN_FDS`` descriptors starting at fd 3 to the process ``$LISTEN_PID``.
+``$LISTEN_FDS`` descriptors starting at fd 3 to the process ``$LISTEN_PID``,
+named by ``$LISTEN_FDNAMES`` (the units' ``FileDescriptorName=``).
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 import os
 import socket
 import time
+
+from .sockets import HTTP, UWSGI, bound_to
 
 LISTEN_FDS_START = 3
 
@@ -95,3 +98,12 @@ def listen_fds(environ=os.environ, unset: bool = True) -> list[tuple[int, str]]:
         os.set_inheritable(fd, False)  # FD_CLOEXEC, as sd_listen_fds sets it
         fds.append((fd, labels[i] if i < len(labels) else "fd%d" % fd))
     return fds
+
+
+def protocol_of(sock: socket.socket, name: str, http_specs) -> str:
+    """The protocol of an activated socket: HTTP when systemd names it ``http``
+    (``FileDescriptorName=http``) or it is bound to one of the ``http-socket``
+    addresses, else UWSGI."""
+    if name.lower() == HTTP or any(bound_to(sock, spec) for spec in http_specs):
+        return HTTP
+    return UWSGI
