@@ -44,7 +44,12 @@ CASES = {
     "logto-dir-missing": SOCKET + GOOD + "logto = {d}/missing/app.log\n",
     "pidfile-dir-missing": SOCKET + GOOD + "pidfile = {d}/missing/app.pid\n",
     "missing-include": SOCKET + GOOD + "ini = {d}/missing.ini\n",
+    # an HTTP socket is a socket, checked like one
+    "http-socket-only": "http-socket = {d}/app.sock\n" + GOOD,
+    "http-socket-dir-missing": "http-socket = {d}/missing/app.sock\n" + GOOD,
+    "http-tcp-address-in-use": SOCKET + "http = 127.0.0.1:{busy}\n" + GOOD,
 }
+SERVES = {"good", "http-socket-only"}
 RAISING_APP = "import os\nraise RuntimeError('database unreachable')\n"
 
 
@@ -76,11 +81,12 @@ def test_check_fails_exactly_when_start_up_does(name, uwsgigw_factory, busy_port
     ini, sock = write_case(name, busy_port)
     check = check_run(ini)
     server = uwsgigw_factory("--ini", ini, socket=sock, wait=False)
-    if name == "good":
+    if name in SERVES:
         assert check.returncode == 0, check.stdout + check.stderr
         assert check.stdout.splitlines()[-1].startswith("%s: OK for uwsgigw" % ini)
         server.wait_ready()
-        assert raw_get(sock, "/").status == 200
+        if name == "good":
+            assert raw_get(sock, "/").status == 200
         return
     code = server.proc.wait(60)
     assert code != 0, server.log_text()
@@ -100,6 +106,25 @@ def test_check_names_the_line_the_value_and_the_reason(busy_port):
     ini, _ = write_case("tcp-address-in-use", busy_port)
     assert ("%s:2: socket = 127.0.0.1:%d: on this machine, in use: another server listens "
             "on it" % (ini, busy_port)) in check_run(ini).stderr
+    ini, _ = write_case("http-tcp-address-in-use", busy_port)
+    assert check_run(ini).stderr == (
+        "uwsgigw: error: %s:3: http-socket = 127.0.0.1:%d: on this machine, in use: another "
+        "server listens on it (stop it, or choose another)\n" % (ini, busy_port))
+    ini, _ = write_case("http-socket-dir-missing", busy_port)
+    assert check_run(ini).stderr == (
+        "uwsgigw: error: %s:2: http-socket = %s/missing/app.sock: on this machine, directory "
+        "%s/missing does not exist\n" % (ini, os.path.dirname(ini), os.path.dirname(ini)))
+
+
+def test_check_with_neither_socket_fails_and_with_an_http_socket_passes(busy_port):
+    ini, _ = write_case("no-socket", busy_port)
+    out = check_run(ini)
+    assert out.returncode == 1
+    assert out.stderr.startswith("uwsgigw: error: no socket to serve on: set socket = ADDRESS")
+    ini, _ = write_case("http-socket-only", busy_port)
+    out = check_run(ini)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[-1].startswith("%s: OK for uwsgigw" % ini)
 
 
 def test_need_app_off_makes_an_import_error_a_warning(busy_port):
@@ -117,8 +142,8 @@ def test_systemd_sockets_are_a_warning_that_says_it_cannot_check(busy_port):
     out = check_run(ini, {"LISTEN_FDS": "1", "LISTEN_PID": "1"})
     assert out.returncode == 0, out.stderr
     assert ("warning: LISTEN_FDS is set: at start-up the sockets come from systemd socket "
-            "activation (socket = entries are then ignored); they cannot be checked before "
-            "start-up") in out.stdout
+            "activation (socket = and http-socket = entries are then ignored); they cannot be "
+            "checked before start-up") in out.stdout
 
 
 def test_a_socket_held_by_the_running_server_is_a_warning(uwsgigw_factory, tmp_path):
@@ -181,6 +206,10 @@ def test_check_predicts_the_socket_nginx_cannot_reach(tmp_path):
         "chmod-socket" in line
     ini.write_text(base + "chown-socket = www-data:www-data\n")
     assert "nginx usually runs as" not in check_run(ini).stdout
+    # nginx's proxy_pass to a unix HTTP socket needs the same permissions
+    ini.write_text(base.replace("socket = ", "http-socket = "))
+    (line,) = [l for l in check_run(ini).stdout.splitlines() if "nginx usually runs as" in l]
+    assert "%s/app.sock" % d in line and "is root:root mode 0660" in line
 
 
 def test_readme_states_the_check_rules():

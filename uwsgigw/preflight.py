@@ -116,32 +116,33 @@ def _sockets(cfg: Config, environ: Mapping[str, str], out: Prediction) -> None:
     if environ.get("LISTEN_FDS"):
         out.warnings.append(
             "LISTEN_FDS is set: at start-up the sockets come from systemd "
-            "socket activation (socket = entries are then ignored); they cannot be checked "
-            "before start-up")
+            "socket activation (socket = and http-socket = entries are then ignored); they "
+            "cannot be checked before start-up")
         return
     from .process.sockets import SocketError, parse_address
-    owner = _socket_owner(cfg, out) if cfg.socket else None
-    for index, spec in enumerate(cfg.socket):
-        try:
-            family, address = parse_address(spec)
-        except SocketError as exc:
-            out.errors.append(_here(cfg, "socket", spec, str(exc), index))
-            continue
-        if family == socket.AF_UNIX and not address.startswith("\0"):
-            problem = _unix_socket(cfg, _in_dir(address, _chdir(cfg)), owner, out)
-        else:
-            problem = _try_bind(family, address)
-        if problem == "in use":
-            running = _running_server(cfg)
-            if running:
-                out.warnings.append(_here(cfg, "socket", spec, "in use by the running "
-                                          "uwsgigw (pid %d, from the pidfile): a reload "
-                                          "(SIGHUP) keeps it; a second server could not "
-                                          "bind it" % running, index))
+    owner = _socket_owner(cfg, out) if cfg.socket or cfg.http_socket else None
+    for attr in ("socket", "http_socket"):  # bound in this order (sockets.bind_all)
+        for index, spec in enumerate(getattr(cfg, attr)):
+            try:
+                family, address = parse_address(spec)
+            except SocketError as exc:
+                out.errors.append(_here(cfg, attr, spec, str(exc), index))
                 continue
-            problem = "in use: another server listens on it (stop it, or choose another)"
-        if problem:
-            out.errors.append(_here(cfg, "socket", spec, problem, index))
+            if family == socket.AF_UNIX and not address.startswith("\0"):
+                problem = _unix_socket(cfg, _in_dir(address, _chdir(cfg)), owner, out)
+            else:
+                problem = _try_bind(family, address)
+            if problem == "in use":
+                running = _running_server(cfg)
+                if running:
+                    out.warnings.append(_here(cfg, attr, spec, "in use by the running "
+                                              "uwsgigw (pid %d, from the pidfile): a reload "
+                                              "(SIGHUP) keeps it; a second server could not "
+                                              "bind it" % running, index))
+                    continue
+                problem = "in use: another server listens on it (stop it, or choose another)"
+            if problem:
+                out.errors.append(_here(cfg, attr, spec, problem, index))
 
 
 def _try_bind(family, address) -> str | None:
