@@ -20,7 +20,7 @@ from .observe.record import SharedCounter
 from .process import perms, systemd, vacuum
 from .process.handover import Handover
 from .process.master import Master
-from .process.sockets import SocketError, adopt, bind_all, close_all
+from .process.sockets import HTTP, SocketError, adopt, bind_all, close_all
 from .process.workerbase import worker_class
 from .wsgi.handler import WorkerContext
 
@@ -91,7 +91,7 @@ def serve(cfg: Config) -> int:
             apps = _load(cfg) or (None if cfg.need_app else AppTable(None, [], False))
             if apps is None:
                 return exitcodes.APP_LOAD_ERROR
-            ctx = WorkerContext.from_config(cfg, backend, apps, SharedCounter())
+            ctx = _context(cfg, backend, apps, SharedCounter(), listeners)
             log.info("ready to accept requests: 1 worker on %s (decoder: %s)" % (
                 sockets_text, backend.name))
             worker = worker_class(ctx.kind)(ctx, listeners, cfg.threads)
@@ -103,6 +103,15 @@ def serve(cfg: Config) -> int:
         close_all(listeners, vacuum=bool(cfg.vacuum))
         if pidfile and cfg.vacuum:
             vacuum.remove_pidfile(pidfile)
+
+
+def _context(cfg: Config, backend, apps, counter, listeners) -> WorkerContext:
+    """The workers' context; HTTP listeners need the event-loop worker, also
+    those http-socket does not list (from systemd, or kept across a reload)."""
+    ctx = WorkerContext.from_config(cfg, backend, apps, counter)
+    if ctx.kind == "sync" and any(l.protocol == HTTP for l in listeners):
+        ctx.kind = "asgi"
+    return ctx
 
 
 def _prefork(cfg: Config, backend, listeners, sockets_text: str,
@@ -117,7 +126,7 @@ def _prefork(cfg: Config, backend, listeners, sockets_text: str,
                 return None
             log.warning("need-app is off: serving 500 until an app loads")
             apps = AppTable(None, [], False)
-        return WorkerContext.from_config(cfg, backend, apps, counter)
+        return _context(cfg, backend, apps, counter, listeners)
 
     ctx = None
     if not cfg.lazy_apps:

@@ -1,7 +1,8 @@
 """The async worker: one asyncio event loop per worker process.
 
 Accepting: the listening sockets are watched by the loop; each connection
-becomes one task (:func:`.protocol.serve_connection`). At
+becomes one task in its listener's protocol (:func:`.protocol.serve_connection`
+for uwsgi, :func:`.http_connection.serve_http_connection` for HTTP). At
 ``async-concurrency`` connections in flight the worker stops watching the
 listeners, so further connections wait in the kernel backlog -- where another
 worker can take them -- instead of piling up here (back-pressure on accept).
@@ -45,6 +46,12 @@ from ..wsgi.handler import ConnectionHandler
 from .hangup import HangupWatcher
 from .lifespan import Lifespan, LifespanFailed
 from .protocol import Exchange, serve_connection
+
+try:
+    from .http_connection import serve_http_connection
+except ImportError as exc:  # the HTTP driver is not in this tree: HTTP connections close
+    serve_http_connection = None
+    _NO_HTTP = "cannot serve HTTP sockets: %s; closing their connections" % exc
 
 HEARTBEAT = 0.2  # seconds between the loop's scoreboard writes (harakiri on)
 ACCEPT_BATCH = 16  # connections taken per wake-up, so other workers get some
@@ -102,6 +109,7 @@ class AsyncWorker(WorkerBase):
         self._heartbeat = None
         self.hangups: HangupWatcher | None = None  # made with the loop (_main)
         self._emit = reqlog.emitter(ctx.log_requests)  # chosen once (reqlog.setup)
+        self._said_no_http = False
 
     # -- set-up -----------------------------------------------------------------
 
@@ -171,7 +179,7 @@ class AsyncWorker(WorkerBase):
         self.accepting = True
         allow = self.ctx.peers  # uwsgi-allow-from (peers.py)
         for listener in self.listeners:
-            self.loop.add_reader(listener.fileno(), self._accept,
+            self.loop.add_reader(listener.fileno(), self._accept, listener,
                                  peers.guard(listener.sock, allow))
 
     def _pause(self) -> None:
@@ -181,7 +189,10 @@ class AsyncWorker(WorkerBase):
         for listener in self.listeners:
             self.loop.remove_reader(listener.fileno())
 
-    def _accept(self, sock) -> None:
+    def _accept(self, listener, sock) -> None:
+        """Take connections from ``listener`` (``sock`` is its accept, guarded
+        by uwsgi-allow-from), each served in the listener's protocol."""
+        http = listener.protocol == "http"
         for _ in range(ACCEPT_BATCH):
             if self.active >= self.ctx.concurrency or self.stopping:
                 self._pause()
@@ -194,7 +205,15 @@ class AsyncWorker(WorkerBase):
                 self._accept_failed(exc)
                 return
             conn.setblocking(False)
-            self.spawn(serve_connection(self, conn))
+            if not http:
+                self.spawn(serve_connection(self, conn))
+            elif serve_http_connection is not None:
+                self.spawn(serve_http_connection(self, conn, listener))
+            else:
+                if not self._said_no_http:
+                    self._said_no_http = True
+                    log.error(_NO_HTTP)
+                conn.close()
 
     def spawn(self, coro) -> None:
         """Run ``coro`` as a task counted against async-concurrency."""

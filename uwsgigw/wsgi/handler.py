@@ -113,7 +113,7 @@ class WorkerContext:
             count_request=counter.incr,
             total_address=counter.address,
             peers=allow_list(cfg.uwsgi_allow_from),
-            kind="asgi" if cfg.asgi or "asgi" in kinds.values() else "sync",
+            kind="asgi" if cfg.asgi or cfg.http_socket or "asgi" in kinds.values() else "sync",
             harakiri=cfg.harakiri,
             concurrency=cfg.async_concurrency,
             threads=cfg.threads,
