@@ -482,6 +482,10 @@ def test_print_config_format(tmp_path):
     assert "master = true  ; %s:4" % path in lines
     assert "buffer-size = 4096  ; default" in lines and "; module = (not set)" in lines
     assert "socket-timeout = 4  ; default" in lines
+    # a list whose default has several items shows each of them
+    assert "forwarded-allow-ips = 127.0.0.1/32  ; default" in lines
+    assert "forwarded-allow-ips = ::1/128  ; default" in lines
+    assert Config.defaults().item_sources["forwarded_allow_ips"] == ["default", "default"]
 
 
 def test_config_attributes_and_dict():

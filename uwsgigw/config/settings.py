@@ -83,7 +83,8 @@ class Config:
             raise TypeError("not options: %s" % ", ".join(unknown))
         merged = {o.attr: o.initial() for o in OPTIONS}
         merged.update(values)
-        sources = {attr: ["given" if attr in values else "default"] for attr in merged}
+        sources = {attr: _origins("given" if attr in values else "default", merged[attr])
+                   for attr in merged}
         return cls(merged, sources, [], [], [])
 
     # -- policy that follows from several options, decided here once ----------
@@ -130,6 +131,11 @@ class Config:
 
     def __repr__(self) -> str:
         return "Config(%s)" % ", ".join("%s=%r" % kv for kv in self.as_dict().items())
+
+
+def _origins(origin: str, value: Any) -> list[str]:
+    """One origin per item of a list (forwarded-allow-ips has a default of two)."""
+    return [origin] * len(value) if isinstance(value, list) and value else [origin]
 
 
 def _show(value: Any) -> str:
@@ -479,7 +485,7 @@ def build(cli: Mapping[str, Any], environ: Mapping[str, str], *, check: bool = F
         # ("ini =" in a file is an include the reader has already followed.)
         _ini_layer(result, layers[0], problems, unknown, listeners)
     values = {o.attr: o.initial() for o in OPTIONS}
-    sources = {o.attr: ["default"] for o in OPTIONS}
+    sources = {o.attr: _origins("default", values[o.attr]) for o in OPTIONS}
     for layer in layers:
         for attr, value in layer.values.items():
             values[attr] = value
