@@ -33,7 +33,7 @@ CORPUS_VARIABLES = re.compile(r"^(UWSGI|UWSGIGW_|LISTEN_)|^(CIRCLECI|SMTPD_PORT|
 # The errors a corpus file may get here: what this machine lacks.
 MACHINE_ERROR = re.compile(r"^(\S+:\d+|command line \(--\S+\)): \S+ = .*: on this machine, "
                            r"|^\S+:\d+: ini file .* does not exist"
-                           r"|^no uwsgi socket: |^no socket to serve on: "
+                           r"|^no socket to serve on: "
                            r"|^no application configured: ")
 ERROR_PREFIX = "uwsgigw: error: "
 
