@@ -125,7 +125,7 @@ def _chown(path: str, owner: str) -> None:
 
 
 def bind_unix(spec: str, address: str, backlog: int, mode: int,
-              owner: str | None) -> Listener:
+              owner: str | None, protocol: str = UWSGI) -> Listener:
     path = None if address.startswith("\0") else address
     if path:
         _remove_stale_unix_socket(path)
@@ -147,7 +147,18 @@ def bind_unix(spec: str, address: str, backlog: int, mode: int,
         if owner:
             _chown(path, owner)
     sock.listen(backlog)
-    return Listener(spec, sock, path)
+    return Listener(spec, sock, path, protocol)
+
+
+_FROM_THE_NETWORK = {
+    UWSGI: "socket %s accepts connections from the network: anyone who can connect can "
+           "forge REMOTE_ADDR and every other uwsgi var; prefer a unix socket or "
+           "127.0.0.1, or firewall it",
+    HTTP: "HTTP socket %s accepts connections from the network: fine for clients that "
+          "connect directly, but X-Forwarded-For and X-Forwarded-Proto are trusted only "
+          "from the peers in forwarded-allow-ips; set it to your proxy's or load "
+          "balancer's address if one is in front",
+}
 
 
 def bind_tcp(spec: str, family, address, backlog: int, protocol: str = UWSGI) -> Listener:
@@ -159,17 +170,8 @@ def bind_tcp(spec: str, family, address, backlog: int, protocol: str = UWSGI) ->
         sock.close()
         raise SocketError("cannot bind %s: %s" % (spec, exc.strerror))
     sock.listen(backlog)
-    if _is_loopback(address[0]):
-        pass
-    elif protocol == HTTP:
-        log.warning("HTTP socket %s accepts connections from the network: fine for clients "
-                    "that connect directly, but X-Forwarded-For and X-Forwarded-Proto are "
-                    "trusted only from the peers in forwarded-allow-ips; set it to your "
-                    "proxy's or load balancer's address if one is in front" % spec)
-    else:
-        log.warning("socket %s accepts connections from the network: anyone who can "
-                    "connect can forge REMOTE_ADDR and every other uwsgi var; prefer a "
-                    "unix socket or 127.0.0.1, or firewall it" % spec)
+    if not _is_loopback(address[0]):
+        log.warning(_FROM_THE_NETWORK[protocol] % spec)
     return Listener(spec, sock, protocol=protocol)
 
 
@@ -190,9 +192,7 @@ def bind_all(specs, backlog: int, chmod: str | None, chown: str | None,
         for spec, protocol in [(s, UWSGI) for s in specs] + [(s, HTTP) for s in http_specs]:
             family, address = parse_address(spec)
             if family == socket.AF_UNIX:
-                listener = bind_unix(spec, address, backlog, mode, chown)
-                listener.protocol = protocol
-                listeners.append(listener)
+                listeners.append(bind_unix(spec, address, backlog, mode, chown, protocol))
             else:
                 listeners.append(bind_tcp(spec, family, address, backlog, protocol))
     except BaseException:
