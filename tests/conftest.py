@@ -489,14 +489,18 @@ class _Factories:
 
     def uwsgigw(self, *args: str, socket: str | None = None, tcp: bool = False,
                 env: dict | None = None, cwd: str | None = None, wait: bool = True,
-                ready_timeout: float = 30.0) -> UwsgigwProcess:
+                ready_timeout: float = 30.0, http: bool = False) -> UwsgigwProcess:
         """Start ``uwsgigw *args``.
 
         ``--socket`` is added (a fresh unix path, or 127.0.0.1:<free port> with
         ``tcp=True``) unless ``socket`` is given, or ``--ini`` names it (then pass
         ``socket`` too, so readiness can connect to it), or ``socket`` is already
         in ``args`` (``--http-socket ADDRESS``: the server has no uwsgi socket).
+        With ``http=True`` the added one is ``--http-socket`` (TCP unless
+        ``socket`` is a path).
         """
+        tcp = tcp or (http and socket is None)
+        flag = "--http-socket" if http else "--socket"
         pick_port = socket is None and tcp
         for attempt in range(3 if pick_port else 1):
             self.count += 1
@@ -504,8 +508,8 @@ class _Factories:
             if socket is None or pick_port:
                 socket = ("127.0.0.1:%d" % free_port()) if tcp else os.path.join(
                     short_tmpdir(), "s%d.sock" % self.count)
-            if not {"--ini", "--socket", "-s", socket} & set(argv):
-                argv = ["--socket", socket, *argv]
+            if not {"--ini", flag, "-s", socket} & set(argv):
+                argv = [flag, socket, *argv]
             log_path = os.path.join(self.workdir, "uwsgigw-%d.log" % self.count)
             proc = UwsgigwProcess(argv, socket, log_path, server_env(env), cwd)
             self.servers.append(proc)

@@ -306,7 +306,7 @@ def run_exchange_threaded(make, script, head_only):
         error = None
         try:
             script(x)
-        except TypeError as exc:  # the builtins word it differently
+        except TypeError:  # the builtins word it differently
             error = (TypeError, "")
         except Exception as exc:
             error = (type(exc), str(exc))

@@ -15,15 +15,19 @@ from framed_client import fetch
 from conftest import site_get as get, site_post as post
 
 
-@pytest.fixture(scope="module", params=["wsgi-unix", "wsgi-tcp", "asgi-unix", "asgi-tcp"])
+@pytest.fixture(scope="module", params=["wsgi-unix", "wsgi-tcp", "asgi-unix", "asgi-tcp",
+                                        "wsgi-http", "asgi-http"])
 def site(request, module_factories, tmp_path_factory):
+    """uwsgi_pass over a unix or TCP socket (nginx/site.conf), or proxy_pass to
+    an http-socket with upstream keep-alive (nginx/site-http.conf)."""
     uploads = tmp_path_factory.mktemp("django-uploads")
     handler, transport = request.param.split("-")
     server = module_factories.uwsgigw(
         "--module", "mysite1.%s:application" % handler, "--processes", "2", "--master",
-        "--post-buffering", "65536", tcp=transport == "tcp",
+        "--post-buffering", "65536", tcp=transport == "tcp", http=transport == "http",
         env={"MYSITE1_UPLOAD_DIR": str(uploads)})
-    nginx = module_factories.nginx(server.socket)
+    nginx = module_factories.nginx(server.socket, site="site-http.conf"
+                                   if transport == "http" else "site.conf")
     return server, nginx
 
 

@@ -38,6 +38,10 @@ LISTEN_LINE = "listen 80;"
 UPSTREAM_LINE = "uwsgi_pass unix:/run/uwsgigw/site.sock;"
 INCLUDE_LINE = "include uwsgi_params;"
 STATIC_LINE = "alias /srv/mysite1/static/;"
+# nginx/site-http.conf (proxy_pass to an http-socket): its upstream server.
+HTTP_UPSTREAM_LINE = "server 127.0.0.1:8000;"
+HTTP_KEEPALIVE_LINE = "keepalive 16;"
+HTTP_PROXY_LINE = "proxy_pass http://uwsgigw_http;"
 
 MIME_TYPES = "/etc/nginx/mime.types"
 TEMP_DIRS = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
@@ -147,6 +151,25 @@ def render_site(site_text: str, *, listen: str, upstream: str, params_path: str,
     return _replace_line(text, STATIC_LINE, "alias %s/;" % static_dir.rstrip("/"), source)
 
 
+def render_http_site(site_text: str, *, listen: str, upstream: str, static_dir: str,
+                     source: str = "site-http.conf", upstream_extra: str = "",
+                     keepalive: bool = True) -> str:
+    """nginx/site-http.conf with its machine-specific lines rewritten:
+    ``upstream`` is the http-socket (``host:port`` or ``unix:/path``);
+    ``upstream_extra``: directives added after ``proxy_pass``; ``keepalive``
+    False: no idle connections kept to uwsgigw (one per request)."""
+    target = upstream if upstream.startswith("unix:") or not upstream.startswith("/") \
+        else "unix:" + upstream
+    text = _replace_line(site_text, LISTEN_LINE, "listen %s;" % listen, source)
+    text = _replace_line(text, HTTP_UPSTREAM_LINE, "server %s;" % target, source)
+    if not keepalive:
+        text = _replace_line(text, HTTP_KEEPALIVE_LINE, "# keepalive: off (tests)", source)
+    if upstream_extra:
+        text = _replace_line(text, HTTP_PROXY_LINE, HTTP_PROXY_LINE + "\n" + upstream_extra,
+                             source)
+    return _replace_line(text, STATIC_LINE, "alias %s/;" % static_dir.rstrip("/"), source)
+
+
 def render_main(workdir: str, site_path: str, user: str | None = None) -> str:
     """The main nginx.conf: one worker, foreground, everything under workdir.
     ``user``: the workers' user (root only can set it), as a distribution's nginx has."""
@@ -186,9 +209,12 @@ class DevNginx:
     def __init__(self, upstream: str, *, port: int = 0, host: str = "127.0.0.1",
                  workdir: str | None = None, nginx_dir: str | os.PathLike | None = None,
                  static_dir: str | None = None, tls: tuple[str, str] | None = None,
-                 upstream_extra: str = "", user: str | None = None):
+                 upstream_extra: str = "", user: str | None = None, site: str = "site.conf",
+                 http_keepalive: bool = True):
         self.upstream = upstream
         self.upstream_extra = upstream_extra
+        self.site = site  # site.conf (uwsgi_pass) or site-http.conf (proxy_pass)
+        self.http_keepalive = http_keepalive  # site-http.conf: idle upstream connections
         self.user = user
         self.host = host
         self.requested_port = port
@@ -245,10 +271,17 @@ class DevNginx:
         params_path = os.path.join(self.workdir, "uwsgi_params")
         shutil.copyfile(params_src, params_path)
         listen = "%s:%d" % ("[%s]" % self.host if ":" in self.host else self.host, self.port)
-        site = render_site(site_src.read_text(), listen=listen, upstream=self.upstream,
-                           params_path=params_path, static_dir=self.static_dir,
-                           source=str(site_src), tls=self.tls,
-                           upstream_extra=self.upstream_extra)
+        if self.site == "site.conf":
+            site = render_site(site_src.read_text(), listen=listen, upstream=self.upstream,
+                               params_path=params_path, static_dir=self.static_dir,
+                               source=str(site_src), tls=self.tls,
+                               upstream_extra=self.upstream_extra)
+        else:
+            http_src = self.nginx_dir / self.site
+            site = render_http_site(http_src.read_text(), listen=listen,
+                                    upstream=self.upstream, static_dir=self.static_dir,
+                                    source=str(http_src), upstream_extra=self.upstream_extra,
+                                    keepalive=self.http_keepalive)
         site_path = os.path.join(self.workdir, "site.conf")
         Path(site_path).write_text(site)
         Path(self.conf_path).write_text(render_main(self.workdir, site_path, self.user))

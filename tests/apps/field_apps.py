@@ -60,7 +60,7 @@ def _is_open(fd: int) -> bool:
 def wsgi(environ, start_response):
     path = environ["PATH_INFO"]
     q = _query(environ.get("QUERY_STRING", ""))
-    if environ.get("CONTENT_LENGTH"):
+    if environ.get("CONTENT_LENGTH") and path != "/echo":
         environ["wsgi.input"].read()  # the body fully read: the held tail is its last byte
     if path == "/stream-ok":
         start_response("200 OK", [("Content-Type", "text/plain")])
@@ -84,6 +84,20 @@ def wsgi(environ, start_response):
         _spawn_child(q.get("how", "fork"), q.get("tag", "x"))
         start_response("200 OK", [("Content-Type", "text/plain")])
         return iter([b"answered while a child holds the connection\n"])
+    if path == "/echo":  # the body back, with what framed it
+        body = environ["wsgi.input"].read() if environ.get("CONTENT_LENGTH") else b""
+        meta = "%s %s %s" % (environ["REQUEST_METHOD"], environ.get("CONTENT_LENGTH", "-"),
+                             environ.get("HTTP_TRANSFER_ENCODING", "-"))
+        out = meta.encode() + b"\n" + body
+        start_response("200 OK", [("Content-Type", "application/octet-stream"),
+                                  ("Content-Length", str(len(out)))])
+        return [out]
+    if path == "/env":  # the environ's strings, as JSON; "scheme" as the ASGI twin says it
+        strings = {k: v for k, v in environ.items() if isinstance(v, str)}
+        out = json.dumps(dict(strings, scheme=environ["wsgi.url_scheme"])).encode()
+        start_response("200 OK", [("Content-Type", "application/json"),
+                                  ("Content-Length", str(len(out)))])
+        return [out]
     if path == "/slow":
         time.sleep(float(q.get("s", "0.3")))
         start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "5")])
@@ -131,7 +145,35 @@ async def asgi(scope, receive, send):
     if path == "/send":
         await _send_sequence(send, q["seq"])
         return
+    if path == "/echo":
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        headers = dict(scope["headers"])
+        meta = "%s %s %s" % (scope["method"], headers.get(b"content-length", b"-").decode(),
+                             headers.get(b"transfer-encoding", b"-").decode())
+        out = meta.encode() + b"\n" + body
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-length", str(len(out)).encode())]})
+        await send({"type": "http.response.body", "body": out})
+        return
     await _read_all(receive)
+    if path == "/env":  # what a WSGI app's environ would say, from the scope
+        headers = {k.decode(): v.decode("latin-1") for k, v in scope["headers"]}
+        qs = scope["query_string"].decode("latin-1")
+        out = json.dumps({
+            "SERVER_NAME": scope["server"][0], "SERVER_PORT": str(scope["server"][1]),
+            "REMOTE_ADDR": (scope["client"] or ("",))[0], "QUERY_STRING": qs,
+            "HTTP_X_FORWARDED_FOR": headers.get("x-forwarded-for"),
+            "REQUEST_URI": scope["raw_path"].decode("latin-1") + ("?" + qs if qs else ""),
+            "scheme": scope["scheme"]}).encode()
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-length", str(len(out)).encode())]})
+        await send({"type": "http.response.body", "body": out})
+        return
     if path == "/stream-ok":
         await send(start)
         for chunk in (FIRST, b"second chunk\n"):

@@ -47,11 +47,7 @@ from .hangup import HangupWatcher
 from .lifespan import Lifespan, LifespanFailed
 from .protocol import Exchange, serve_connection
 
-try:
-    from .http_connection import serve_http_connection
-except ImportError as exc:  # the HTTP driver is not in this tree: HTTP connections close
-    serve_http_connection = None
-    _NO_HTTP = "cannot serve HTTP sockets: %s; closing their connections" % exc
+from .http_connection import serve_http_connection
 
 HEARTBEAT = 0.2  # seconds between the loop's scoreboard writes (harakiri on)
 ACCEPT_BATCH = 16  # connections taken per wake-up, so other workers get some
@@ -108,8 +104,8 @@ class AsyncWorker(WorkerBase):
         self._done: asyncio.Future | None = None
         self._heartbeat = None
         self.hangups: HangupWatcher | None = None  # made with the loop (_main)
+        self.idle_http: set = set()  # HTTP connections waiting for their next request
         self._emit = reqlog.emitter(ctx.log_requests)  # chosen once (reqlog.setup)
-        self._said_no_http = False
 
     # -- set-up -----------------------------------------------------------------
 
@@ -205,15 +201,10 @@ class AsyncWorker(WorkerBase):
                 self._accept_failed(exc)
                 return
             conn.setblocking(False)
-            if not http:
-                self.spawn(serve_connection(self, conn))
-            elif serve_http_connection is not None:
+            if http:
                 self.spawn(serve_http_connection(self, conn, listener))
             else:
-                if not self._said_no_http:
-                    self._said_no_http = True
-                    log.error(_NO_HTTP)
-                conn.close()
+                self.spawn(serve_connection(self, conn))
 
     def spawn(self, coro) -> None:
         """Run ``coro`` as a task counted against async-concurrency."""
@@ -233,8 +224,17 @@ class AsyncWorker(WorkerBase):
 
     def _stopped(self) -> None:
         self._pause()
+        # Kept-alive HTTP connections waiting for their next request close
+        # once quiet (http_connection.DRAIN_QUIET); those with a request in
+        # flight answer it with Connection: close, then close.
+        for connection in list(self.idle_http):
+            connection.drain()
         if self.active == 0 and self._done is not None and not self._done.done():
             self._done.set_result(None)
+
+    def count_exception(self) -> None:
+        """An app raised (the stats' exceptions): from the pool threads too."""
+        self.core.exceptions += 1
 
     def _back_off(self, seconds: float) -> None:
         # Stop watching the listeners for a while; the loop keeps serving.

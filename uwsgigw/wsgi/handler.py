@@ -80,6 +80,12 @@ class WorkerContext:
     concurrency: int = 1000  # async-concurrency: requests in flight
     threads: int = 1  # the async worker's thread pool for WSGI apps
     kinds: dict = field(default_factory=dict)  # id(app) -> "asgi" | "wsgi"
+    # HTTP sockets (asgi/http_connection.py); from_config fills them from the
+    # options (the zero values mean "no HTTP socket settings").
+    http_keepalive: bool = False
+    http_keepalive_timeout: float = 0.0
+    http_headers_timeout: float = 0.0
+    forwarded_allow: object = None  # peers.AllowList of forwarded-allow-ips
     apps: list = field(default_factory=list)  # [(name, app)]: the ASGI apps, for lifespan
     states: dict = field(default_factory=dict)  # id(app) -> lifespan state
 
@@ -114,6 +120,10 @@ class WorkerContext:
             total_address=counter.address,
             peers=allow_list(cfg.uwsgi_allow_from),
             kind="asgi" if cfg.asgi or cfg.http_socket or "asgi" in kinds.values() else "sync",
+            http_keepalive=cfg.http_keepalive,
+            http_keepalive_timeout=float(cfg.http_keepalive_timeout),
+            http_headers_timeout=float(cfg.http_headers_timeout),
+            forwarded_allow=allow_list(cfg.forwarded_allow_ips),
             harakiri=cfg.harakiri,
             concurrency=cfg.async_concurrency,
             threads=cfg.threads,
