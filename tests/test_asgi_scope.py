@@ -11,7 +11,7 @@ import pytest
 
 from conftest import nginx_vars
 from uwsgigw.app import AppTable, is_asgi
-from uwsgigw.asgi.protocol import status_line, str_headers
+from uwsgigw.asgi.messages import status_line, str_headers
 from uwsgigw.asgi.scope import build_scope
 from uwsgigw.config.settings import Config
 from uwsgigw.protocol.environ import base_environ, build_environ

@@ -17,14 +17,15 @@ from ..cycle import request
 from ..cycle.framing import LENGTH, NONE, Framing, http_head
 from ..cycle.response import ResponseError
 from ..protocol.errors import ClientDisconnected
-from .protocol import run_app, status_line, str_headers
+from .messages import AsgiExchange, status_line
+from .protocol import run_app
 from .scope import build_scope
 
 _CHUNK = 65536
 _DISCONNECT = {"type": "http.disconnect"}
 
 
-class AsgiHttpExchange:
+class AsgiHttpExchange(AsgiExchange):
     """The state of one ASGI request on an HTTP connection (the interface
     asgi/protocol.py's ``run_app`` and the worker's heartbeat use)."""
 
@@ -67,83 +68,39 @@ class AsgiHttpExchange:
             self.more_body = self.body_left > 0
             return {"type": "http.request", "body": data, "more_body": self.more_body}
         if not (self.complete or self.disconnected):
-            self.waiter = self.loop.create_future()
-            try:
-                await self.waiter
-            finally:
-                self.waiter = None
+            await self.wait_for_disconnect()
         return _DISCONNECT
 
-    def watch(self) -> None:
-        if not self.watching:
-            self.watching = True
-            self.worker.hangups.watch(self.fd, self._hung_up)
+    # -- send (messages.AsgiExchange checks the messages) ------------------------------
 
-    def unwatch(self) -> None:
-        if self.watching:
-            self.watching = False
-            self.worker.hangups.unwatch(self.fd)
+    async def _body(self, body: bytes, more: bool) -> None:
+        framing = self.framing
+        if framing.mode == NONE:
+            body = b""
+        elif framing.mode == LENGTH and self.body_sent + len(body) > framing.length:
+            raise ResponseError("the app sent more than its Content-Length of %d "
+                                "bytes" % framing.length)
+        data = framing.encode(body)
+        self.body_sent += len(body)
+        if self.head is not None:
+            data, self.head, self.sent = self.head + data, None, True
+        if not more:
+            data += framing.end()
+            if framing.mode == LENGTH and self.body_sent < framing.length:
+                self.aborted = True  # fewer bytes than promised: the client sees it
+        await self._write(data)
+        if not more:
+            self.complete = True
+            self.unwatch()
+            self.wake_receiver()
 
-    def _hung_up(self) -> None:
-        self.watching = False
-        self.disconnected = True
-        if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_result(None)
-        elif not self.complete and self.task is not None and not self.cancelled_for:
-            self.cancel("disconnect")
-
-    def cancel(self, why: str) -> None:
-        self.cancelled_for = why
-        self.task.cancel()
-
-    # -- send ----------------------------------------------------------------------
-
-    async def send(self, message: dict) -> None:
-        kind = message["type"]
-        if kind == "http.response.body":
-            if self.head is None and not self.sent:
-                raise RuntimeError("http.response.body before http.response.start")
-            if self.complete:
-                raise RuntimeError("http.response.body after the response completed")
-            if self.disconnected:
-                raise ClientDisconnected("the client went away")
-            body = message.get("body", b"")
-            more = message.get("more_body", False)
-            framing = self.framing
-            if framing.mode == NONE:
-                body = b""
-            elif framing.mode == LENGTH and self.body_sent + len(body) > framing.length:
-                raise ResponseError("the app sent more than its Content-Length of %d "
-                                    "bytes" % framing.length)
-            data = framing.encode(body)
-            self.body_sent += len(body)
-            if self.head is not None:
-                data, self.head, self.sent = self.head + data, None, True
-            if not more:
-                data += framing.end()
-                if framing.mode == LENGTH and self.body_sent < framing.length:
-                    self.aborted = True  # fewer bytes than promised: the client sees it
-            await self._write(data)
-            if not more:
-                self.complete = True
-                self.unwatch()
-                if self.waiter is not None and not self.waiter.done():
-                    self.waiter.set_result(None)
-        elif kind == "http.response.start":
-            if self.head is not None or self.sent:
-                raise RuntimeError("http.response.start sent twice")
-            status = message["status"]
-            self.keep_alive = self.keep_alive and not self.worker.stopping
-            framing = http_head(status_line(status), str_headers(message.get("headers", ())),
-                                self.version, self.head_only, self.keep_alive)
-            self.framing, self.head = framing, framing.head
-            self.status, self.head_size = status, len(framing.head)
-            self.headers_count = framing.headers_count
-        elif kind in ("http.response.trailers", "http.response.zerocopysend",
-                      "http.response.pathsend"):
-            raise RuntimeError("%s is not supported (no extension was offered)" % kind)
-        else:
-            raise RuntimeError("unexpected ASGI message %r for an http scope" % kind)
+    def _start(self, status, headers: list) -> None:
+        self.keep_alive = self.keep_alive and not self.worker.stopping
+        framing = http_head(status_line(status), headers, self.version, self.head_only,
+                            self.keep_alive)
+        self.framing, self.head = framing, framing.head
+        self.status, self.head_size = status, len(framing.head)
+        self.headers_count = framing.headers_count
 
     async def _write(self, data: bytes) -> None:
         if not data:

@@ -33,8 +33,9 @@ from .. import log
 from ..cycle import request
 from ..cycle.body import spool_read_size
 from ..cycle.request import RequestHead
-from ..cycle.response import ResponseError, build_head, simple_response
+from ..cycle.response import build_head, simple_response
 from ..protocol.errors import ClientDisconnected, ProtocolError
+from .messages import AsgiExchange, status_line
 from .scope import build_scope
 
 _CHUNK = 65536
@@ -43,31 +44,8 @@ _DONTWAIT = socket.MSG_DONTWAIT
 _DISCONNECT = {"type": "http.disconnect"}
 
 
-def status_line(status) -> str:
-    """An ASGI int status -> ``"200 OK"`` for build_head (which validates it)."""
-    if type(status) is not int:
-        raise ResponseError("invalid status %r: ASGI wants an int" % (status,))
-    return request.status_line(status)
-
-
-def str_headers(headers) -> list:
-    """ASGI ``[(bytes, bytes)]`` -> build_head's ``[(str, str)]`` (latin-1)."""
-    try:
-        return [(name.decode("latin-1"), value.decode("latin-1")) for name, value in headers]
-    except (AttributeError, TypeError, ValueError):
-        if not isinstance(headers, (list, tuple)):
-            raise ResponseError("headers must be a list of (bytes, bytes) pairs, got %r"
-                                % (headers,)) from None
-        for i, header in enumerate(headers):
-            if not (isinstance(header, (tuple, list)) and len(header) == 2
-                    and all(isinstance(x, (bytes, bytearray)) for x in header)):
-                raise ResponseError("header #%d is %r, not a (bytes, bytes) pair"
-                                    % (i, header)) from None
-        raise ResponseError("headers %r are invalid" % (headers,)) from None
-
-
-class Exchange:
-    """The state of one ASGI request/response on one connection."""
+class Exchange(AsgiExchange):
+    """The state of one ASGI request/response on one nginx connection."""
 
     def __init__(self, worker, conn: socket.socket, started: float):
         self.worker = worker
@@ -206,12 +184,8 @@ class Exchange:
             return await self._next_body()
         if not (self.complete or self.disconnected):
             # Body done, response pending: wait until nginx goes away.
-            self._watch()
-            self.waiter = self.loop.create_future()
-            try:
-                await self.waiter
-            finally:
-                self.waiter = None
+            self.watch()
+            await self.wait_for_disconnect()
         return _DISCONNECT
 
     async def _next_body(self) -> dict:
@@ -234,7 +208,7 @@ class Exchange:
                 why = "client closed the connection while sending the body"
             if not data:
                 log.info("%s: body not received: %s" % (self.describe(), why))
-                self._disconnect()
+                self.disconnect()
                 return _DISCONNECT
         if self.left <= 0 and not self.body:
             self._body_done()
@@ -242,91 +216,42 @@ class Exchange:
 
     def _body_done(self) -> None:
         self.more_body = False
-        self._watch()
+        self.watch()
 
-    # -- disconnect detection ----------------------------------------------------
+    # -- ASGI send (messages.AsgiExchange checks the messages) -------------------
 
-    def _watch(self) -> None:
-        """After the body: watch for nginx hanging up."""
-        if not self.watching and not self.closed and not self.disconnected:
-            self.watching = True
-            self.worker.hangups.watch(self.fd, self._hung_up)
-
-    def _unwatch(self) -> None:
-        if self.watching:
-            self.watching = False
-            self.worker.hangups.unwatch(self.fd)
-
-    def _hung_up(self) -> None:
-        self.watching = False  # the watcher forgets the fd after calling
-        self._disconnect()
-        if self.waiter is not None:
-            if not self.waiter.done():
-                self.waiter.set_result(None)
-        elif not self.complete and self.task is not None and not self.cancelled_for:
-            self.cancel("disconnect")
-
-    def _disconnect(self) -> None:
-        self._unwatch()
-        self.disconnected = True
-
-    def cancel(self, why: str) -> None:
-        self.cancelled_for = why
-        self.task.cancel()
-
-    # -- ASGI send ---------------------------------------------------------------
-
-    async def send(self, message: dict) -> None:
-        kind = message["type"]
-        if kind == "http.response.body":
-            if self.head is None and not self.sent:
-                raise RuntimeError("http.response.body before http.response.start")
-            if self.complete:
-                raise RuntimeError("http.response.body after the response completed")
-            if self.disconnected:
-                raise ClientDisconnected("the client went away")
-            body = message.get("body", b"")
-            more = message.get("more_body", False)
-            if self.head_only:
-                body = b""
-            if self.head is not None:
-                data = self.head + body if body else self.head
-                self.head = None
-                self.sent = True
-            else:
-                data = body
-            if data:
-                try:
-                    await self._write(data)
-                except (OSError, TimeoutError) as exc:
-                    self._disconnect()
-                    raise ClientDisconnected("the client went away: %s" % (
-                        str(exc) or type(exc).__name__)) from None
-            if not more:
-                self._finish()
-        elif kind == "http.response.start":
-            if self.head is not None or self.sent:
-                raise RuntimeError("http.response.start sent twice")
-            status = message["status"]
-            self.head, self.headers_count = build_head(
-                status_line(status), str_headers(message.get("headers", ())))
-            self.head_size = len(self.head)
-            self.status = status
-            if not request.body_allowed(self.head_only, status):
-                self.head_only = True  # no body, whatever the app sends
-        elif kind in ("http.response.trailers", "http.response.zerocopysend",
-                      "http.response.pathsend"):
-            raise RuntimeError("%s is not supported (no extension was offered)" % kind)
+    async def _body(self, body: bytes, more: bool) -> None:
+        if self.head_only:
+            body = b""
+        if self.head is not None:
+            data = self.head + body if body else self.head
+            self.head = None
+            self.sent = True
         else:
-            raise RuntimeError("unexpected ASGI message %r for an http scope" % kind)
+            data = body
+        if data:
+            try:
+                await self._write(data)
+            except (OSError, TimeoutError) as exc:
+                self.disconnect()
+                raise ClientDisconnected("the client went away: %s" % (
+                    str(exc) or type(exc).__name__)) from None
+        if not more:
+            self._finish()
+
+    def _start(self, status, headers: list) -> None:
+        self.head, self.headers_count = build_head(status_line(status), headers)
+        self.head_size = len(self.head)
+        self.status = status
+        if not request.body_allowed(self.head_only, status):
+            self.head_only = True  # no body, whatever the app sends
 
     def _finish(self) -> None:
         """The response is complete: let nginx see EOF now, even if the app
         keeps running (Starlette's background tasks run inside the call)."""
         self.complete = True
-        self._unwatch()
-        if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_result(None)
+        self.unwatch()
+        self.wake_receiver()
         self.close_connection()
 
     def close_connection(self) -> None:
@@ -334,7 +259,7 @@ class Exchange:
         if self.closed:
             return
         self.closed = True
-        self._unwatch()
+        self.unwatch()
         conn = self.conn
         unread = self.left + self.held
         try:
@@ -356,7 +281,7 @@ class Exchange:
         held tail unread, which resets the connection (ending.py), so nginx
         does not take a truncated body for a complete one."""
         if not self.closed:
-            self._unwatch()
+            self.unwatch()
             self.closed = True
             self.conn.close()
 
@@ -424,7 +349,7 @@ async def serve_connection(worker, conn: socket.socket) -> None:
         log.exception("internal error while serving a connection")
     finally:
         if not ex.closed:
-            ex._unwatch()
+            ex.unwatch()
             ex.closed = True
             conn.close()
         if ex.spool is not None:
@@ -488,7 +413,7 @@ async def _serve(worker, ex: Exchange) -> None:
     scope = build_scope(env, ctx.states.get(id(app)))
     ex.task = asyncio.current_task()
     if ex.left <= 0:
-        ex._watch()  # the socket holds nothing more of this request
+        ex.watch()  # the socket holds nothing more of this request
     worker.request_started(ex)
     try:
         await run_app(ex, app, scope)

@@ -36,6 +36,26 @@ class HeadersAlreadySent(AssertionError):
     """start_response called again without exc_info (PEP 3333 says: error)."""
 
 
+class StartResponse:
+    """PEP 3333's ``start_response`` for a WSGI exchange with ``pending``
+    (the (status, headers) kept until the first write), ``sent`` (the head
+    went out) and ``write``; the same for every driver."""
+
+    __slots__ = ()
+
+    def start_response(self, status, headers, exc_info=None):
+        if exc_info is not None:
+            try:
+                if self.sent:
+                    raise exc_info[1].with_traceback(exc_info[2])
+            finally:
+                exc_info = None
+        elif self.pending is not None:
+            raise HeadersAlreadySent("start_response() called twice without exc_info")
+        self.pending = (status, headers)
+        return self.write
+
+
 def _find_bad_header(headers) -> str:
     """Explain which header is unsendable (slow path, only after a failure)."""
     for i, header in enumerate(headers):

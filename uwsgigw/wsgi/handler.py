@@ -30,7 +30,7 @@ from ..cycle.ending import finish
 from ..cycle.request import RequestHead
 from ..cycle.response import (
     FileWrapper,
-    HeadersAlreadySent,
+    StartResponse,
     build_head,
     sendfile_fd,
     simple_response,
@@ -132,7 +132,7 @@ class WorkerContext:
         )
 
 
-class _Exchange:
+class _Exchange(StartResponse):
     """The response state of one request: PEP 3333's start_response/write."""
 
     __slots__ = ("conn", "head_only", "pending", "sent", "tx", "headers_count",
@@ -149,18 +149,6 @@ class _Exchange:
         self.head_size = 0
         self.status = 0
         self.aborted = False  # cut short after the head: the connection must reset
-
-    def start_response(self, status, headers, exc_info=None):
-        if exc_info is not None:
-            try:
-                if self.sent:
-                    raise exc_info[1].with_traceback(exc_info[2])
-            finally:
-                exc_info = None
-        elif self.pending is not None:
-            raise HeadersAlreadySent("start_response() called twice without exc_info")
-        self.pending = (status, headers)
-        return self.write
 
     def write(self, data: bytes) -> None:
         if not self.sent:

@@ -16,10 +16,10 @@ import socket
 
 from ..cycle import request
 from ..cycle.framing import CHUNKED, CLOSE, LENGTH, NONE, Framing, http_head
-from ..cycle.response import FileWrapper, HeadersAlreadySent, ResponseError
+from ..cycle.response import FileWrapper, ResponseError, StartResponse
 
 
-class HttpExchange:
+class HttpExchange(StartResponse):
     """The response state of one WSGI request on an HTTP connection."""
 
     def __init__(self, conn: socket.socket, version: str, head_only: bool,
@@ -42,19 +42,7 @@ class HttpExchange:
         self.head_size = 0
         self.headers_count = 0
 
-    # -- PEP 3333 ------------------------------------------------------------------
-
-    def start_response(self, status, headers, exc_info=None):
-        if exc_info is not None:
-            try:
-                if self.sent:
-                    raise exc_info[1].with_traceback(exc_info[2])
-            finally:
-                exc_info = None
-        elif self.pending is not None:
-            raise HeadersAlreadySent("start_response() called twice without exc_info")
-        self.pending = (status, headers)
-        return self.write
+    # -- PEP 3333 (start_response: cycle.response.StartResponse) --------------------
 
     def write(self, data: bytes) -> None:
         if not self.sent:
