@@ -21,6 +21,8 @@
  *   uwsgi_line(record)       uWSGI's default request line
  *   Core(hooks, settings).serve(fd)
  *                            a request without a body, start to end
+ *   Core(...).serve_http(fd, pending, conn, stopping)
+ *                            the same for HTTP connections (fastpath_http.c)
  *
  * fastpath.h declares what the files share; uwsgigw/wsgi/fastpath.py declares
  * the seam with Python. Semantics mirror uwsgigw/protocol/environ.py and handler.py's
@@ -115,7 +117,23 @@ static PyObject *fp_init(PyObject *mod, PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* init_http(http_head): cycle/framing.http_head, for the responses C
+ * leaves to it (fastpath_httphead.c). */
+static PyObject *fp_init_http(PyObject *mod, PyObject *http_head)
+{
+    Py_INCREF(http_head);
+    Py_XSETREF(fp.http_head, http_head);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef fp_methods[] = {
+    {"init_http", fp_init_http, METH_O, "init_http(framing.http_head)"},
+    {"http_parse", fp_http_parse_py, METH_VARARGS,
+     "http_parse(data, max_head) -> 0 (more), -1 (declined) or (method, target, version, "
+     "fields, keep_alive, size, host, head_len): the C head parser, for tests"},
+    {"http_environ", fp_http_environ_py, METH_VARARGS,
+     "http_environ(data, max_head, base, conn) -> (environ, nvars) | None, for tests"},
+    {"http_date", fp_http_date_py, METH_NOARGS, "http_date() -> the Date of this second"},
     {"init", fp_init, METH_VARARGS,
      "init(ResponseError, HeadersAlreadySent, build_head, FileWrapper, RequestHead, "
      "RequestRecord, slot_layout)"},
@@ -177,6 +195,14 @@ PyMODINIT_FUNC PyInit__fastpath(void)
     INTERN(app_failed, "app_failed");
     INTERN(close_failed, "close_failed");
     INTERN(send_file, "send_file");
+    INTERN(GET, "GET");
+    INTERN(QUERY_STRING, "QUERY_STRING");
+    INTERN(SERVER_NAME, "SERVER_NAME");
+    INTERN(SERVER_PORT, "SERVER_PORT");
+    INTERN(REMOTE_PORT, "REMOTE_PORT");
+    INTERN(HTTP_1_0, "HTTP/1.0");
+    INTERN(HTTP_1_1, "HTTP/1.1");
+    INTERN(empty, "");
     if (PyType_Ready(&ExchangeType) < 0 || PyType_Ready(&CoreType) < 0)
         return NULL;
     m = PyModule_Create(&fp_module);

@@ -22,26 +22,6 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-typedef struct {
-    PyObject_HEAD
-    PyObject *hooks;     /* handler.ConnectionHandler: no_app, app_failed, ... and env */
-    PyObject *settings;  /* fastpath.CoreSettings: keeps what C points into alive */
-    PyObject *buf;       /* the read buffer (bytearray) */
-    PyObject *base;      /* base environ */
-    PyObject *pick_app;
-    PyObject *new_input; /* io.BytesIO */
-    PyObject *emit;      /* reqlog's emitter for the record, or None */
-    long long max_block;
-    double timeout;
-    char *slot;          /* this core's scoreboard slot (scoreboard.CoreSlot) */
-    uint64_t *total;     /* the server's request count, in shared memory */
-    int track_requests;  /* write "METHOD URI" to the slot (harakiri logs it) */
-    int line_fd;         /* >= 0: write the default line here; -1: emit */
-    long long pid, worker_id, core;
-} Core;
-
-#define SLOT(c, off, type) (*(type *)((c)->slot + (off)))
-
 /* Call hooks.<name>(args...) with ``exc`` as the exception being handled,
  * so the Python side's log.exception() sees its traceback. */
 static int call_handling(Core *c, PyObject *name, PyObject *exc, PyObject *a, PyObject *b)
@@ -80,7 +60,7 @@ static PyObject *take_exception(void)
 }
 
 /* handler._run_app in C; 0, or -1 with an exception that must propagate. */
-static int run_app(Core *c, PyObject *x, PyObject *env)
+int fp_run_app(Core *c, PyObject *x, PyObject *env)
 {
     PyObject *app, *sr, *result = NULL, *close, *exc;
     int rc = 0;
@@ -180,7 +160,7 @@ static void finish(int fd, char *scratch, size_t cap, Py_ssize_t held)
 /* request.describe(env) -- "METHOD URI" (PATH_INFO when there is no
  * REQUEST_URI) -- into the slot, for harakiri's log line, as handler.py
  * writes it; before busy_since, which tells readers it is there. */
-static void track(Core *c, PyObject *env)
+void fp_track(Core *c, PyObject *env)
 {
     char *req = c->slot + fp.off_req;
     Py_ssize_t size = fp.req_size, n = 0;
@@ -209,7 +189,7 @@ static void track(Core *c, PyObject *env)
 }
 
 /* record.account in C: the same counts on the same slot (its C twin). */
-static void account(Core *c, fp_record *r, long long tx, double elapsed)
+void fp_account(Core *c, fp_record *r, long long tx, double elapsed)
 {
     uint64_t requests = SLOT(c, fp.off_requests, uint64_t) + 1;
 
@@ -222,7 +202,7 @@ static void account(Core *c, fp_record *r, long long tx, double elapsed)
 }
 
 /* The request line: the default one written here, or the record emitted. */
-static int log_request(Core *c, const fp_record *r)
+int fp_log_request(Core *c, const fp_record *r)
 {
     PyObject *line, *record, *res;
 
@@ -249,6 +229,31 @@ static int log_request(Core *c, const fp_record *r)
     Py_DECREF(record);
     Py_XDECREF(res);
     return res == NULL ? -1 : 0;
+}
+
+int fp_end_request(Core *c, Exchange *e, fp_record *r, int rc)
+{
+    if (rc < 0) {
+        PyObject *t, *v, *tb;
+        PyErr_Fetch(&t, &v, &tb);
+        if (PyObject_SetAttr(c->hooks, fp.env, Py_None) < 0)
+            PyErr_Clear();
+        PyErr_Restore(t, v, tb);
+        return -1;
+    }
+    rc = PyObject_SetAttr(c->hooks, fp.env, Py_None);
+    r->status = e->status;
+    r->tx = e->tx;
+    r->head_size = e->head_size;
+    r->headers_count = e->headers_count;
+    r->elapsed = fp_now_realtime() - r->started;
+    r->pid = c->pid;
+    r->worker_id = c->worker_id;
+    r->core = c->core;
+    fp_account(c, r, e->tx, r->elapsed);
+    if (rc == 0)
+        rc = fp_log_request(c, r);
+    return rc;
 }
 
 static PyObject *Core_serve(Core *c, PyObject *fdobj)
@@ -285,7 +290,7 @@ static PyObject *Core_serve(Core *c, PyObject *fdobj)
     }
     Py_DECREF(input);
     if (c->track_requests)
-        track(c, env);
+        fp_track(c, env);
     SLOT(c, fp.off_busy_since, double) = started;
     method = PyDict_GetItemWithError(env, fp.REQUEST_METHOD);
     x = fp_new_exchange(fd, method != NULL && PyUnicode_Check(method) &&
@@ -294,35 +299,15 @@ static PyObject *Core_serve(Core *c, PyObject *fdobj)
         Py_DECREF(env);
         return NULL;
     }
-    rc = run_app(c, x, env);
+    rc = fp_run_app(c, x, env);
     if (rc == 0 && !((Exchange *)x)->aborted)
         finish(fd, PyByteArray_AS_STRING(c->buf), (size_t)PyByteArray_GET_SIZE(c->buf), h.held);
-    if (rc == 0) {
-        Exchange *e = (Exchange *)x;
-        rc = PyObject_SetAttr(c->hooks, fp.env, Py_None);
-        r.env = env;
-        r.status = e->status;
-        r.tx = e->tx;
-        r.head_size = e->head_size;
-        r.headers_count = e->headers_count;
-        r.nvars = h.nvars;
-        r.pktsize = h.consumed - 4;
-        r.modifier1 = h.modifier1;
-        r.started = started;
-        r.elapsed = fp_now_realtime() - started;
-        r.pid = c->pid;
-        r.worker_id = c->worker_id;
-        r.core = c->core;
-        account(c, &r, e->tx, r.elapsed);
-        if (rc == 0)
-            rc = log_request(c, &r);
-    } else {
-        PyObject *t, *v, *tb;
-        PyErr_Fetch(&t, &v, &tb);
-        if (PyObject_SetAttr(c->hooks, fp.env, Py_None) < 0)
-            PyErr_Clear();
-        PyErr_Restore(t, v, tb);
-    }
+    r.env = env;
+    r.nvars = h.nvars;
+    r.pktsize = h.consumed - 4;
+    r.modifier1 = h.modifier1;
+    r.started = started;
+    rc = fp_end_request(c, (Exchange *)x, &r, rc);
     Py_DECREF(x);
     Py_DECREF(env);
     if (rc < 0)
@@ -349,7 +334,7 @@ static int setting_ll(PyObject *settings, const char *name, long long *out)
 static int Core_init(Core *c, PyObject *args, PyObject *kw)
 {
     PyObject *hooks, *settings, *v;
-    long long slot_address, total_address, track, line_fd;
+    long long slot_address, total_address, track, line_fd, keepalive, stop_flag;
 
     if (!PyArg_ParseTuple(args, "OO:Core", &hooks, &settings))
         return -1;
@@ -362,8 +347,9 @@ static int Core_init(Core *c, PyObject *args, PyObject *kw)
     Py_XSETREF(c->pick_app, setting(settings, "pick_app"));
     Py_XSETREF(c->new_input, setting(settings, "new_input"));
     Py_XSETREF(c->emit, setting(settings, "emit"));
+    Py_XSETREF(c->forwarded, setting(settings, "forwarded"));
     if (c->buf == NULL || c->base == NULL || c->pick_app == NULL || c->new_input == NULL ||
-        c->emit == NULL)
+        c->emit == NULL || c->forwarded == NULL)
         return -1;
     if (!PyByteArray_Check(c->buf) || !PyDict_CheckExact(c->base)) {
         PyErr_SetString(PyExc_TypeError, "Core: buffer must be a bytearray, "
@@ -377,8 +363,12 @@ static int Core_init(Core *c, PyObject *args, PyObject *kw)
         setting_ll(settings, "line_fd", &line_fd) < 0 ||
         setting_ll(settings, "pid", &c->pid) < 0 ||
         setting_ll(settings, "worker_id", &c->worker_id) < 0 ||
-        setting_ll(settings, "core", &c->core) < 0)
+        setting_ll(settings, "core", &c->core) < 0 ||
+        setting_ll(settings, "http_keepalive", &keepalive) < 0 ||
+        setting_ll(settings, "stop_flag_address", &stop_flag) < 0)
         return -1;
+    c->http_keepalive = keepalive != 0;
+    c->stop_flag = (const int *)(intptr_t)stop_flag;
     v = setting(settings, "socket_timeout");
     if (v == NULL)
         return -1;
@@ -406,6 +396,7 @@ static int Core_traverse(Core *c, visitproc visit, void *arg)
     Py_VISIT(c->pick_app);
     Py_VISIT(c->new_input);
     Py_VISIT(c->emit);
+    Py_VISIT(c->forwarded);
     return 0;
 }
 
@@ -418,6 +409,7 @@ static int Core_clear(Core *c)
     Py_CLEAR(c->pick_app);
     Py_CLEAR(c->new_input);
     Py_CLEAR(c->emit);
+    Py_CLEAR(c->forwarded);
     return 0;
 }
 
@@ -433,6 +425,9 @@ static PyMethodDef Core_methods[] = {
      "serve(fd) -> None when the request was served here, else read_request's answer "
      "(a RequestHead with a body to read, or an int: Python takes over); TimeoutError "
      "after socket-timeout"},
+    {"serve_http", (PyCFunction)(void (*)(void))fp_core_serve_http, METH_FASTCALL,
+     "serve_http(fd, pending, conn, stopping) -> 0 wait, 1 served (wait for the next), "
+     "2 close, 3 declined (pending starts with a head for llhttp); see fastpath_http.c"},
     {NULL}};
 
 PyTypeObject CoreType = {

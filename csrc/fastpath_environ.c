@@ -42,7 +42,7 @@ static PyObject *latin1(const char *p, Py_ssize_t n)
 }
 
 /* New reference to the str for key bytes p[0:n]. */
-static PyObject *key_str(const char *p, uint32_t n)
+PyObject *fp_key_str(const char *p, uint32_t n)
 {
     uint32_t h, probe;
     PyObject *s;
@@ -77,7 +77,6 @@ static PyObject *key_str(const char *p, uint32_t n)
 
 /* ------------------------------------------------------------- environ -- */
 
-#define MAX_BASE_SEEN 64
 
 /* HTTPS in ("on", "1") after .lower(): only ASCII letters lower to o/n in
  * latin-1, so an ASCII case fold is exact. */
@@ -96,9 +95,10 @@ static int https_on(PyObject *v)
  * does. ``seen`` holds the request's keys that also exist in ``base``, so a
  * request value replacing a base default is not taken for a repeat. It owns
  * a reference to each: the dict keeps base's equal key object, not ``k``,
- * so nothing else would keep an uncached ``k`` alive (release_seen). */
-static int put_var(PyObject *env, PyObject *base, PyObject *k, PyObject *v,
-                   PyObject **seen, int *nseen)
+ * so nothing else would keep an uncached ``k`` alive (fp_release_seen).
+ * Returns 1 when it joined a repeat, 0 for a new var, -1 on error. */
+int fp_put_var(PyObject *env, PyObject *base, PyObject *k, PyObject *v,
+               PyObject **seen, int *nseen)
 {
     PyObject *old = PyDict_GetItemWithError(env, k);
     int i, repeated = 0;
@@ -119,7 +119,7 @@ static int put_var(PyObject *env, PyObject *base, PyObject *k, PyObject *v,
         if (in_base < 0)
             return -1;
         if (in_base) {
-            if (*nseen < MAX_BASE_SEEN) {
+            if (*nseen < FP_MAX_BASE_SEEN) {
                 Py_INCREF(k);
                 seen[(*nseen)++] = k;
             }
@@ -140,11 +140,11 @@ static int put_var(PyObject *env, PyObject *base, PyObject *k, PyObject *v,
             return -1;
         rc = PyDict_SetItem(env, k, joined);
         Py_DECREF(joined);
-        return rc;
+        return rc < 0 ? -1 : 1;
     }
 }
 
-static void release_seen(PyObject **seen, int nseen)
+void fp_release_seen(PyObject **seen, int nseen)
 {
     while (nseen > 0)
         Py_DECREF(seen[--nseen]);
@@ -192,7 +192,7 @@ static PyObject *environ_of(const char *data, size_t n, long long max_block,
                             PyObject *base, fp_head *h)
 {
     int64_t rc = uwsgi_decode(data, n, max_block, &fp_scratch);
-    PyObject *env, *seen[MAX_BASE_SEEN];
+    PyObject *env, *seen[FP_MAX_BASE_SEEN];
     int nseen = 0;
     const unsigned char *p, *end;
     long long length;
@@ -220,7 +220,7 @@ static PyObject *environ_of(const char *data, size_t n, long long max_block,
             (klen == 19 && memcmp(kp, "HTTP_CONTENT_LENGTH", 19) == 0) ||
             (klen == 17 && memcmp(kp, "HTTP_CONTENT_TYPE", 17) == 0))
             continue;
-        k = key_str(kp, klen);
+        k = fp_key_str(kp, klen);
         if (k == NULL)
             goto fail;
         v = latin1(vp, vlen);
@@ -228,7 +228,7 @@ static PyObject *environ_of(const char *data, size_t n, long long max_block,
             Py_DECREF(k);
             goto fail;
         }
-        if (put_var(env, base, k, v, seen, &nseen) < 0) {
+        if (fp_put_var(env, base, k, v, seen, &nseen) < 0) {
             Py_DECREF(k);
             Py_DECREF(v);
             goto fail;
@@ -236,7 +236,7 @@ static PyObject *environ_of(const char *data, size_t n, long long max_block,
         Py_DECREF(k);
         Py_DECREF(v);
     }
-    release_seen(seen, nseen);
+    fp_release_seen(seen, nseen);
     nseen = 0;
     length = body_length(env);
     if (length == -1)
@@ -287,7 +287,7 @@ static PyObject *environ_of(const char *data, size_t n, long long max_block,
     h->nvars = rc >> 42;
     return env;
 fail:
-    release_seen(seen, nseen);
+    fp_release_seen(seen, nseen);
     Py_DECREF(env);
     return NULL;
 }

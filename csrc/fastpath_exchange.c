@@ -23,6 +23,10 @@ PyObject *fp_new_exchange(int fd, int head_only, double timeout)
     x->tx = 0;
     x->headers_count = x->head_size = x->status = 0;
     x->aborted = 0;
+    x->http = x->keep_alive = 0;
+    x->mode = FP_BODY_NONE;
+    x->length = x->body_sent = 0;
+    x->stop_flag = NULL;
     PyObject_GC_Track(x);
     return (PyObject *)x;
 }
@@ -30,7 +34,7 @@ PyObject *fp_new_exchange(int fd, int head_only, double timeout)
 /* Send every byte of iov[0:cnt]: one non-blocking sendmsg() in the common
  * case; when the socket buffer is full, wait for it with the GIL released,
  * all of it bounded by socket-timeout (as socket.sendall with a timeout). */
-static int send_iov(Exchange *x, struct iovec *iov, int cnt)
+int fp_send_iov(Exchange *x, struct iovec *iov, int cnt)
 {
     double deadline = -1;
 
@@ -92,7 +96,7 @@ static int send_iov(Exchange *x, struct iovec *iov, int cnt)
     return 0;
 }
 
-static const unsigned char token_chars[256] = {
+const unsigned char fp_token_chars[256] = {
     /* RFC 9110 5.6.2 tchar: ! # $ % & ' * + - . ^ _ ` | ~ DIGIT ALPHA */
     ['!'] = 1, ['#'] = 1, ['$'] = 1, ['%'] = 1, ['&'] = 1, ['\''] = 1, ['*'] = 1,
     ['+'] = 1, ['-'] = 1, ['.'] = 1, ['^'] = 1, ['_'] = 1, ['`'] = 1, ['|'] = 1,
@@ -193,7 +197,7 @@ static PyObject *fast_head(PyObject *status, PyObject *headers, int *count)
             !clean_text(PyUnicode_1BYTE_DATA(value), vn))
             goto give_up;
         for (j = 0; j < nn; j++)
-            if (!token_chars[nd[j]])
+            if (!fp_token_chars[nd[j]])
                 goto give_up;
         memcpy(w, nd, nn);
         w += nn;
@@ -224,6 +228,14 @@ static PyObject *make_head(Exchange *x, int *count)
     PyObject *pending = x->pending, *head, *res;
 
     Py_INCREF(pending);
+    if (x->http) { /* the server frames the body (fastpath_httphead.c) */
+        if (x->stop_flag != NULL && *x->stop_flag)
+            x->keep_alive = 0; /* the worker was told to stop while the app ran */
+        head = fp_http_head(x, PyTuple_GET_ITEM(pending, 0), PyTuple_GET_ITEM(pending, 1),
+                            count);
+        Py_DECREF(pending);
+        return head;
+    }
     head = fast_head(PyTuple_GET_ITEM(pending, 0), PyTuple_GET_ITEM(pending, 1), count);
     if (head != NULL || PyErr_Occurred()) {
         Py_DECREF(pending);
@@ -246,13 +258,20 @@ static PyObject *make_head(Exchange *x, int *count)
     return head;
 }
 
-/* Send ``n`` body buffers, preceded by the head if it has not gone out. */
+/* Send ``n`` body buffers, preceded by the head if it has not gone out;
+ * on an HTTP socket framed as the head said (chunks, Content-Length). */
 static int send_body(Exchange *x, struct iovec *body, int n)
 {
-    struct iovec iov[65];
+    struct iovec iov[1 + 1 + 64 + 1];
+    char size_line[20];
     int cnt = 0, count = 0, i, rc;
+    long long total = 0;
     PyObject *head = NULL;
 
+    if (x->http && !x->head_only && x->sent && x->mode == FP_BODY_NONE)
+        return 0;
+    for (i = 0; i < n; i++)
+        total += (long long)body[i].iov_len;
     if (!x->sent) {
         if (x->pending == NULL) {
             PyErr_SetString(PyExc_AssertionError, "write() before start_response()");
@@ -261,6 +280,15 @@ static int send_body(Exchange *x, struct iovec *body, int n)
         head = make_head(x, &count);
         if (head == NULL)
             return -1;
+    }
+    if (x->http && x->mode == FP_BODY_LENGTH && !x->head_only &&
+        x->body_sent + total > x->length) { /* refused before a byte of it goes */
+        Py_XDECREF(head);
+        PyErr_Format(fp.ResponseError,
+                     "the app sent more than its Content-Length of %lld bytes", x->length);
+        return -1;
+    }
+    if (!x->sent) {
         x->headers_count = count;
         x->head_size = (int)PyBytes_GET_SIZE(head);
         {   /* the three digits after "HTTP/1.1 ", validated by either builder */
@@ -278,10 +306,30 @@ static int send_body(Exchange *x, struct iovec *body, int n)
     } else if (x->head_only) {
         return 0;
     }
-    for (i = 0; i < n; i++)
-        if (body[i].iov_len)
+    {
+        size_t total = 0;
+        int size_at = cnt;
+        if (x->http && x->mode == FP_BODY_CHUNKED)
+            cnt++; /* the one chunk's size line, once the size is known */
+        for (i = 0; i < n && i < 64; i++) {
+            if (!body[i].iov_len)
+                continue;
             iov[cnt++] = body[i];
-    rc = cnt ? send_iov(x, iov, cnt) : 0;
+            total += body[i].iov_len;
+        }
+        x->body_sent += (long long)total;
+        if (x->http && x->mode == FP_BODY_CHUNKED) {
+            if (total == 0) {
+                cnt = size_at; /* nothing: no chunk (a zero one would end the body) */
+            } else {
+                iov[size_at].iov_base = size_line;
+                iov[size_at].iov_len = (size_t)fp_chunk_size_line(size_line, total);
+                iov[cnt].iov_base = "\r\n";
+                iov[cnt++].iov_len = 2;
+            }
+        }
+    }
+    rc = cnt ? fp_send_iov(x, iov, cnt) : 0;
     Py_XDECREF(head);
     return rc;
 }
@@ -350,6 +398,14 @@ static PyObject *Exchange_start_response(Exchange *x, PyObject *const *args,
 
 /* send_result(result) -> True, or False for a FileWrapper the caller
  * sendfile()s. The handler's former _send_result, in C. */
+/* The whole result went out: on an HTTP socket, end the body. */
+static PyObject *sent_all(Exchange *x)
+{
+    if (x->http && fp_http_finish(x) < 0)
+        return NULL;
+    Py_RETURN_TRUE;
+}
+
 PyObject *Exchange_send_result(Exchange *x, PyObject *result)
 {
     PyTypeObject *kind = Py_TYPE(result);
@@ -358,7 +414,7 @@ PyObject *Exchange_send_result(Exchange *x, PyObject *result)
         struct iovec iov = {PyBytes_AS_STRING(result), (size_t)PyBytes_GET_SIZE(result)};
         if (send_body(x, &iov, 1) < 0)
             return NULL;
-        Py_RETURN_TRUE;
+        return sent_all(x);
     }
     if (kind == &PyList_Type || kind == &PyTuple_Type) {
         Py_ssize_t n = PySequence_Fast_GET_SIZE(result), i;
@@ -387,7 +443,7 @@ PyObject *Exchange_send_result(Exchange *x, PyObject *result)
                 Py_DECREF(held[i]);
             if (rc < 0)
                 return NULL;
-            Py_RETURN_TRUE;
+            return sent_all(x);
         }
         {
             PyObject *empty = PyBytes_FromStringAndSize(NULL, 0), *joined, *r;
@@ -402,7 +458,7 @@ PyObject *Exchange_send_result(Exchange *x, PyObject *result)
             if (r == NULL)
                 return NULL;
             Py_DECREF(r);
-            Py_RETURN_TRUE;
+            return sent_all(x);
         }
     }
     if ((PyObject *)kind == fp.FileWrapper)
@@ -432,7 +488,7 @@ PyObject *Exchange_send_result(Exchange *x, PyObject *result)
             if (send_body(x, NULL, 0) < 0)
                 return NULL;
         }
-        Py_RETURN_TRUE;
+        return sent_all(x);
     }
 }
 
@@ -441,8 +497,19 @@ static int Exchange_init(Exchange *x, PyObject *args, PyObject *kw)
     int fd, head_only;
     double timeout;
 
-    if (!PyArg_ParseTuple(args, "ipd:Exchange", &fd, &head_only, &timeout))
+    int http = 0, keep_alive = 0;
+
+    if (!PyArg_ParseTuple(args, "ipd|ip:Exchange", &fd, &head_only, &timeout, &http,
+                          &keep_alive))
         return -1;
+    if (http != 0 && http != 10 && http != 11) {
+        PyErr_SetString(PyExc_ValueError, "http must be 0 (uwsgi), 10 or 11");
+        return -1;
+    }
+    x->http = http;
+    x->keep_alive = keep_alive;
+    x->mode = FP_BODY_NONE;
+    x->length = x->body_sent = 0;
     x->fd = fd;
     x->head_only = head_only;
     x->timeout = timeout;
@@ -452,6 +519,13 @@ static int Exchange_init(Exchange *x, PyObject *args, PyObject *kw)
     x->headers_count = x->head_size = x->status = 0;
     x->aborted = 0;
     return 0;
+}
+
+static PyObject *Exchange_finish(Exchange *x, PyObject *noargs)
+{
+    if (fp_http_finish(x) < 0)
+        return NULL;
+    Py_RETURN_NONE;
 }
 
 static int Exchange_traverse(Exchange *x, visitproc visit, void *arg)
@@ -480,6 +554,8 @@ static PyMethodDef Exchange_methods[] = {
     {"write", (PyCFunction)Exchange_write, METH_O, "PEP 3333 write(data)"},
     {"send_result", (PyCFunction)Exchange_send_result, METH_O,
      "send the app's return value; False: a FileWrapper for the caller"},
+    {"finish", (PyCFunction)Exchange_finish, METH_NOARGS,
+     "HTTP: end the body (the last chunk; a short Content-Length marks it aborted)"},
     {NULL}};
 
 static PyMemberDef Exchange_members[] = {
@@ -493,6 +569,11 @@ static PyMemberDef Exchange_members[] = {
     {"head_size", T_INT, offsetof(Exchange, head_size), 0, NULL},
     {"status", T_INT, offsetof(Exchange, status), 0, NULL},
     {"aborted", T_BOOL, offsetof(Exchange, aborted), 0, NULL},
+    {"http", T_INT, offsetof(Exchange, http), READONLY,
+     "0 on a uwsgi socket, else the request's HTTP version: 10 or 11"},
+    {"keep_alive", T_BOOL, offsetof(Exchange, keep_alive), 0,
+     "HTTP: the connection may carry another request"},
+    {"body_sent", T_LONGLONG, offsetof(Exchange, body_sent), READONLY, NULL},
     {NULL}};
 
 PyTypeObject ExchangeType = {

@@ -19,7 +19,10 @@ import pytest
 from conftest import wait_until
 from framed_client import Connection, fetch
 
-KINDS = {"wsgi": ("--module", "field_apps:wsgi"), "asgi": ("--module", "field_apps:asgi")}
+# The three HTTP paths (test_http_listener.py says which is which).
+KINDS = {"wsgi-c": ("--module", "field_apps:wsgi", "--threads", "1"),
+         "wsgi-py": ("--module", "field_apps:wsgi", "--threads", "2"),
+         "asgi": ("--module", "field_apps:asgi")}
 
 
 def chunked_post(port: int, path: str, pieces: list[bytes]):
@@ -58,7 +61,7 @@ def test_a_post_after_an_idle_period_succeeds(factories):
     """nginx closes its idle upstream connection (keepalive_timeout 1s) before
     uwsgigw does (http-keepalive-timeout 3 s): the POST never meets a
     connection the server is closing."""
-    server = factories.uwsgigw(*KINDS["wsgi"], "--http-keepalive-timeout", "3", http=True)
+    server = factories.uwsgigw(*KINDS["wsgi-c"], "--http-keepalive-timeout", "3", http=True)
     nginx = factories.nginx(server.socket, site="site-http.conf")
     # the upstream's keepalive_timeout: 1s for the test (nginx's default is 60s)
     text = open(nginx.workdir + "/site.conf").read().replace(

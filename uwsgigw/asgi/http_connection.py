@@ -71,20 +71,27 @@ class HttpRequest:
 
 
 class HttpConnection:
-    def __init__(self, worker, conn: socket.socket, listener) -> None:
+    """``initial``: bytes already read from ``conn`` (by the C path,
+    http_front.py); ``served``: whether it carried a request before."""
+
+    def __init__(self, worker, conn: socket.socket, listener, initial: bytes = b"",
+                 served: bool = False) -> None:
         self.worker = worker
         self.ctx = ctx = worker.ctx
         self.loop = worker.loop
         self.conn = conn
+        self.listener = listener
         self.parser = RequestParser(ctx.max_block)
-        self.peer = _peer(conn)
-        self.server = _server(listener)
+        if initial:
+            self.parser.feed(initial)
+        self.peer = peer_of(conn)
+        self.server = server_of(listener)
         # forwarded-allow-ips: X-Forwarded-* count from these peers only; a unix
         # socket's peer is always a local proxy.
         allow = ctx.forwarded_allow
         self.trusted = not self.peer[0] or (allow is not None and
                                             allow.admits((self.peer[0], 0)))
-        self.served = 0
+        self.served = int(served)
         self.last_active = self.loop.time()  # accepted, or the last answer sent
         self.idle_timer: asyncio.Timeout | None = None  # set while waiting for a request
         self.closed = False
@@ -145,9 +152,7 @@ class HttpConnection:
         try:
             event = await self._next_event(ctx.http_headers_timeout) if event is None else event
         except TimeoutError:
-            log.rate_limited("http-head-timeout", "%s: request head not complete within "
-                             "%gs (http-headers-timeout)" % (self.peer[0] or "unix",
-                                                              ctx.http_headers_timeout))
+            log_head_timeout(self.peer[0], ctx.http_headers_timeout)
             return None
         return event if isinstance(event, HttpHead) else None
 
@@ -179,9 +184,7 @@ class HttpConnection:
                 return await self.loop.sock_recv(self.conn, _READ)
         except TimeoutError:
             if not self.served and not self.worker.stopping:
-                log.rate_limited("http-head-timeout", "%s: no request within %gs "
-                                 "(http-headers-timeout)" % (self.peer[0] or "unix",
-                                                             ctx.http_headers_timeout))
+                log_no_request(self.peer[0], ctx.http_headers_timeout)
             return b""
         finally:
             self.idle_timer = None
@@ -332,16 +335,25 @@ class HttpConnection:
 
     async def run(self) -> None:
         self.task = asyncio.current_task()
+        handed_back = False
         try:
             while not self.closed:
                 head = await self._next_head()
                 if head is None or not await self.serve(head):
                     break
+                front = self.worker.front
+                if front is not None and self.parser.idle and not self.worker.stopping:
+                    # Nothing of the next request is buffered: the C path
+                    # can take the connection again (http_front.py).
+                    front.adopt(self.conn, self.listener, served=True)
+                    handed_back = True
+                    return
         except (OSError, TimeoutError) as exc:
             log.info("HTTP connection from %s ended: %s" % (
                 self.peer[0] or "unix", str(exc) or type(exc).__name__))
         finally:
-            self.close()
+            if not handed_back:
+                self.close()
 
 
 def forwarded(env: dict, trusted) -> None:
@@ -368,7 +380,18 @@ def forwarded(env: dict, trusted) -> None:
             env["HTTPS"] = "on"
 
 
-def _peer(conn: socket.socket) -> tuple[str, str]:
+def log_head_timeout(peer: str, timeout: float) -> None:
+    log.rate_limited("http-head-timeout", "%s: request head not complete within %gs "
+                     "(http-headers-timeout)" % (peer or "unix", timeout))
+
+
+def log_no_request(peer: str, timeout: float) -> None:
+    log.rate_limited("http-head-timeout", "%s: no request within %gs (http-headers-timeout)"
+                     % (peer or "unix", timeout))
+
+
+def peer_of(conn: socket.socket) -> tuple[str, str]:
+    """(REMOTE_ADDR, REMOTE_PORT) of a connection; empty for a unix socket."""
     try:
         address = conn.getpeername()
     except OSError:
@@ -378,7 +401,8 @@ def _peer(conn: socket.socket) -> tuple[str, str]:
     return "", ""  # a unix socket: no address to give
 
 
-def _server(listener) -> tuple[str, str]:
+def server_of(listener) -> tuple[str, str]:
+    """(SERVER_NAME, SERVER_PORT) of a request without Host."""
     try:
         address = listener.sock.getsockname()
     except OSError:
@@ -388,9 +412,11 @@ def _server(listener) -> tuple[str, str]:
     return "localhost", "80"
 
 
-async def serve_http_connection(worker, conn: socket.socket, listener) -> None:
-    """The whole life of one HTTP connection (one task)."""
-    connection = HttpConnection(worker, conn, listener)
+async def serve_http_connection(worker, conn: socket.socket, listener, initial: bytes = b"",
+                                served: bool = False) -> None:
+    """The life of one HTTP connection (one task), or until it goes back to
+    the C path (http_front.py), which may have read ``initial`` already."""
+    connection = HttpConnection(worker, conn, listener, initial, served)
     try:
         await connection.run()
     except Exception:  # a bug here must cost one connection, not the worker

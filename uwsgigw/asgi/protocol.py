@@ -433,11 +433,8 @@ async def run_app(ex: Exchange, app, scope: dict) -> None:
                    if ex.cancelled_for == "harakiri" else
                    request.cancelled_for_disconnect(ex.describe()))
     except Exception as exc:
-        failure = request.app_failure(exc, ex.describe())
-        failure.log()  # here: "exception" logs the traceback being handled
-        if failure.counts_exception:
-            ex.worker.core.exceptions += 1
-        await ex.fail(failure)
+        # here: "exception" logs the traceback being handled
+        await ex.fail(request.app_failed(exc, ex.describe(), ex.worker.count_exception))
         return
     else:
         if ex.complete:

@@ -28,8 +28,11 @@ the requests in flight.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import linecache
 import os
+import signal
+import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -48,6 +51,7 @@ from .lifespan import Lifespan, LifespanFailed
 from .protocol import Exchange, serve_connection
 
 from .http_connection import serve_http_connection
+from .http_front import HttpFront, usable
 
 HEARTBEAT = 0.2  # seconds between the loop's scoreboard writes (harakiri on)
 ACCEPT_BATCH = 16  # connections taken per wake-up, so other workers get some
@@ -105,6 +109,8 @@ class AsyncWorker(WorkerBase):
         self._heartbeat = None
         self.hangups: HangupWatcher | None = None  # made with the loop (_main)
         self.idle_http: set = set()  # HTTP connections waiting for their next request
+        self.front: HttpFront | None = None  # HTTP connections on the C path (http_front.py)
+        self.stop_signalled = ctypes.c_int(0)  # read by C (fastpath CoreSettings)
         self._emit = reqlog.emitter(ctx.log_requests)  # chosen once (reqlog.setup)
 
     # -- set-up -----------------------------------------------------------------
@@ -119,6 +125,15 @@ class AsyncWorker(WorkerBase):
         # The loop runs the action; faulthandler still writes the USR2
         # tracebacks from C while the loop is blocked, then chains to it.
         self._ensure_loop().add_signal_handler(sig, action)
+        if action == self.stop:
+            # The loop sees the signal only once the callback it runs returns;
+            # an app running on the loop's thread (http_front.py) sees it at
+            # once through this flag, so its answer says Connection: close.
+            # The loop's own wake-up (its set_wakeup_fd) still runs ``action``.
+            signal.signal(sig, self._stop_signalled)
+
+    def _stop_signalled(self, signum, frame) -> None:
+        self.stop_signalled.value = 1
 
     def run(self) -> None:
         loop = self._ensure_loop()
@@ -152,6 +167,8 @@ class AsyncWorker(WorkerBase):
                 lifespans.append(lifespan)
         if "wsgi" in ctx.kinds.values():
             self.pool = ThreadPoolExecutor(self.threads, thread_name_prefix="uwsgigw-wsgi")
+        if any(listener.protocol == "http" for listener in self.listeners) and usable(self):
+            self.front = HttpFront(self)
         log.info("worker %d (pid %d): %s event loop, async-concurrency %d%s" % (
             ctx.worker_id, os.getpid(), self.loop_name, ctx.concurrency,
             ", %d thread%s for WSGI apps" % (self.threads, "s" if self.threads > 1 else "")
@@ -201,20 +218,32 @@ class AsyncWorker(WorkerBase):
                 self._accept_failed(exc)
                 return
             conn.setblocking(False)
-            if http:
+            if http and conn.family != socket.AF_UNIX:
+                # An answer written in pieces (a streamed body, WebSocket
+                # frames) must not wait for the client's delayed ACK (Nagle).
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if http and self.front is not None:
+                self.front.adopt(conn, listener)
+            elif http:
                 self.spawn(serve_http_connection(self, conn, listener))
             else:
                 self.spawn(serve_connection(self, conn))
 
-    def spawn(self, coro) -> None:
-        """Run ``coro`` as a task counted against async-concurrency."""
-        self.active += 1
+    def spawn(self, coro, counted: bool = False) -> None:
+        """Run ``coro`` as a task counted against async-concurrency
+        (``counted``: its connection is counted already)."""
+        if not counted:
+            self.active += 1
         task = self.loop.create_task(coro)
         self.tasks.add(task)
         task.add_done_callback(self._task_done)
 
     def _task_done(self, task: asyncio.Task) -> None:
         self.tasks.discard(task)
+        self.connection_done()
+
+    def connection_done(self) -> None:
+        """A connection (a task, or one on the C path) ended."""
         self.active -= 1
         if self.stopping:
             if self.active == 0 and not self._done.done():
@@ -229,6 +258,8 @@ class AsyncWorker(WorkerBase):
         # flight answer it with Connection: close, then close.
         for connection in list(self.idle_http):
             connection.drain()
+        if self.front is not None:
+            self.front.drain()
         if self.active == 0 and self._done is not None and not self._done.done():
             self._done.set_result(None)
 

@@ -224,6 +224,17 @@ class Failure:
             log.info(self.message)
 
 
+def app_failed(exc: BaseException, what: str, count_exception) -> Failure:
+    """:func:`app_failure`, logged (with the traceback being handled) and,
+    when it is the app's fault, counted by ``count_exception()`` (the
+    stats' exceptions); every driver applies the Failure it returns."""
+    failure = app_failure(exc, what)
+    failure.log()
+    if failure.counts_exception:
+        count_exception()
+    return failure
+
+
 def app_failure(exc: BaseException, what: str) -> Failure:
     """The app, or sending its answer, raised ``exc`` during request ``what``."""
     if isinstance(exc, ResponseError):
@@ -266,3 +277,30 @@ def cancelled_by_harakiri(seconds: int) -> Failure:
     when it cancels): 504 if nothing was sent yet."""
     return Failure("info", "", status=504,
                    answer="request cancelled by harakiri after %d s" % seconds)
+
+
+class FailureTurns:
+    """The rare turns of a request as a driver's hooks take them (the C
+    core calls them: wsgi/fastpath.CoreHooks): logged and classified here;
+    the driver says how to answer (``_fail``) and how to count an app's
+    exception (``_count_exception``)."""
+
+    def no_app(self, exchange, env: dict) -> None:
+        failure = no_app(env)
+        failure.log()
+        self._fail(exchange, failure)
+
+    def app_failed(self, exchange, env: dict, exc: Exception) -> None:
+        """The app, or sending its answer, raised ``exc``: log, answer if possible."""
+        self._fail(exchange, app_failed(exc, describe(env), self._count_exception))
+
+    @staticmethod
+    def close_failed(exc: Exception) -> None:
+        log.exception("exception in the app's close()")
+
+    def _fail(self, exchange, failure: Failure) -> None:
+        raise NotImplementedError
+
+    def _count_exception(self) -> None:
+        raise NotImplementedError
+

@@ -131,6 +131,12 @@ class RequestParser:
         what follows it is not HTTP and was not parsed."""
         return self._upgraded
 
+    @property
+    def idle(self) -> bool:
+        """Between requests: nothing of a next one parsed or held."""
+        return not (self.events or self._in_head or self._upgraded or
+                    self._error is not None)
+
     def next_event(self):
         """The next event, or None until more bytes are fed; raises the
         refused request's error once the events before it are taken."""

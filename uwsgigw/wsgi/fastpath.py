@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
 from .. import _fastpath
+from ..cycle.framing import http_head
 from ..cycle.request import RequestHead
 from ..cycle.response import FileWrapper, HeadersAlreadySent, ResponseError, build_head
 from ..observe import reqlog
@@ -41,6 +42,7 @@ _fastpath.init(ResponseError, HeadersAlreadySent, build_head, FileWrapper, Reque
                (CoreSlot.busy_since.offset, CoreSlot.requests.offset, CoreSlot.tx.offset,
                 CoreSlot.rt_total.offset, CoreSlot.rt_count.offset, CoreSlot.req.offset,
                 REQ_SIZE))
+_fastpath.init_http(http_head)  # the HTTP responses C leaves to Python
 
 
 class CoreHooks(Protocol):
@@ -76,6 +78,10 @@ class CoreSettings:
     pid: int
     worker_id: int
     core: int  # the thread's index in the worker
+    # HTTP sockets (Core.serve_http, asgi/http_front.py):
+    http_keepalive: bool  # http-keepalive: False closes after every answer
+    forwarded: Callable[[dict], None] | None  # X-Forwarded-* of a trusted peer
+    stop_flag_address: int  # a C int set by the stop-signal handler (0: none)
 
 
 accept = _fastpath.accept
@@ -84,6 +90,9 @@ environ_from = _fastpath.environ_from
 Exchange = _fastpath.Exchange
 uwsgi_line = _fastpath.uwsgi_line  # reqlog's default line, built in C
 Core = _fastpath.Core  # Core(hooks, settings).serve(fd): a request without a body
+http_parse = _fastpath.http_parse  # the C HTTP head parser (tests)
+http_environ = _fastpath.http_environ  # its environ (tests)
+http_date = _fastpath.http_date
 
 __all__ = ["accept", "read_request", "environ_from", "Exchange", "uwsgi_line", "Core",
-           "CoreHooks", "CoreSettings"]
+           "CoreHooks", "CoreSettings", "http_parse", "http_environ", "http_date"]

@@ -230,7 +230,7 @@ def send_all(conn: socket.socket, data: bytes, timeout: float) -> None:
         conn.sendall(memoryview(data)[sent:])
 
 
-class ConnectionHandler:
+class ConnectionHandler(request.FailureTurns):
     """Serves connections one at a time for one worker thread ("core").
 
     A connection arrives as a bare descriptor. The C path (ctx.fastpath)
@@ -264,7 +264,9 @@ class ConnectionHandler:
                 new_input=io.BytesIO, slot_address=ctypes.addressof(self.slot),
                 total_address=ctx.total_address, track_requests=ctx.track_requests,
                 line_fd=log.fd() if reqlog.c_default_line(ctx.log_requests) else -1,
-                emit=self._emit, pid=ctx.pid, worker_id=ctx.worker_id, core=core)).serve
+                emit=self._emit, pid=ctx.pid, worker_id=ctx.worker_id, core=core,
+                http_keepalive=ctx.http_keepalive, forwarded=None,
+                stop_flag_address=0)).serve
 
     @property
     def requests(self) -> int:
@@ -482,22 +484,8 @@ class ConnectionHandler:
     # each turn means is decided in request.py; these apply it to this
     # connection.
 
-    def no_app(self, exchange, env: dict) -> None:
-        failure = request.no_app(env)
-        failure.log()
-        self._fail(exchange, failure)
-
-    def app_failed(self, exchange, env: dict, exc: Exception) -> None:
-        """The app, or sending its answer, raised ``exc``: log, answer if possible."""
-        failure = request.app_failure(exc, request.describe(env))
-        failure.log()
-        if failure.counts_exception:
-            self.slot.exceptions += 1
-        self._fail(exchange, failure)
-
-    @staticmethod
-    def close_failed(exc: Exception) -> None:
-        log.exception("exception in the app's close()")
+    def _count_exception(self) -> None:
+        self.slot.exceptions += 1
 
     def send_file(self, exchange, wrapper: FileWrapper) -> None:
         """wsgi.file_wrapper: sendfile() a regular file, else iterate it."""

@@ -51,6 +51,9 @@ class HttpExchange(StartResponse):
             self.keep_alive = self.keep_alive and not self.stopping()
             framing = http_head(self.pending[0], self.pending[1], self.version,
                                 self.head_only, self.keep_alive)
+            if framing.mode == LENGTH and len(data) > framing.length:
+                raise ResponseError(  # before the head: the client gets a 500
+                    "the app sent more than its Content-Length of %d bytes" % framing.length)
             payload = framing.head + framing.encode(data) if framing.mode != NONE else \
                 framing.head
             self.framing = framing
@@ -145,11 +148,7 @@ def run_app(app, env: dict, exchange: HttpExchange, count_exception) -> None:
         result = app(env, exchange.start_response)
         exchange.send_result(result)
     except Exception as exc:
-        failure = request.app_failure(exc, request.describe(env))
-        failure.log()
-        if failure.counts_exception:
-            count_exception()
-        exchange.fail(failure)
+        exchange.fail(request.app_failed(exc, request.describe(env), count_exception))
     finally:
         close = getattr(result, "close", None)
         if close is not None:

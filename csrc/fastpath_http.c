@@ -1,0 +1,370 @@
+/*
+ * Core.serve_http: the common HTTP/1.1 request start to end in C
+ * (declarations in fastpath.h; the Python side is uwsgigw/asgi/http_front.py).
+ * A request the parser (fastpath_httpparse.c) takes runs here; the parser
+ * declines the rest, and the connection goes to llhttp's driver.
+ *
+ * The environ is protocol/http.py's environ_vars over the base environ; the
+ * response is framed as cycle/framing.py frames it (fastpath_httphead.c).
+ */
+#include "fastpath.h"
+
+#include <errno.h>
+#include <string.h>
+#include <sys/socket.h>
+
+/* ----------------------------------------------------------- environ -- */
+
+static int hexval(unsigned char ch)
+{
+    if (ch >= '0' && ch <= '9')
+        return ch - '0';
+    ch |= 0x20;
+    return ch >= 'a' && ch <= 'f' ? ch - 'a' + 10 : -1;
+}
+
+/* PATH_INFO: the path percent-decoded (urllib's unquote_to_bytes: a '%'
+ * without two hex digits stays), then read as latin-1 (PEP 3333). */
+static PyObject *path_info(const char *p, size_t n)
+{
+    char small[512], *out;
+    size_t i, w = 0;
+    PyObject *s;
+
+    if (memchr(p, '%', n) == NULL)
+        return PyUnicode_DecodeLatin1(p, (Py_ssize_t)n, NULL);
+    out = n <= sizeof small ? small : PyMem_Malloc(n);
+    if (out == NULL)
+        return PyErr_NoMemory();
+    for (i = 0; i < n; i++) {
+        int hi, lo;
+        if (p[i] == '%' && i + 2 < n && (hi = hexval((unsigned char)p[i + 1])) >= 0 &&
+            (lo = hexval((unsigned char)p[i + 2])) >= 0) {
+            out[w++] = (char)(hi * 16 + lo);
+            i += 2;
+        } else {
+            out[w++] = p[i];
+        }
+    }
+    s = PyUnicode_DecodeLatin1(out, (Py_ssize_t)w, NULL);
+    if (out != small)
+        PyMem_Free(out);
+    return s;
+}
+
+static int set_str(PyObject *env, PyObject *key, const char *p, size_t n)
+{
+    PyObject *v = PyUnicode_DecodeLatin1(p, (Py_ssize_t)n, NULL);
+    int rc;
+    if (v == NULL)
+        return -1;
+    rc = PyDict_SetItem(env, key, v);
+    Py_DECREF(v);
+    return rc;
+}
+
+static int all_digits(const char *p, size_t n)
+{
+    size_t i;
+    if (n == 0)
+        return 0;
+    for (i = 0; i < n; i++)
+        if (p[i] < '0' || p[i] > '9')
+            return 0;
+    return 1;
+}
+
+/* SERVER_NAME and SERVER_PORT from Host, as environ_vars reads it. */
+static int server_vars(PyObject *env, const fp_http_req *q, PyObject *name, PyObject *port)
+{
+    const char *h, *rest;
+    size_t n, nn;
+    int rc;
+
+    if (q->host < 0 || q->f[q->host].vlen == 0)
+        return PyDict_SetItem(env, fp.SERVER_NAME, name) < 0 ||
+                       PyDict_SetItem(env, fp.SERVER_PORT, port) < 0 ? -1 : 0;
+    h = q->f[q->host].value;
+    n = q->f[q->host].vlen;
+    rest = NULL;
+    if (h[0] == '[') { /* [v6]:port; without ']' the name is empty */
+        const char *close = memchr(h, ']', n);
+        nn = close == NULL ? 0 : (size_t)(close - h) + 1;
+        if (close != NULL && nn < n && h[nn] == ':' && all_digits(h + nn + 1, n - nn - 1))
+            rest = h + nn + 1;
+    } else {
+        const char *colon = NULL, *c;
+        for (c = h; c < h + n; c++)
+            if (*c == ':')
+                colon = c;
+        nn = colon == NULL ? n : (size_t)(colon - h);
+        if (colon != NULL && all_digits(colon + 1, n - nn - 1))
+            rest = colon + 1;
+    }
+    if (set_str(env, fp.SERVER_NAME, h, nn) < 0)
+        return -1;
+    if (rest == NULL)
+        return PyDict_SetItem(env, fp.SERVER_PORT, port);
+    rc = set_str(env, fp.SERVER_PORT, rest, (size_t)(h + n - rest));
+    return rc;
+}
+
+/* The environ of q over the base; *nvars as the record counts it (keys and
+ * values of the request's vars). conn: (REMOTE_ADDR, REMOTE_PORT,
+ * SERVER_NAME, SERVER_PORT) of the connection. */
+static PyObject *http_environ(PyObject *base, const fp_http_req *q, PyObject *conn,
+                              long long *nvars)
+{
+    PyObject *env = PyDict_Copy(base), *seen[FP_MAX_BASE_SEEN];
+    const char *qmark;
+    size_t plen;
+    int nseen = 0, i, distinct = 9, type = 0;
+
+    if (env == NULL)
+        return NULL;
+    qmark = memchr(q->target, '?', q->tlen);
+    plen = qmark == NULL ? q->tlen : (size_t)(qmark - q->target);
+    if (PyDict_SetItem(env, fp.REQUEST_METHOD, q->head ? fp.HEAD : fp.GET) < 0 ||
+        set_str(env, fp.REQUEST_URI, q->target, q->tlen) < 0)
+        goto fail;
+    {
+        PyObject *path = path_info(q->target, plen);
+        if (path == NULL || PyDict_SetItem(env, fp.PATH_INFO, path) < 0) {
+            Py_XDECREF(path);
+            goto fail;
+        }
+        Py_DECREF(path);
+    }
+    if ((qmark == NULL ? PyDict_SetItem(env, fp.QUERY_STRING, fp.empty)
+                       : set_str(env, fp.QUERY_STRING, qmark + 1, q->tlen - plen - 1)) < 0 ||
+        PyDict_SetItem(env, fp.SERVER_PROTOCOL, q->v10 ? fp.HTTP_1_0 : fp.HTTP_1_1) < 0 ||
+        PyDict_SetItem(env, fp.REMOTE_ADDR, PyTuple_GET_ITEM(conn, 0)) < 0 ||
+        PyDict_SetItem(env, fp.REMOTE_PORT, PyTuple_GET_ITEM(conn, 1)) < 0 ||
+        server_vars(env, q, PyTuple_GET_ITEM(conn, 2), PyTuple_GET_ITEM(conn, 3)) < 0)
+        goto fail;
+    for (i = 0; i < q->nfields; i++) {
+        const fp_hfield *f = &q->f[i];
+        char key[5 + FP_HTTP_MAX_NAME];
+        PyObject *k, *v;
+        uint32_t j;
+        int rc;
+
+        if (fp_field_is(f, "content-type", 12)) {
+            type = 1; /* the last one wins, as in environ_vars */
+            if (set_str(env, fp.CONTENT_TYPE, f->value, f->vlen) < 0)
+                goto fail;
+            continue;
+        }
+        memcpy(key, "HTTP_", 5);
+        for (j = 0; j < f->nlen; j++) {
+            char ch = f->name[j];
+            key[5 + j] = ch == '-' ? '_' : (ch >= 'a' && ch <= 'z') ? (char)(ch - 32) : ch;
+        }
+        k = fp_key_str(key, 5 + f->nlen);
+        if (k == NULL)
+            goto fail;
+        v = PyUnicode_DecodeLatin1(f->value, f->vlen, NULL);
+        rc = v == NULL ? -1 : fp_put_var(env, base, k, v, seen, &nseen);
+        Py_DECREF(k);
+        Py_XDECREF(v);
+        if (rc < 0)
+            goto fail;
+        distinct += rc == 0;
+    }
+    fp_release_seen(seen, nseen);
+    *nvars = 2LL * (distinct + type);
+    return env;
+fail:
+    fp_release_seen(seen, nseen);
+    Py_DECREF(env);
+    return NULL;
+}
+
+static int conn_tuple(PyObject *conn)
+{
+    if (PyTuple_Check(conn) && PyTuple_GET_SIZE(conn) == 5)
+        return 1;
+    PyErr_SetString(PyExc_TypeError, "conn: (REMOTE_ADDR, REMOTE_PORT, SERVER_NAME, "
+                                     "SERVER_PORT, trusted)");
+    return 0;
+}
+
+/* _fastpath.http_environ(data, max_head, base, conn) -> (environ, nvars) for
+ * the head the C parser takes, else None: for the differential tests. */
+PyObject *fp_http_environ_py(PyObject *mod, PyObject *args)
+{
+    Py_buffer data;
+    Py_ssize_t max_head;
+    PyObject *base, *conn, *env;
+    fp_http_req r;
+    long long nvars = 0;
+
+    if (!PyArg_ParseTuple(args, "y*nO!O:http_environ", &data, &max_head, &PyDict_Type, &base,
+                          &conn))
+        return NULL;
+    if (!conn_tuple(conn)) {
+        PyBuffer_Release(&data);
+        return NULL;
+    }
+    if (fp_http_parse(data.buf, (size_t)data.len, (size_t)max_head, &r) != FP_HTTP_DONE) {
+        PyBuffer_Release(&data);
+        Py_RETURN_NONE;
+    }
+    env = http_environ(base, &r, conn, &nvars);
+    PyBuffer_Release(&data);
+    return env == NULL ? NULL : Py_BuildValue("(NL)", env, nvars);
+}
+
+/* ------------------------------------------------------------- serve -- */
+
+/* One parsed request, start to end: 1 when the connection may carry the
+ * next, 0 when it must close, -1 with an exception that must propagate. */
+static int serve_one(Core *c, int fd, const fp_http_req *q, PyObject *conn, int stopping)
+{
+    PyObject *env, *x, *input;
+    Exchange *e;
+    fp_record r;
+    double started = fp_now_realtime();
+    long long nvars = 0;
+    int rc, keep;
+
+    env = http_environ(c->base, q, conn, &nvars);
+    if (env == NULL)
+        return -1;
+    if (q->forwarded && PyObject_IsTrue(PyTuple_GET_ITEM(conn, 4)) && c->forwarded != Py_None) {
+        PyObject *res = PyObject_CallOneArg(c->forwarded, env);
+        if (res == NULL) {
+            Py_DECREF(env);
+            return -1;
+        }
+        Py_DECREF(res);
+    }
+    input = PyObject_CallNoArgs(c->new_input);
+    if (input == NULL || PyDict_SetItem(env, fp.wsgi_input, input) < 0 ||
+        PyObject_SetAttr(c->hooks, fp.env, env) < 0) {
+        Py_XDECREF(input);
+        Py_DECREF(env);
+        return -1;
+    }
+    Py_DECREF(input);
+    if (c->track_requests)
+        fp_track(c, env);
+    SLOT(c, fp.off_busy_since, double) = started;
+    x = fp_new_exchange(fd, q->head, c->timeout);
+    if (x == NULL) {
+        Py_DECREF(env);
+        return -1;
+    }
+    e = (Exchange *)x;
+    e->http = q->v10 ? 10 : 11;
+    e->keep_alive = q->keep_alive && c->http_keepalive && !stopping;
+    e->stop_flag = c->stop_flag;
+    rc = fp_run_app(c, x, env);
+    keep = e->sent && !e->aborted && e->keep_alive;
+    r.env = env;
+    r.nvars = nvars;
+    r.pktsize = q->size;
+    r.modifier1 = 0;
+    r.started = started;
+    rc = fp_end_request(c, e, &r, rc);
+    Py_DECREF(x);
+    Py_DECREF(env);
+    return rc < 0 ? -1 : keep;
+}
+
+/* Keep data[0:n] as the connection's pending bytes (a bytearray). */
+static int keep_pending(PyObject *pending, const char *data, size_t n)
+{
+    if (data == PyByteArray_AS_STRING(pending)) {
+        if ((size_t)PyByteArray_GET_SIZE(pending) == n)
+            return 0;
+        memmove(PyByteArray_AS_STRING(pending), data, n);
+    } else if (PyByteArray_Resize(pending, 0) < 0) {
+        return -1;
+    }
+    if (PyByteArray_Resize(pending, (Py_ssize_t)n) < 0)
+        return -1;
+    if (data != PyByteArray_AS_STRING(pending) && n)
+        memcpy(PyByteArray_AS_STRING(pending), data, n);
+    return 0;
+}
+
+enum { SERVE_WAIT = 0, SERVE_SERVED = 1, SERVE_CLOSE = 2, SERVE_DECLINE = 3 };
+
+/* Core.serve_http(fd, pending, conn, stopping) -> int.
+ *
+ * Reads what the socket has (non-blocking) after ``pending`` (a bytearray:
+ * the connection's bytes not yet used) and serves every complete request
+ * the parser takes, in order. Returns 0 (nothing complete: wait), 1 (served
+ * some, the connection waits for the next), 2 (close it: the client closed,
+ * or the answer said Connection: close, or a response was cut short) or 3
+ * (a request the parser declined: ``pending`` starts with it, for llhttp).
+ * ``conn``: (REMOTE_ADDR, REMOTE_PORT, SERVER_NAME, SERVER_PORT, trusted);
+ * ``stopping``: the worker is stopping (answers say Connection: close). */
+PyObject *fp_core_serve_http(Core *c, PyObject *const *args, Py_ssize_t nargs)
+{
+    char stack[16384];
+    PyObject *pending, *conn;
+    const char *data;
+    size_t n, off = 0, had;
+    fp_http_req req;
+    int fd, stopping, code = SERVE_WAIT, served = 0;
+    ssize_t got;
+
+    if (nargs != 4 || !PyByteArray_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "serve_http(fd, bytearray, conn, stopping)");
+        return NULL;
+    }
+    if (!conn_tuple(args[2]))
+        return NULL;
+    fd = (int)PyLong_AsLong(args[0]);
+    if (fd == -1 && PyErr_Occurred())
+        return NULL;
+    pending = args[1];
+    conn = args[2];
+    stopping = PyObject_IsTrue(args[3]);
+    had = (size_t)PyByteArray_GET_SIZE(pending);
+    do
+        got = recv(fd, stack, sizeof stack, MSG_DONTWAIT);
+    while (got < 0 && errno == EINTR);
+    if (got == 0)
+        return PyLong_FromLong(SERVE_CLOSE); /* the client closed */
+    if (got < 0) {
+        if (errno != EAGAIN && errno != EWOULDBLOCK)
+            return PyLong_FromLong(SERVE_CLOSE); /* reset: nothing to answer */
+        got = 0;
+    }
+    if (had == 0) {
+        data = stack;
+        n = (size_t)got;
+    } else {
+        if (got && PyByteArray_Resize(pending, (Py_ssize_t)(had + (size_t)got)) < 0)
+            return NULL;
+        memcpy(PyByteArray_AS_STRING(pending) + had, stack, (size_t)got);
+        data = PyByteArray_AS_STRING(pending);
+        n = had + (size_t)got;
+    }
+    while (off < n) {
+        int rc = fp_http_parse(data + off, n - off, (size_t)c->max_block, &req);
+        if (rc == FP_HTTP_MORE)
+            break;
+        if (rc == FP_HTTP_DECLINE) {
+            code = SERVE_DECLINE;
+            break;
+        }
+        rc = serve_one(c, fd, &req, conn, stopping);
+        off += req.head_len;
+        served = 1;
+        if (rc < 0)
+            return NULL; /* the caller closes the connection */
+        if (rc == 0) {
+            code = SERVE_CLOSE;
+            break;
+        }
+    }
+    if (code != SERVE_CLOSE && keep_pending(pending, data + off, n - off) < 0)
+        return NULL;
+    if (code == SERVE_WAIT && served)
+        code = SERVE_SERVED;
+    return PyLong_FromLong(code);
+}

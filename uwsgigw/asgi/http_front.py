@@ -1,0 +1,228 @@
+"""The C fast path of HTTP connections on the worker's event loop.
+
+With the C backend, one thread for WSGI apps and only WSGI apps mounted,
+an HTTP connection starts here: the loop watches its descriptor and, when
+it is readable, one C call (``Core.serve_http``, csrc/fastpath_http.c)
+reads what arrived and serves every complete common request -- a GET or
+HEAD without a body that the C parser takes -- start to end: the environ,
+the app, the framed response, the counters and the request line. The app
+runs on the loop's thread, as it would on a sync worker's only thread.
+
+Everything else goes to the general driver (http_connection.py, llhttp):
+a request the C parser declines (a body, an Upgrade, an unusual head, a
+bad one), and any request while another is in flight (a body's request
+running in the pool thread: one app call at a time, as ``threads = 1``
+promises). The connection comes back here when that driver has answered
+and nothing of the next request is buffered.
+
+Waiting costs a descriptor, not a thread: a connection with half a head or
+none sits in the loop until the sweep closes it at its timeout
+(``http-headers-timeout`` for a head, ``http-keepalive-timeout`` between
+requests; a stopping worker closes it once quiet for DRAIN_QUIET, and
+answers a request arriving meanwhile with ``Connection: close``).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import io
+import socket
+
+from .. import log
+from ..cycle import request
+from ..observe import reqlog
+from .http_connection import (DRAIN_QUIET, forwarded, log_head_timeout, log_no_request,
+                              peer_of, serve_http_connection, server_of)
+
+_WAIT, _SERVED, _CLOSE, _DECLINED = 0, 1, 2, 3  # Core.serve_http's answers
+_SWEEP = 0.25  # seconds between timeout sweeps
+_FAILED = (None, None, None)  # an exc_info for start_response: nothing was sent
+
+
+def usable(worker) -> bool:
+    """Whether ``worker``'s HTTP connections can start on the C path."""
+    ctx = worker.ctx
+    return (ctx.fastpath is not None and bool(ctx.total_address) and worker.threads == 1
+            and bool(ctx.kinds) and all(kind == "wsgi" for kind in ctx.kinds.values()))
+
+
+class HttpHooks(request.FailureTurns):
+    """What the C core calls back on an HTTP connection (fastpath.CoreHooks):
+    the rare turns of a request, answered in HTTP through the exchange
+    itself, so C frames them like any response."""
+
+    def __init__(self, worker) -> None:
+        self.worker = worker
+        self.env: dict | None = None
+
+    def _count_exception(self) -> None:
+        self.worker.count_exception()
+
+    @staticmethod
+    def send_file(exchange, wrapper) -> None:
+        exchange.send_result(iter(wrapper))
+
+    @staticmethod
+    def _fail(exchange, failure: request.Failure) -> None:
+        """Answer the failure's status if nothing was sent yet; else mark the
+        response aborted: the connection closes, the client sees the cut."""
+        status = failure.logged_status(exchange.status)
+        exchange.status = status
+        if failure.resets(exchange.sent):
+            exchange.aborted = True
+            return
+        body = (failure.answer + "\n").encode("utf-8")
+        try:
+            exchange.start_response(request.status_line(failure.status),
+                                    [("Content-Type", "text/plain; charset=utf-8"),
+                                     ("Content-Length", str(len(body)))], _FAILED)
+            exchange.write(body)
+        except OSError:
+            exchange.aborted = True
+        exchange.status = status
+
+
+class HttpFront:
+    """The worker's HTTP connections on the C path, and their timeouts."""
+
+    def __init__(self, worker) -> None:
+        ctx = worker.ctx
+        self.worker = worker
+        self.ctx = ctx
+        self.loop = worker.loop
+        fastpath = ctx.fastpath
+        self.serve = fastpath.Core(HttpHooks(worker), fastpath.CoreSettings(
+            buffer=bytearray(), max_block=ctx.max_block, base_environ=ctx.base_environ,
+            socket_timeout=ctx.socket_timeout, pick_app=ctx.pick_app, new_input=io.BytesIO,
+            slot_address=ctypes.addressof(worker.core), total_address=ctx.total_address,
+            track_requests=ctx.track_requests,
+            line_fd=log.fd() if reqlog.c_default_line(ctx.log_requests) else -1,
+            emit=worker._emit, pid=ctx.pid, worker_id=ctx.worker_id, core=0,
+            http_keepalive=ctx.http_keepalive,
+            forwarded=functools.partial(forwarded, trusted=ctx.forwarded_allow),
+            stop_flag_address=ctypes.addressof(worker.stop_signalled))).serve_http
+        self.connections: set[FrontConnection] = set()
+        self._sweep = None
+
+    def adopt(self, conn: socket.socket, listener, served: bool = False,
+              counted: bool = False) -> None:
+        """Serve ``conn`` here from now on; ``served``: it carried a request
+        already (its idle time is keep-alive's); ``counted``: it is already
+        one of the worker's active connections."""
+        if not counted:
+            self.worker.active += 1
+        connection = FrontConnection(self, conn, listener, served)
+        self.connections.add(connection)
+        self.loop.add_reader(connection.fd, connection.readable)
+        if self._sweep is None:
+            self._sweep = self.loop.call_later(_SWEEP, self.sweep)
+        if self.worker.stopping:
+            self.drain()
+
+    def drain(self) -> None:
+        """The worker stops: sweep soon, so quiet connections close."""
+        if self._sweep is not None:
+            self._sweep.cancel()
+        self._sweep = self.loop.call_soon(self.sweep)
+
+    def sweep(self) -> None:
+        """Close the connections past their timeout."""
+        self._sweep = None
+        now = self.loop.time()
+        ctx = self.ctx
+        stopping = self.worker.stopping
+        for connection in list(self.connections):
+            if connection.pending:
+                if now - connection.head_since > ctx.http_headers_timeout:
+                    log_head_timeout(connection.peer[0], ctx.http_headers_timeout)
+                    connection.close()
+                continue
+            idle = now - connection.last_active
+            if stopping and idle >= DRAIN_QUIET:
+                connection.close()
+            elif connection.served and idle > ctx.http_keepalive_timeout:
+                connection.close()
+            elif not connection.served and idle > ctx.http_headers_timeout:
+                if not stopping:
+                    log_no_request(connection.peer[0], ctx.http_headers_timeout)
+                connection.close()
+        if self.connections:
+            self._sweep = self.loop.call_later(_SWEEP, self.sweep)
+
+
+class FrontConnection:
+    """One HTTP connection while it is on the C path."""
+
+    __slots__ = ("front", "conn", "fd", "listener", "pending", "info", "peer", "served",
+                 "last_active", "head_since", "closed")
+
+    def __init__(self, front: HttpFront, conn: socket.socket, listener, served: bool) -> None:
+        self.front = front
+        self.conn = conn
+        self.fd = conn.fileno()
+        self.listener = listener
+        self.pending = bytearray()  # bytes read and not yet used: a head arriving
+        self.peer = peer = peer_of(conn)
+        allow = front.ctx.forwarded_allow
+        trusted = not peer[0] or (allow is not None and allow.admits((peer[0], 0)))
+        self.info = peer + server_of(listener) + (trusted,)
+        self.served = served
+        self.last_active = self.head_since = front.loop.time()
+        self.closed = False
+
+    def readable(self) -> None:
+        front = self.front
+        worker = front.worker
+        if worker.inflight:  # a request runs in the pool: one app call at a time
+            self._hand_over()
+            return
+        core = worker.core
+        idle_since = core.busy_since
+        had = len(self.pending)
+        try:
+            answer = front.serve(self.fd, self.pending, self.info, worker.stopping)
+        except Exception:  # a bug here must cost one connection, not the worker
+            log.exception("internal error while serving an HTTP connection")
+            self.close()
+            return
+        finally:
+            core.busy_since = idle_since
+        if answer == _WAIT:
+            if self.pending and not had:
+                self.head_since = front.loop.time()  # a head began
+            return
+        if answer == _SERVED:
+            self.served = True
+            self.last_active = self.head_since = front.loop.time()
+            if worker.limits:
+                worker._check_limits()
+            return
+        if answer == _CLOSE:
+            self.close()
+            return
+        self._hand_over()
+
+    def _hand_over(self) -> None:
+        """To the general driver, with the bytes read so far; the connection
+        stays one of the worker's active ones."""
+        front = self.front
+        front.loop.remove_reader(self.fd)
+        front.connections.discard(self)
+        self.closed = True
+        front.worker.spawn(serve_http_connection(front.worker, self.conn, self.listener,
+                                                 bytes(self.pending), self.served),
+                           counted=True)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        front = self.front
+        front.loop.remove_reader(self.fd)
+        front.connections.discard(self)
+        self.conn.close()
+        front.worker.connection_done()
+
+
+__all__ = ["HttpFront", "HttpHooks", "usable"]
