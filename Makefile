@@ -10,12 +10,16 @@ TEST_VENV ?= .venv-test
 
 all: test
 
-# nginx runs the integration tests and the demo; a C compiler, venv and Python's
+# nginx runs the integration tests and the demo (its stream module: the PROXY
+# protocol test's TCP balancer); a C compiler, venv and Python's
 # headers build and install uwsgigw with its C decoder; openssl makes the TLS
 # test's certificate. apt-get only for what is missing.
 system-deps:
 	@missing=""; \
 	command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing="$$missing nginx-light"; \
+	[ -e /usr/lib/nginx/modules/ngx_stream_module.so ] || \
+		{ PATH="$$PATH:/usr/sbin" nginx -V 2>&1 | tr ' ' '\n' | grep -qx -- --with-stream; } || \
+		missing="$$missing libnginx-mod-stream"; \
 	command -v cc >/dev/null 2>&1 || missing="$$missing gcc libc6-dev"; \
 	command -v openssl >/dev/null 2>&1 || missing="$$missing openssl"; \
 	$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || missing="$$missing python3-venv"; \

@@ -167,3 +167,136 @@ def test_as_a_real_command_over_tcp(module_uwsgigw_factory):
     done = subprocess.run(uwsgigw_cmd("healthcheck", ":" + port, "/nope", "-q"),
                           capture_output=True, env=env, timeout=30)
     assert done.returncode == 1 and done.stdout == b""
+
+
+# -- HTTP sockets ----------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def http_servers(module_uwsgigw_factory):
+    """One server with an HTTP socket on TCP and one on a unix path (and a
+    uwsgi socket beside the unix one)."""
+    tcp = module_uwsgigw_factory("--module", PLAIN, http=True)
+    unix_path = os.path.join(short_tmpdir(), "h.sock")
+    unix = module_uwsgigw_factory("--module", PLAIN, "--socket",
+                                  os.path.join(short_tmpdir(), "u.sock"), http=True,
+                                  socket=unix_path)
+    return tcp, unix
+
+
+def test_http_socket_over_tcp_and_unix(http_servers):
+    for server in http_servers:
+        result = run("--http", server.socket, "/environ?a=1", "-H", "X-Probe: yes")
+        assert result.exit_code == 0, result.output
+        head, _, body = result.stdout_bytes.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+        env = json.loads(body)
+        assert env["REQUEST_METHOD"] == "GET" and env["QUERY_STRING"] == "a=1"
+        assert env["SERVER_PROTOCOL"] == "HTTP/1.1" and env["HTTP_X_PROBE"] == "yes"
+        assert env["HTTP_USER_AGENT"].startswith("uwsgigw-healthcheck/")
+        assert env["HTTP_CONNECTION"] == "close"
+        result = run("--protocol", "http", server.socket, "/echo", "-X", "POST", "-d", "ping")
+        assert result.exit_code == 0 and result.stdout_bytes.rstrip().endswith(b"ping")
+
+
+def test_http_status_decides_the_exit_code(http_servers):
+    tcp = http_servers[0]
+    result = run("--http", tcp.socket, "/nope")
+    assert result.exit_code == 1 and "answered 404" in result.stderr
+    result = run("-q", "--http", tcp.socket, "/raise-before")
+    assert result.exit_code == 1 and result.stdout_bytes == b""
+    assert "answered 500" in result.stderr
+
+
+def test_http_url_address(http_servers):
+    port = http_servers[0].socket.rsplit(":", 1)[1]
+    result = run("http://127.0.0.1:%s/environ?x=2" % port)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout_bytes.partition(b"\r\n\r\n")[2])["QUERY_STRING"] == "x=2"
+    result = run("http://localhost:%s/environ" % port)
+    assert result.exit_code == 0, result.output
+    env = json.loads(result.stdout_bytes.partition(b"\r\n\r\n")[2])
+    assert env["HTTP_HOST"] == "localhost:%s" % port  # the URL's, as curl sends it
+    result = run("--protocol", "uwsgi", "http://127.0.0.1:%s/" % port)
+    assert result.exit_code == 2 and "not --protocol uwsgi" in result.output
+
+
+def test_addresses_and_protocols_resolved():
+    assert healthcheck.resolve("http://[::1]:81", None, None, None, {}) == (
+        "[::1]:81", "/", "http", "[::1]:81", False)
+    assert healthcheck.resolve("http://h.example/x?y", None, None, None, {}) == (
+        "h.example:80", "/x?y", "http", "h.example", False)
+    assert healthcheck.resolve(":8000", None, None, None, {}) == (
+        ":8000", "/", "uwsgi", "localhost", False)
+    assert healthcheck.resolve(":8000", "/h", "http", None, {})[1:3] == ("/h", "http")
+    assert run("http://h:99999/").exit_code == 2  # a usage error, not a traceback
+    assert run().exit_code == 2 and "missing ADDRESS" in run().output
+    from uwsgigw.protocol.proxy import parse
+    header = parse(healthcheck.PROXY_V2_LOCAL)
+    assert (header.command, header.client, header.size) == ("LOCAL", None, 16)
+
+
+def test_the_wrong_protocol_says_so(http_servers):
+    tcp, unix = http_servers
+    result = run(tcp.socket, "/echo")  # a uwsgi packet to an HTTP socket
+    assert result.exit_code == 1 and "answered 400" in result.stderr
+    assert "if ADDRESS is an http-socket, add --http" in result.stderr
+    uwsgi_socket = unix.args[unix.args.index("--socket") + 1]
+    result = run("--http", uwsgi_socket, "/echo")  # HTTP to a uwsgi socket
+    assert result.exit_code == 1 and "is a uwsgi socket" in result.stderr
+
+
+def test_ini_picks_the_http_socket_or_the_uwsgi_one(http_servers, tmp_path, monkeypatch):
+    _, unix = http_servers
+    uwsgi_socket = unix.args[unix.args.index("--socket") + 1]
+    ini = tmp_path / "site.ini"
+    ini.write_text("[uwsgi]\nmodule = %s\nsocket = %s\nhttp-socket = %s\n"
+                   % (PLAIN, uwsgi_socket, unix.socket))
+    result = run("--ini", str(ini), "/environ")
+    assert result.exit_code == 0, result.output
+    env = json.loads(result.stdout_bytes.partition(b"\r\n\r\n")[2])
+    assert env["HTTP_CONNECTION"] == "close"  # HTTP: nginx's uwsgi vars have no Connection
+    result = run("--ini", str(ini), "--protocol", "uwsgi", "/environ")
+    assert result.exit_code == 0, result.output
+    env = json.loads(result.stdout_bytes.partition(b"\r\n\r\n")[2])
+    assert "HTTP_CONNECTION" not in env and env["DOCUMENT_ROOT"] == ""  # uwsgi_params
+    result = run("--ini", str(ini), "/a", "/b")
+    assert result.exit_code == 2 and "give only PATH" in result.output
+    only_uwsgi = tmp_path / "u.ini"
+    only_uwsgi.write_text("[uwsgi]\nmodule = %s\nsocket = %s\n" % (PLAIN, uwsgi_socket))
+    result = run("--ini", str(only_uwsgi), "--http", "/")
+    assert result.exit_code == 1 and "binds no http-socket to probe" in result.stderr
+    # the environment counts, as for the server (Docker sets UWSGIGW_HTTP_SOCKET)
+    monkeypatch.setenv("UWSGIGW_HTTP_SOCKET", unix.socket)
+    result = run("--ini", str(only_uwsgi), "-q", "/environ")
+    assert result.exit_code == 0, result.output
+
+
+def test_http_healthcheck_as_a_real_command(http_servers):
+    port = http_servers[0].socket.rsplit(":", 1)[1]
+    env = server_env()
+    done = subprocess.run(uwsgigw_cmd("healthcheck", "--http", ":" + port, "/echo", "-d", "x"),
+                          capture_output=True, env=env, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(b"HTTP/1.1 200 OK")
+    done = subprocess.run(uwsgigw_cmd("healthcheck", "http://127.0.0.1:%s/nope" % port, "-q"),
+                          capture_output=True, env=env, timeout=30)
+    assert done.returncode == 1 and done.stdout == b"" and b"answered 404" in done.stderr
+
+
+def test_http_socket_with_the_proxy_protocol(module_uwsgigw_factory, tmp_path):
+    """The spec's LOCAL command is the balancer's own health check: the
+    server answers it; with --ini the header is sent when the file enables it."""
+    server = module_uwsgigw_factory("--module", PLAIN, "--http-enable-proxy-protocol",
+                                    http=True)
+    result = run("--http", server.socket, "/echo")  # no header: the server closes
+    assert result.exit_code == 1 and "closed the connection" in result.stderr
+    result = run("--http", "--proxy-protocol", server.socket, "/environ")
+    assert result.exit_code == 0, result.output
+    env = json.loads(result.stdout_bytes.partition(b"\r\n\r\n")[2])
+    assert env["REMOTE_ADDR"] == "127.0.0.1"
+    ini = tmp_path / "pp.ini"
+    ini.write_text("[uwsgi]\nmodule = %s\nhttp-socket = %s\nhttp-enable-proxy-protocol = true\n"
+                   % (PLAIN, server.socket))
+    assert run("--ini", str(ini), "-q", "/environ").exit_code == 0
+    result = run("--proxy-protocol", server.socket)
+    assert result.exit_code == 2 and "for HTTP sockets" in result.output

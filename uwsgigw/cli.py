@@ -151,8 +151,8 @@ def build_command() -> click.Command:
         "uwsgigw", params=params, callback=_run, epilog=_EPILOG,
         context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
         help="Run a WSGI app behind nginx's uwsgi_pass, configured like uWSGI. "
-             "'uwsgigw healthcheck ADDRESS [PATH]' sends one request to a uwsgi socket "
-             "(see 'uwsgigw healthcheck --help').")
+             "'uwsgigw healthcheck ADDRESS [PATH]' sends one request to a uwsgi or HTTP "
+             "socket (see 'uwsgigw healthcheck --help').")
 
 
 def invocation_from_params(params: dict[str, Any]) -> Invocation:

@@ -32,6 +32,7 @@ from ..cycle.request import RequestHead
 from ..protocol.errors import BodyTooLarge, ProtocolError
 from ..protocol.http import END, HttpHead, RequestParser, environ_vars
 from ..wsgi.http_exchange import HttpExchange, run_app
+from . import proxy_intake
 
 _READ = 65536
 _MEMORY_BODY = 65536  # without post-buffering, larger bodies are spooled to disk
@@ -337,6 +338,8 @@ class HttpConnection:
         self.task = asyncio.current_task()
         handed_back = False
         try:
+            if self.ctx.proxy_protocol and not await proxy_intake.receive(self):
+                return  # http-enable-proxy-protocol: no valid PROXY header (logged)
             while not self.closed:
                 head = await self._next_head()
                 if head is None or not await self.serve(head):

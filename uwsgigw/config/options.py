@@ -276,6 +276,14 @@ OPTIONS: list[Option] = [
            "X-Forwarded-For and X-Forwarded-Proto are trusted on HTTP sockets (Gunicorn's "
            "and Uvicorn's name; commas or repeat; setting it replaces the default); peers "
            "of unix sockets are always trusted", HTTP, multi=True, metavar="NETWORKS"),
+    Option("http-enable-proxy-protocol", BOOL, False, "every connection to an HTTP socket "
+           "starts with a PROXY protocol header (v1 or v2, HAProxy's spec) from a TCP load "
+           "balancer (HAProxy send-proxy, AWS NLB, nginx stream proxy_protocol on); its "
+           "source address becomes REMOTE_ADDR/REMOTE_PORT and the address forwarded-allow-ips "
+           "is checked against. A connection without a valid header within "
+           "http-headers-timeout is closed and logged. Any peer may send it (as with nginx's "
+           "listen ... proxy_protocol): let only the balancer reach the socket "
+           "(uwsgi-allow-from)", HTTP, aliases=("enable-proxy-protocol",)),
     Option("http-auto-chunked", BOOL, False, "chunk responses without a length", HTTP,
            status=MAPPED, maps_to="on HTTP/1.1 a response without a length is always sent "
            "chunked"),

@@ -33,9 +33,9 @@ _GROUPS: list[tuple[str, str]] = [
         ssl-socket puwsgi-socket shared-socket undeferred-shared-socket
         http-socket-modifier1 http-socket-modifier2 https-socket-modifier1
         https-socket-modifier2 http-modifier1 http-modifier2 http-to http-to-https
-        http-auto-gzip http-enable-proxy-protocol! http-websockets! http-var
+        http-auto-gzip http-websockets! http-var
         http-server-name-as-http-host! http-connect-timeout
-        enable-proxy-protocol! fastcgi-modifier1 fastcgi-modifier2
+        fastcgi-modifier1 fastcgi-modifier2
         scgi-modifier1 scgi-modifier2 raw-modifier1 raw-modifier2
         sni sni-dir sni-regexp ssl-verbose! https-export-cert!
     """),
