@@ -73,10 +73,12 @@ class HttpRequest:
 
 class HttpConnection:
     """``initial``: bytes already read from ``conn`` (by the C path,
-    http_front.py); ``served``: whether it carried a request before."""
+    http_front.py); ``served``: whether it carried a request before;
+    ``origin``: (peer, trusted) the connection was given before (it came
+    from the C path: any PROXY header was read already)."""
 
     def __init__(self, worker, conn: socket.socket, listener, initial: bytes = b"",
-                 served: bool = False) -> None:
+                 served: bool = False, origin: tuple | None = None) -> None:
         self.worker = worker
         self.ctx = ctx = worker.ctx
         self.loop = worker.loop
@@ -85,13 +87,17 @@ class HttpConnection:
         self.parser = RequestParser(ctx.max_block)
         if initial:
             self.parser.feed(initial)
-        self.peer = peer_of(conn)
         self.server = server_of(listener)
-        # forwarded-allow-ips: X-Forwarded-* count from these peers only; a unix
-        # socket's peer is always a local proxy.
-        allow = ctx.forwarded_allow
-        self.trusted = not self.peer[0] or (allow is not None and
-                                            allow.admits((self.peer[0], 0)))
+        self.fresh = origin is None  # a PROXY header (if enabled) comes first
+        if origin is not None:
+            self.peer, self.trusted = origin
+        else:
+            self.peer = peer_of(conn)
+            # forwarded-allow-ips: X-Forwarded-* count from these peers only; a
+            # unix socket's peer is always a local proxy.
+            allow = ctx.forwarded_allow
+            self.trusted = not self.peer[0] or (allow is not None and
+                                                allow.admits((self.peer[0], 0)))
         self.served = int(served)
         self.last_active = self.loop.time()  # accepted, or the last answer sent
         self.idle_timer: asyncio.Timeout | None = None  # set while waiting for a request
@@ -338,7 +344,7 @@ class HttpConnection:
         self.task = asyncio.current_task()
         handed_back = False
         try:
-            if self.ctx.proxy_protocol and not await proxy_intake.receive(self):
+            if self.ctx.proxy_protocol and self.fresh and not await proxy_intake.receive(self):
                 return  # http-enable-proxy-protocol: no valid PROXY header (logged)
             while not self.closed:
                 head = await self._next_head()
@@ -348,7 +354,8 @@ class HttpConnection:
                 if front is not None and self.parser.idle and not self.worker.stopping:
                     # Nothing of the next request is buffered: the C path
                     # can take the connection again (http_front.py).
-                    front.adopt(self.conn, self.listener, served=True)
+                    front.adopt(self.conn, self.listener, served=True,
+                                origin=(self.peer, self.trusted))
                     handed_back = True
                     return
         except (OSError, TimeoutError) as exc:
@@ -416,10 +423,10 @@ def server_of(listener) -> tuple[str, str]:
 
 
 async def serve_http_connection(worker, conn: socket.socket, listener, initial: bytes = b"",
-                                served: bool = False) -> None:
+                                served: bool = False, origin: tuple | None = None) -> None:
     """The life of one HTTP connection (one task), or until it goes back to
     the C path (http_front.py), which may have read ``initial`` already."""
-    connection = HttpConnection(worker, conn, listener, initial, served)
+    connection = HttpConnection(worker, conn, listener, initial, served, origin)
     try:
         await connection.run()
     except Exception:  # a bug here must cost one connection, not the worker

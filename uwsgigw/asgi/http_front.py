@@ -106,13 +106,14 @@ class HttpFront:
         self._sweep = None
 
     def adopt(self, conn: socket.socket, listener, served: bool = False,
-              counted: bool = False) -> None:
+              origin: tuple | None = None) -> None:
         """Serve ``conn`` here from now on; ``served``: it carried a request
-        already (its idle time is keep-alive's); ``counted``: it is already
-        one of the worker's active connections."""
-        if not counted:
-            self.worker.active += 1
-        connection = FrontConnection(self, conn, listener, served)
+        already (its idle time is keep-alive's); ``origin``: (peer, trusted)
+        when the driver that had it knows better than the socket (a PROXY
+        header: http-enable-proxy-protocol). A connection starts with the
+        driver when it must read a PROXY header first."""
+        self.worker.active += 1
+        connection = FrontConnection(self, conn, listener, served, origin)
         self.connections.add(connection)
         self.loop.add_reader(connection.fd, connection.readable)
         if self._sweep is None:
@@ -157,15 +158,20 @@ class FrontConnection:
     __slots__ = ("front", "conn", "fd", "listener", "pending", "info", "peer", "served",
                  "last_active", "head_since", "closed")
 
-    def __init__(self, front: HttpFront, conn: socket.socket, listener, served: bool) -> None:
+    def __init__(self, front: HttpFront, conn: socket.socket, listener, served: bool,
+                 origin: tuple | None) -> None:
         self.front = front
         self.conn = conn
         self.fd = conn.fileno()
         self.listener = listener
         self.pending = bytearray()  # bytes read and not yet used: a head arriving
-        self.peer = peer = peer_of(conn)
-        allow = front.ctx.forwarded_allow
-        trusted = not peer[0] or (allow is not None and allow.admits((peer[0], 0)))
+        if origin is not None:
+            peer, trusted = origin
+        else:
+            peer = peer_of(conn)
+            allow = front.ctx.forwarded_allow
+            trusted = not peer[0] or (allow is not None and allow.admits((peer[0], 0)))
+        self.peer = peer
         self.info = peer + server_of(listener) + (trusted,)
         self.served = served
         self.last_active = self.head_since = front.loop.time()
@@ -211,7 +217,8 @@ class FrontConnection:
         front.connections.discard(self)
         self.closed = True
         front.worker.spawn(serve_http_connection(front.worker, self.conn, self.listener,
-                                                 bytes(self.pending), self.served),
+                                                 bytes(self.pending), self.served,
+                                                 (self.peer, self.info[4])),
                            counted=True)
 
     def close(self) -> None:

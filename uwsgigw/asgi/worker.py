@@ -222,7 +222,7 @@ class AsyncWorker(WorkerBase):
                 # An answer written in pieces (a streamed body, WebSocket
                 # frames) must not wait for the client's delayed ACK (Nagle).
                 conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if http and self.front is not None:
+            if http and self.front is not None and not self.ctx.proxy_protocol:
                 self.front.adopt(conn, listener)
             elif http:
                 self.spawn(serve_http_connection(self, conn, listener))
