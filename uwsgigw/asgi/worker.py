@@ -105,6 +105,7 @@ class AsyncWorker(WorkerBase):
         self._heartbeat = None
         self.hangups: HangupWatcher | None = None  # made with the loop (_main)
         self.idle_http: set = set()  # HTTP connections waiting for their next request
+        self.websockets: set = set()  # open WebSocket sessions (asgi/websocket.py)
         self._emit = reqlog.emitter(ctx.log_requests)  # chosen once (reqlog.setup)
 
     # -- set-up -----------------------------------------------------------------
@@ -229,6 +230,8 @@ class AsyncWorker(WorkerBase):
         # flight answer it with Connection: close, then close.
         for connection in list(self.idle_http):
             connection.drain()
+        for session in list(self.websockets):
+            session.going_away()  # close 1001, then the session ends
         if self.active == 0 and self._done is not None and not self._done.done():
             self._done.set_result(None)
 
@@ -276,7 +279,8 @@ class AsyncWorker(WorkerBase):
             if ex.task is None:  # a WSGI request in the pool
                 if oldest_sync is None or ex.started < oldest_sync.started:
                     oldest_sync = ex
-            elif harakiri and now - ex.started > harakiri:
+            elif harakiri and now - ex.started > harakiri and not \
+                    getattr(ex, "websocket", False):  # a WebSocket lives on
                 self._harakiri(ex, now)
         if self.inflight:
             current = oldest_sync or min(self.inflight, key=lambda e: e.started)
