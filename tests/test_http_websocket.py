@@ -304,6 +304,22 @@ def test_server_stop_and_reload_close_websockets_with_1001(factories, record_dir
             assert ws.recv(timeout=10) == "after the reload"
 
 
+def test_starlette_websocket_routes(factories, record_dir):
+    server = factories.uwsgigw("--module", "ws_apps:starlette_app", http=True,
+                               env={"ASGI_APPS_RECORD_DIR": str(record_dir)})
+    site = Site(server, _port(server), "direct", record_dir)
+    t = tag()
+    with site.connect("/echo?tag=" + t, subprotocols=["v1"]) as ws:
+        assert ws.subprotocol == "v1"
+        ws.send("hi")
+        assert ws.recv(timeout=10) == "st:hi"
+        ws.close(4003)
+    site.wait_record(t, "disconnect 4003")
+    with pytest.raises(websockets.InvalidStatus) as info:
+        site.connect("/deny")
+    assert info.value.response.status_code == 403
+
+
 # -- requests that are not WebSockets -------------------------------------------------------
 
 @pytest.fixture(scope="module")

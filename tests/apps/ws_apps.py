@@ -85,3 +85,26 @@ async def _accepted(scope, receive, send, path, q, tag):
             await send({"type": "websocket.send", "text": message["text"]})
         else:
             await send({"type": "websocket.send", "bytes": message["bytes"]})
+
+
+def _starlette():
+    """A Starlette app with WebSocket routes: a framework's view of the scope."""
+    from starlette.applications import Starlette
+    from starlette.routing import WebSocketRoute
+    from starlette.websockets import WebSocketDisconnect
+
+    async def echo(websocket):
+        await websocket.accept(subprotocol="v1")
+        try:
+            while True:
+                await websocket.send_text("st:" + await websocket.receive_text())
+        except WebSocketDisconnect as exc:
+            record(websocket.query_params.get("tag", ""), "disconnect %s" % exc.code)
+
+    async def deny(websocket):
+        await websocket.close(code=1008)
+
+    return Starlette(routes=[WebSocketRoute("/echo", echo), WebSocketRoute("/deny", deny)])
+
+
+starlette_app = _starlette()
