@@ -278,8 +278,8 @@ class WebSocketSession:
     async def _close(self, code: int, reason: str) -> None:
         """Send our close frame; the client's answer (or socket-timeout)
         ends the connection."""
-        if self.close_sent or self.shut:
-            return
+        if self.close_sent or self.shut or self.ws.state is not _OPEN:
+            return  # closing already (a client's close is answered by the reader)
         self.close_sent = True
         self._gone(code, reason)
         self.closer = self.loop.call_later(self.ctx.socket_timeout, self._shutdown)
