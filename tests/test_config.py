@@ -233,7 +233,9 @@ def test_http_options_uwsgi_has_and_uwsgigw_always_does_are_notes(tmp_path):
     assert "always sent chunked" in notes and "always de-chunked" in notes
     assert "the HTTP listener runs in the workers" in notes and cfg.http_processes == 2
     cfg = cfg_from(tmp_path, "[uwsgi]\nhttp = :8000\nhttp-websockets\nhttps-socket = :8443\n")
-    assert len([w for w in cfg.warnings if "uWSGI option uwsgigw does not support" in w]) == 2
+    assert len([w for w in cfg.warnings if "uWSGI option uwsgigw does not support" in w]) == 1
+    assert "http-websockets is accepted: WebSockets always work for ASGI apps" in \
+        "\n".join(cfg.notes)
 
 
 def test_scalars_take_the_last_value(tmp_path):

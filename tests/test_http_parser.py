@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 from uwsgigw.cycle.framing import CHUNKED, CLOSE, LENGTH, NONE, http_head
 from uwsgigw.cycle.response import ResponseError
 from uwsgigw.protocol.errors import ProtocolError
-from uwsgigw.protocol.http import END, HttpError, HttpHead, RequestParser, environ_vars
+from uwsgigw.protocol.http import (END, HttpError, HttpHead, RequestParser, environ_vars,
+                                   websocket_upgrade)
 
 
 def events(data: bytes, max_head: int = 8192, splits=None) -> list:
@@ -173,6 +174,36 @@ def test_environ_of_absolute_form_and_1_0_without_host():
     env = environ_vars(head, ("10.0.0.1", "8000"), ("", ""))
     assert (env["PATH_INFO"], env["QUERY_STRING"]) == ("/p", "q=1")
     assert (env["SERVER_NAME"], env["SERVER_PORT"]) == ("10.0.0.1", "8000")
+
+
+_UPGRADE = (b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+
+
+@pytest.mark.parametrize("cut", [None, 20, len(_UPGRADE) - 1, len(_UPGRADE)])
+def test_the_bytes_after_an_upgrade_head_are_kept(cut):
+    """A WebSocket client may send its first frame with the handshake: what
+    follows the Upgrade head is not parsed as HTTP but kept (``trailing``)."""
+    frame = b"\x81\x85\x01\x02\x03\x04dgoh"
+    parser = RequestParser(8192)
+    data = _UPGRADE + frame
+    for piece in ([data] if cut is None else [data[:cut], data[cut:]]):
+        parser.feed(piece)
+    head = parser.next_event()
+    assert parser.next_event() is END and parser.next_event() is None
+    assert parser.upgraded and parser.trailing == frame
+    assert websocket_upgrade(head) and not head.keep_alive
+
+
+@pytest.mark.parametrize("request_, expected", [
+    (_UPGRADE, True),
+    (_UPGRADE.replace(b"Upgrade: websocket", b"Upgrade: h2c, WebSocket"), True),
+    (_UPGRADE.replace(b"Upgrade: websocket", b"Upgrade: h2c"), False),
+    (_UPGRADE.replace(b"GET", b"POST"), False),
+    (_UPGRADE.replace(b"HTTP/1.1", b"HTTP/1.0"), False),
+])
+def test_websocket_upgrade(request_, expected):
+    assert websocket_upgrade(events(request_)[0]) is expected
 
 
 # Header names other than the ones that frame the request (tested above).

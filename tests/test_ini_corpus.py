@@ -224,9 +224,6 @@ STILL_WARNED = {
     "035": set(),
     "040": {"static-map"},
 }
-# http-* keys of the corpus that another branch of issue 14 turns into options:
-# until it lands they keep their old warning, and after they must not have one.
-PENDING = {"http-websockets": "WebSockets (branch ws)"}
 WARNED_KEY = re.compile(r" WARNING \S+:\d+: '([^']+)' is (?:a uWSGI option uwsgigw does not "
                         r"support|not a uwsgigw or uWSGI option|not an option)")
 STANDIN = '''\
@@ -333,8 +330,7 @@ def test_corpus_http_file_starts_and_serves(path, factories, tmp_path):
         assert resp.status == 200 and json.loads(resp.body)["file"] == path.name
     log = server.log_text()
     warned = {m.group(1) for m in map(WARNED_KEY.search, log.splitlines()) if m}
-    pending = {k for k in PENDING if k in keys_in(path) and k in UNSUPPORTED}
-    assert warned == STILL_WARNED[name] | pending, log
+    assert warned == STILL_WARNED[name], log
     for key in keys_in(path):
-        if key.startswith("http") and key not in PENDING:
+        if key.startswith("http"):
             assert key not in UNSUPPORTED and "'%s'" % key not in log, (key, log)

@@ -8,7 +8,8 @@ bounds the wait for the next request) and the whole body (de-chunked,
 below ``post-buffering`` -- or 64 KiB when it is off -- else in an unlinked
 temp file) before any app runs. A WSGI app then runs in the worker's thread
 pool on the blocking socket (wsgi/http_exchange.py), an ASGI app on the loop
-(asgi/http_asgi.py). Responses go out in the order of the requests: a
+(asgi/http_asgi.py; a WebSocket upgrade: asgi/websocket.py, which then
+owns the connection). Responses go out in the order of the requests: a
 pipelined request waits, parsed, until the one before it is answered.
 
 The request's rules are the cycle's (cycle/request.py: refusals, failures);
@@ -30,7 +31,7 @@ from .. import log
 from ..cycle import request
 from ..cycle.request import RequestHead
 from ..protocol.errors import BodyTooLarge, ProtocolError
-from ..protocol.http import END, HttpHead, RequestParser, environ_vars
+from ..protocol.http import END, HttpHead, RequestParser, environ_vars, websocket_upgrade
 from ..wsgi.http_exchange import HttpExchange, run_app
 from . import proxy_intake
 
@@ -298,9 +299,13 @@ class HttpConnection:
         app = ctx.pick_app(env)
         try:
             if app is not None and ctx.kinds.get(id(app)) == "asgi":
-                from .http_asgi import serve_asgi  # the ASGI half of the driver
-                done = await serve_asgi(self, head, env, app, record_head, started,
-                                        keep_alive)
+                if self.parser.upgraded and websocket_upgrade(head):
+                    from .websocket import serve_websocket  # the connection is its own now
+                    done = await serve_websocket(self, head, env, app, record_head, started)
+                else:
+                    from .http_asgi import serve_asgi  # the ASGI half of the driver
+                    done = await serve_asgi(self, head, env, app, record_head, started,
+                                            keep_alive)
             else:
                 done = await self._serve_wsgi(head, env, app, record_head, started,
                                               keep_alive)

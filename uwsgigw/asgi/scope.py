@@ -1,4 +1,5 @@
-"""The ASGI 3 ``http`` scope, built from the same decoded vars as the WSGI environ.
+"""The ASGI 3 ``http`` and ``websocket`` scopes, built from the same decoded
+vars as the WSGI environ.
 
 :func:`build_scope` takes the environ that :func:`uwsgigw.protocol.environ.build_environ`
 made (repeated headers merged, ``UWSGI_*`` stripped, CONTENT_LENGTH validated,
@@ -89,4 +90,22 @@ def build_scope(env: dict, state: dict | None = None) -> dict:
     if state is not None:
         # The lifespan state: each request gets a shallow copy (ASGI spec).
         scope["state"] = state.copy()
+    return scope
+
+
+# The ASGI extension a websocket scope offers: a refusal with the app's own
+# HTTP response instead of a bare 403 (websocket.http.response.start/body).
+_WEBSOCKET_EXTENSIONS = {"websocket.http.response": {}}
+
+
+def websocket_scope(env: dict, state: dict | None, subprotocols: list) -> dict:
+    """The ASGI ``websocket`` scope of an Upgrade request's environ: the
+    ``http`` scope's keys without ``method``, ``ws``/``wss`` for the scheme,
+    and the subprotocols the client offered (Sec-WebSocket-Protocol)."""
+    scope = build_scope(env, state)
+    scope["type"] = "websocket"
+    scope["scheme"] = "wss" if scope["scheme"] == "https" else "ws"
+    del scope["method"]
+    scope["subprotocols"] = list(subprotocols)
+    scope["extensions"] = {k: dict(v) for k, v in _WEBSOCKET_EXTENSIONS.items()}
     return scope

@@ -111,6 +111,7 @@ class AsyncWorker(WorkerBase):
         self.idle_http: set = set()  # HTTP connections waiting for their next request
         self.front: HttpFront | None = None  # HTTP connections on the C path (http_front.py)
         self.stop_signalled = ctypes.c_int(0)  # read by C (fastpath CoreSettings)
+        self.websockets: set = set()  # open WebSocket sessions (asgi/websocket.py)
         self._emit = reqlog.emitter(ctx.log_requests)  # chosen once (reqlog.setup)
 
     # -- set-up -----------------------------------------------------------------
@@ -260,6 +261,8 @@ class AsyncWorker(WorkerBase):
             connection.drain()
         if self.front is not None:
             self.front.drain()
+        for session in list(self.websockets):
+            session.going_away()  # close 1001, then the session ends
         if self.active == 0 and self._done is not None and not self._done.done():
             self._done.set_result(None)
 
@@ -307,7 +310,8 @@ class AsyncWorker(WorkerBase):
             if ex.task is None:  # a WSGI request in the pool
                 if oldest_sync is None or ex.started < oldest_sync.started:
                     oldest_sync = ex
-            elif harakiri and now - ex.started > harakiri:
+            elif harakiri and now - ex.started > harakiri and not \
+                    getattr(ex, "websocket", False):  # a WebSocket lives on
                 self._harakiri(ex, now)
         if self.inflight:
             current = oldest_sync or min(self.inflight, key=lambda e: e.started)

@@ -296,6 +296,13 @@ OPTIONS: list[Option] = [
            "the backend as it comes, unparsed (for WebSockets and Icecast)", HTTP,
            status=MAPPED, maps_to="uwsgigw does not expose raw bodies: the app reads the "
            "body as HTTP framing delimits it; ignored"),
+    Option("websockets-max-size", INT, 1024, "largest WebSocket message an ASGI app "
+           "receives, in KB (as in uWSGI); a bigger one closes the connection with 1009 "
+           "(message too big)", HTTP, minimum=1, metavar="KB"),
+    Option("http-websockets", BOOL, False, "uWSGI's HTTP router: pass WebSocket upgrades "
+           "on to the backend", HTTP, status=MAPPED, maps_to="WebSockets always work for "
+           "ASGI apps on an HTTP socket (the websocket scope); a WSGI app gets an Upgrade "
+           "request as a plain HTTP request"),
     Option("http-processes", INT, 1, "processes of uWSGI's separate HTTP router", HTTP,
            aliases=("http-workers",), status=MAPPED, maps_to="the HTTP listener runs in "
            "the workers (processes), there is no router process", metavar="N"),

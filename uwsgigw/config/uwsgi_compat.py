@@ -33,7 +33,7 @@ _GROUPS: list[tuple[str, str]] = [
         ssl-socket puwsgi-socket shared-socket undeferred-shared-socket
         http-socket-modifier1 http-socket-modifier2 https-socket-modifier1
         https-socket-modifier2 http-modifier1 http-modifier2 http-to http-to-https
-        http-auto-gzip http-websockets! http-var
+        http-auto-gzip http-var
         http-server-name-as-http-host! http-connect-timeout
         fastcgi-modifier1 fastcgi-modifier2
         scgi-modifier1 scgi-modifier2 raw-modifier1 raw-modifier2
@@ -200,7 +200,7 @@ _GROUPS: list[tuple[str, str]] = [
         declare-option declare-option2 mode profiler upload-progress
         body-read-warning chunked-input-limit chunked-input-timeout
         response-headers-limit websockets-ping-freq websockets-pong-tolerance
-        websockets-max-size add-gid no-initgroups! immediate-uid immediate-gid
+        add-gid no-initgroups! immediate-uid immediate-gid
         flock flock-wait flock2 flock-wait2 lock-engine locks ftok
         persistent-ipcsem! weight auto-weight no-server! command-mode!
         no-defer-accept! envdir early-envdir unenv blacklist whitelist

@@ -86,6 +86,7 @@ class RequestParser:
         self.events: deque = deque()
         self._parser = httptools.HttpRequestParser(self)
         self._upgraded = False
+        self.trailing = b""  # after an Upgrade head: the bytes that followed it
         self._error: ProtocolError | None = None
         self._reset()
 
@@ -104,11 +105,18 @@ class RequestParser:
         pipelined request that is fine is answered before its bad successor."""
         if self._error is not None:
             return  # nothing after a refused request is parsed
+        if self._upgraded:
+            self.trailing += data  # the switched-to protocol's bytes
+            return
         in_head = self._in_head
         try:
             self._parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            self._upgraded = True  # an Upgrade request: the bytes after its head are not HTTP
+        except httptools.HttpParserUpgrade as exc:
+            # An Upgrade request: the bytes after its head are not HTTP (a
+            # WebSocket client may send its first frame at once): kept for
+            # the protocol switched to.
+            self._upgraded = True
+            self.trailing = bytes(data[exc.args[0]:]) if exc.args else b""
         except httptools.HttpParserCallbackError as exc:
             self._error = (exc.__context__ if isinstance(exc.__context__, ProtocolError)
                            else HttpError("bad request: %s" % exc))
@@ -222,6 +230,19 @@ class RequestParser:
 
     def on_message_complete(self) -> None:
         self.events.append(END)
+
+
+def websocket_upgrade(head: HttpHead) -> bool:
+    """Whether ``head`` asks to switch to the WebSocket protocol (RFC 6455
+    4.1: an HTTP/1.1 GET with ``Upgrade: websocket``); the rest of the
+    handshake is checked by the WebSocket driver."""
+    if head.method != "GET" or head.version != "1.1":
+        return False
+    for name, value in head.headers:
+        if name == b"upgrade" and any(token.strip().lower() == b"websocket"
+                                      for token in value.split(b",")):
+            return True
+    return False
 
 
 # -- the environ (PEP 3333) ------------------------------------------------------------

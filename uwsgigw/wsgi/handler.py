@@ -87,6 +87,7 @@ class WorkerContext:
     http_headers_timeout: float = 0.0
     forwarded_allow: object = None  # peers.AllowList of forwarded-allow-ips
     proxy_protocol: bool = False  # http-enable-proxy-protocol (protocol/proxy.py)
+    websockets_max_size: int = 0  # bytes (the option is in KB); asgi/websocket.py
     apps: list = field(default_factory=list)  # [(name, app)]: the ASGI apps, for lifespan
     states: dict = field(default_factory=dict)  # id(app) -> lifespan state
 
@@ -126,6 +127,7 @@ class WorkerContext:
             http_headers_timeout=float(cfg.http_headers_timeout),
             forwarded_allow=allow_list(cfg.forwarded_allow_ips),
             proxy_protocol=cfg.http_enable_proxy_protocol,
+            websockets_max_size=cfg.websockets_max_size * 1024,
             harakiri=cfg.harakiri,
             concurrency=cfg.async_concurrency,
             threads=cfg.threads,
