@@ -100,20 +100,35 @@ BENCH_VENV ?= /tmp/uwsgigw-bench-venv
 BENCH_PY    = $(BENCH_VENV)/bin/python
 BENCH_ARGS ?=
 
-.PHONY: bench bench-ab bench-deps
+# The peers of both benches: uWSGI, Gunicorn, Flask and the ASGI side (issue 8);
+# Granian, httptools (Uvicorn's parser) and websockets (Uvicorn's WebSocket
+# side) for the HTTP comparisons of issue 14.
+BENCH_PKGS = uwsgi gunicorn flask uvicorn uvicorn-worker fastapi uvloop httptools \
+	granian websockets
+
+.PHONY: bench bench-http bench-ab bench-deps
 bench-deps: system-deps
 	@command -v wrk >/dev/null 2>&1 || { echo "installing: wrk"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; }
 	@[ -x $(BENCH_PY) ] || $(PYTHON) -m venv $(BENCH_VENV)
-
-# uwsgigw vs uWSGI vs Gunicorn behind one nginx under wrk; report on stdout
-# and in /tmp/uwsgigw-bench/report.md. BENCH_ARGS="--quick" for a smoke run.
-bench: bench-deps
 	$(BENCH_PY) -m pip install -q --upgrade pip
-	$(BENCH_PY) -m pip install -q uwsgi gunicorn flask uvicorn uvicorn-worker fastapi uvloop
+	$(BENCH_PY) -m pip install -q $(BENCH_PKGS)
+
+# uwsgigw vs uWSGI vs Gunicorn behind one nginx under wrk, then the HTTP
+# listener vs uWSGI, Granian, Gunicorn and Uvicorn (issue 14), then the async
+# bench; report on stdout and in /tmp/uwsgigw-bench/report.md.
+# BENCH_ARGS="--quick" for a smoke run; "--only http" (or `make bench-http`)
+# or "--only uwsgi" for one part.
+bench: bench-deps
 	$(BENCH_PY) -m pip install -q -e .
 	$(BENCH_PY) tests/bench/run_bench.py $(BENCH_ARGS)
-	$(BENCH_PY) tests/bench/bench_asgi.py
+	$(if $(findstring --only http,$(BENCH_ARGS)),,$(BENCH_PY) tests/bench/bench_asgi.py \
+		$(if $(findstring --quick,$(BENCH_ARGS)),--rounds 1 --seconds 2))
+
+# Only the HTTP part (tests/bench/bench_http.py); BENCH_ARGS as for bench.
+bench-http: bench-deps
+	$(BENCH_PY) -m pip install -q -e .
+	$(BENCH_PY) tests/bench/run_bench.py --only http $(BENCH_ARGS)
 
 # A/B: the working tree vs the git revision BASE (default: the merge base with
 # main, see tests/bench/README.md), each built as a wheel into its own venv in

@@ -126,7 +126,7 @@ def noise_warning(results: dict) -> str | None:
 
 
 def render(info: dict, results: dict, workloads: dict, decoder_text: str,
-           decoder_ratios: dict) -> str:
+           decoder_ratios: dict, http_text: str = "") -> str:
     args = info["settings"]
     servers = args.servers
     m, v = info["machine"], info["versions"]
@@ -135,7 +135,12 @@ def render(info: dict, results: dict, workloads: dict, decoder_text: str,
            "",
            "- Machine: %s CPUs, %s, Linux %s; load %s" % (
                m["nproc"], m["cpu"], m["kernel"], m["load"]),
-           "- Versions: " + "; ".join("%s %s" % kv for kv in v.items()),
+           "- Versions: " + "; ".join("%s %s" % kv for kv in v.items())]
+    if getattr(args, "only", None) == "http":
+        return "\n".join(out + ["", http_text])
+    if http_text:
+        out += ["", "## uwsgi protocol behind nginx `uwsgi_pass` (issue 7)", ""]
+    out += [
            "- uwsgigw decoder backend: %s" % (info["decoder"] or "unknown"),
            "- Setup: each server with a master + 2 workers on a unix socket, buffer-size "
            "and post-buffering 65536 (uWSGI, uwsgigw); one nginx worker, `uwsgi_pass unix:`, "
@@ -165,4 +170,6 @@ def render(info: dict, results: dict, workloads: dict, decoder_text: str,
     if decoder_text:
         out += ["## Decoder microbenchmark", "", decoder_text, ""]
     out += ["## Issue 7 targets (this run)", "", targets(results, decoder_ratios), ""]
+    if http_text:
+        out += [http_text]
     return "\n".join(out)

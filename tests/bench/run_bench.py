@@ -1,7 +1,9 @@
-"""`make bench`: uwsgigw vs uWSGI vs Gunicorn behind the same nginx, under wrk.
+"""`make bench`: uwsgigw vs uWSGI vs Gunicorn behind the same nginx, under wrk,
+then the HTTP listener vs uWSGI, Granian, Gunicorn, Uvicorn (bench_http.py).
 
-    python tests/bench/run_bench.py                 # full run (about 10 minutes)
+    python tests/bench/run_bench.py                 # full run (about 20 minutes)
     python tests/bench/run_bench.py --quick         # 1 round, 2 s per run
+    python tests/bench/run_bench.py --only http     # the HTTP part alone (issue 14)
     python tests/bench/run_bench.py --workloads hello,flask --servers uwsgigw,uwsgi
 
 Each server runs the same app (tests/bench/apps.py) with 2 workers and a
@@ -36,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_http  # noqa: E402
 import bench_procs as procs  # noqa: E402
 import bench_servers as servers  # noqa: E402
 import bench_report as report  # noqa: E402
@@ -343,6 +346,23 @@ def parse_args(argv: list[str] | None = None):
                    help="run Gunicorn over HTTP behind proxy_pass even if it has "
                         "--protocol uwsgi (what older releases get)")
     p.add_argument("--no-decoder", action="store_true", help="skip the decoder microbenchmark")
+    p.add_argument("--only", choices=("uwsgi", "http"),
+                   help="run only the uwsgi_pass part (issue 7) or only the HTTP part "
+                        "(issue 14, bench_http.py); default: both")
+    p.add_argument("--http-parts", default=",".join(bench_http.PARTS),
+                   help="HTTP part: comma list of %s" % ", ".join(bench_http.PARTS))
+    p.add_argument("--http-connections", type=int, default=16,
+                   help="HTTP part: wrk -c for the direct/nginx/asgi runs")
+    p.add_argument("--crowd-idle", type=int, default=200,
+                   help="HTTP part: idle keep-alive connections of the crowd")
+    p.add_argument("--crowd-slow", type=int, default=50,
+                   help="HTTP part: slow-header clients of the crowd")
+    p.add_argument("--ws-clients", type=int, default=2,
+                   help="HTTP part: WebSocket load client processes")
+    p.add_argument("--ws-connections", type=int, default=32,
+                   help="HTTP part: WebSocket connections, over all client processes")
+    p.add_argument("--ws-window", type=int, default=8,
+                   help="HTTP part: WebSocket messages in flight per connection")
     p.add_argument("--out", default="/tmp/uwsgigw-bench/report.md")
     p.add_argument("--workdir", help="default: a fresh dir in /dev/shm, removed at the end")
     p.add_argument("--keep-workdir", action="store_true", help="keep configs and server logs")
@@ -355,6 +375,11 @@ def parse_args(argv: list[str] | None = None):
     args.workloads = [w for w in args.workloads.split(",") if w]
     args.servers = [s for s in args.servers.split(",") if s]
     args.log_off_workloads = [w for w in args.log_off_workloads.split(",") if w]
+    args.http_parts = [w for w in args.http_parts.split(",") if w]
+    for part in args.http_parts:
+        if part not in bench_http.PARTS:
+            p.error("unknown HTTP part %r (choose from %s)" % (
+                part, ", ".join(bench_http.PARTS)))
     for w in args.workloads + args.log_off_workloads:
         if w not in WORKLOADS:
             p.error("unknown workload %r (choose from %s)" % (w, ", ".join(WORKLOADS)))
@@ -369,7 +394,11 @@ def parse_args(argv: list[str] | None = None):
 def preflight(args) -> None:
     if shutil.which("wrk") is None:
         raise SystemExit("wrk not found: apt-get install wrk")
-    servers.check_installed(args.servers)
+    only = getattr(args, "only", "uwsgi")  # bench_ab.py's args have no --only
+    if only != "http":
+        servers.check_installed(args.servers)
+    if only != "uwsgi":
+        bench_http.preflight(args)
     if os.geteuid() != 0:
         print("warning: not root; nginx's `user root;` is ignored and it must be able "
               "to reach the sockets as you", file=sys.stderr)
@@ -428,17 +457,28 @@ def main(argv: list[str] | None = None) -> int:
     command = shlex.join(["python", os.path.relpath(sys.argv[0])] + sys.argv[1:])
     load_before = os.getloadavg()
     started = time.time()
-    done = run_plan(args, make_plan(args))
-    if isinstance(done, int):
-        return done
-    bench, results = done
-
+    bench, results = None, {}
     decoder_text, decoder_ratios = "", {}
-    if not args.no_decoder:
-        import decoder_bench
-        decoder_results = decoder_bench.measure(quick=args.quick)
-        decoder_text = decoder_bench.format_markdown(decoder_results)
-        decoder_ratios = decoder_bench.ratios(decoder_results)
+    if args.only != "http":
+        done = run_plan(args, make_plan(args))
+        if isinstance(done, int):
+            return done
+        bench, results = done
+        if not args.no_decoder:
+            import decoder_bench
+            decoder_results = decoder_bench.measure(quick=args.quick)
+            decoder_text = decoder_bench.format_markdown(decoder_results)
+            decoder_ratios = decoder_bench.ratios(decoder_results)
+    http_text, status = "", 0
+    if args.only != "uwsgi":
+        done = run_http(args)
+        if done == 130:
+            return done
+        if isinstance(done, int):  # the uwsgi part's results are still reported
+            http_text, status = ("## HTTP listener (issue 14)\n\n**The HTTP part failed** "
+                                 "(see stderr).\n"), done
+        else:
+            http_text = done
 
     info = {
         "command": command,
@@ -446,13 +486,41 @@ def main(argv: list[str] | None = None) -> int:
         "wall": time.time() - started,
         "machine": machine_info(load_before, os.getloadavg()),
         "versions": servers.versions(),
-        "decoder": bench.decoder,
-        "notes": bench.notes,
+        "decoder": bench.decoder if bench else None,
+        "notes": bench.notes if bench else {},
         "settings": args,
     }
-    text = report.render(info, results, WORKLOADS, decoder_text, decoder_ratios)
+    text = report.render(info, results, WORKLOADS, decoder_text, decoder_ratios, http_text)
     write_report(text, args.out)
-    return 0
+    return status
+
+
+def run_http(args):
+    """The HTTP part (bench_http.py) with its own nginx and process registry;
+    its Markdown section, or an exit status if it could not run at all."""
+    registry = procs.Registry()
+    workdir = bench_workdir(args.workdir and os.path.join(args.workdir, "http"))
+
+    def on_term(signum, frame):
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGHUP, on_term)
+    try:
+        return bench_http.run(args, registry, workdir)
+    except KeyboardInterrupt:
+        print("interrupted: stopping everything the bench started", file=sys.stderr)
+        return 130
+    except bench_http.BenchError as exc:
+        print("HTTP bench failed: %s" % exc, file=sys.stderr)
+        return 1
+    finally:
+        registry.stop_all()
+        if not args.keep_workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
+        else:
+            print("workdir kept: %s" % workdir, file=sys.stderr)
 
 
 def write_report(text: str, path: str) -> None:
