@@ -428,6 +428,9 @@ static PyMethodDef Core_methods[] = {
     {"serve_http", (PyCFunction)(void (*)(void))fp_core_serve_http, METH_FASTCALL,
      "serve_http(fd, pending, conn, stopping) -> 0 wait, 1 served (wait for the next), "
      "2 close, 3 declined (pending starts with a head for llhttp); see fastpath_http.c"},
+    {"read_http", (PyCFunction)(void (*)(void))fp_core_read_http, METH_FASTCALL,
+     "read_http(fd, pending, conn, stopping) -> 0, 2, 3 as serve_http, or (environ, "
+     "keep_alive, head_only, version, nvars, size): one request for an app C does not run"},
     {NULL}};
 
 PyTypeObject CoreType = {

@@ -217,36 +217,51 @@ PyObject *fp_http_environ_py(PyObject *mod, PyObject *args)
 
 /* ------------------------------------------------------------- serve -- */
 
+/* The whole environ of q: the vars, X-Forwarded-* from a trusted peer
+ * (forwarded-allow-ips, through the Python hook), an empty wsgi.input. */
+static PyObject *request_environ(Core *c, const fp_http_req *q, PyObject *conn,
+                                 long long *nvars)
+{
+    PyObject *env = http_environ(c->base, q, conn, nvars), *input;
+
+    if (env == NULL)
+        return NULL;
+    if (q->forwarded && PyObject_IsTrue(PyTuple_GET_ITEM(conn, 4)) && c->forwarded != Py_None) {
+        PyObject *res = PyObject_CallOneArg(c->forwarded, env);
+        if (res == NULL) {
+            Py_DECREF(env);
+            return NULL;
+        }
+        Py_DECREF(res);
+    }
+    input = PyObject_CallNoArgs(c->new_input);
+    if (input == NULL || PyDict_SetItem(env, fp.wsgi_input, input) < 0) {
+        Py_XDECREF(input);
+        Py_DECREF(env);
+        return NULL;
+    }
+    Py_DECREF(input);
+    return env;
+}
+
 /* One parsed request, start to end: 1 when the connection may carry the
  * next, 0 when it must close, -1 with an exception that must propagate. */
 static int serve_one(Core *c, int fd, const fp_http_req *q, PyObject *conn, int stopping)
 {
-    PyObject *env, *x, *input;
+    PyObject *env, *x;
     Exchange *e;
     fp_record r;
     double started = fp_now_realtime();
     long long nvars = 0;
     int rc, keep;
 
-    env = http_environ(c->base, q, conn, &nvars);
+    env = request_environ(c, q, conn, &nvars);
     if (env == NULL)
         return -1;
-    if (q->forwarded && PyObject_IsTrue(PyTuple_GET_ITEM(conn, 4)) && c->forwarded != Py_None) {
-        PyObject *res = PyObject_CallOneArg(c->forwarded, env);
-        if (res == NULL) {
-            Py_DECREF(env);
-            return -1;
-        }
-        Py_DECREF(res);
-    }
-    input = PyObject_CallNoArgs(c->new_input);
-    if (input == NULL || PyDict_SetItem(env, fp.wsgi_input, input) < 0 ||
-        PyObject_SetAttr(c->hooks, fp.env, env) < 0) {
-        Py_XDECREF(input);
+    if (PyObject_SetAttr(c->hooks, fp.env, env) < 0) {
         Py_DECREF(env);
         return -1;
     }
-    Py_DECREF(input);
     if (c->track_requests)
         fp_track(c, env);
     SLOT(c, fp.off_busy_since, double) = started;
@@ -272,19 +287,21 @@ static int serve_one(Core *c, int fd, const fp_http_req *q, PyObject *conn, int 
     return rc < 0 ? -1 : keep;
 }
 
-/* Keep data[0:n] as the connection's pending bytes (a bytearray). */
+/* Keep data[0:n] as the connection's pending bytes (a bytearray); data
+ * is in pending's own buffer or elsewhere (the read buffer). */
 static int keep_pending(PyObject *pending, const char *data, size_t n)
 {
-    if (data == PyByteArray_AS_STRING(pending)) {
-        if ((size_t)PyByteArray_GET_SIZE(pending) == n)
-            return 0;
-        memmove(PyByteArray_AS_STRING(pending), data, n);
-    } else if (PyByteArray_Resize(pending, 0) < 0) {
-        return -1;
+    char *buf = PyByteArray_AS_STRING(pending);
+    size_t size = (size_t)PyByteArray_GET_SIZE(pending);
+
+    if (size > 0 && data >= buf && data <= buf + size) {
+        if (data != buf && n > 0)
+            memmove(buf, data, n); /* before the resize: it may move the buffer */
+        return PyByteArray_Resize(pending, (Py_ssize_t)n);
     }
     if (PyByteArray_Resize(pending, (Py_ssize_t)n) < 0)
         return -1;
-    if (data != PyByteArray_AS_STRING(pending) && n)
+    if (n > 0)
         memcpy(PyByteArray_AS_STRING(pending), data, n);
     return 0;
 }
@@ -301,51 +318,76 @@ enum { SERVE_WAIT = 0, SERVE_SERVED = 1, SERVE_CLOSE = 2, SERVE_DECLINE = 3 };
  * (a request the parser declined: ``pending`` starts with it, for llhttp).
  * ``conn``: (REMOTE_ADDR, REMOTE_PORT, SERVER_NAME, SERVER_PORT, trusted);
  * ``stopping``: the worker is stopping (answers say Connection: close). */
-PyObject *fp_core_serve_http(Core *c, PyObject *const *args, Py_ssize_t nargs)
+/* The arguments both entry points take: fd, pending (a bytearray), conn,
+ * stopping. 0, or -1 with TypeError. */
+static int http_args(PyObject *const *args, Py_ssize_t nargs, const char *name, int *fd,
+                     int *stopping)
 {
-    char stack[16384];
-    PyObject *pending, *conn;
-    const char *data;
-    size_t n, off = 0, had;
-    fp_http_req req;
-    int fd, stopping, code = SERVE_WAIT, served = 0;
-    ssize_t got;
-
     if (nargs != 4 || !PyByteArray_Check(args[1])) {
-        PyErr_SetString(PyExc_TypeError, "serve_http(fd, bytearray, conn, stopping)");
-        return NULL;
+        PyErr_Format(PyExc_TypeError, "%s(fd, bytearray, conn, stopping)", name);
+        return -1;
     }
     if (!conn_tuple(args[2]))
-        return NULL;
-    fd = (int)PyLong_AsLong(args[0]);
-    if (fd == -1 && PyErr_Occurred())
-        return NULL;
-    pending = args[1];
-    conn = args[2];
-    stopping = PyObject_IsTrue(args[3]);
-    had = (size_t)PyByteArray_GET_SIZE(pending);
+        return -1;
+    *fd = (int)PyLong_AsLong(args[0]);
+    if (*fd == -1 && PyErr_Occurred())
+        return -1;
+    *stopping = PyObject_IsTrue(args[3]);
+    return *stopping < 0 ? -1 : 0;
+}
+
+/* Read what the socket has (non-blocking) after the pending bytes: *data,
+ * *n are then all the unused bytes (in stack, or in pending's buffer).
+ * Returns 0; 2 when the client closed its side (or reset) after sending
+ * what is pending: that is still to be answered; 1 when it closed with
+ * nothing pending; -1 on error. */
+static int take_input(int fd, PyObject *pending, char *stack, size_t cap, const char **data,
+                      size_t *n)
+{
+    size_t had = (size_t)PyByteArray_GET_SIZE(pending);
+    ssize_t got;
+    int eof = 0;
+
     do
-        got = recv(fd, stack, sizeof stack, MSG_DONTWAIT);
+        got = recv(fd, stack, cap, MSG_DONTWAIT);
     while (got < 0 && errno == EINTR);
-    if (got == 0)
-        return PyLong_FromLong(SERVE_CLOSE); /* the client closed */
-    if (got < 0) {
-        if (errno != EAGAIN && errno != EWOULDBLOCK)
-            return PyLong_FromLong(SERVE_CLOSE); /* reset: nothing to answer */
+    if (got == 0 || (got < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
+        if (had == 0)
+            return 1; /* closed or reset: nothing to answer */
+        eof = 2;
+        got = 0;
+    } else if (got < 0) {
         got = 0;
     }
     if (had == 0) {
-        data = stack;
-        n = (size_t)got;
-    } else {
-        if (got && PyByteArray_Resize(pending, (Py_ssize_t)(had + (size_t)got)) < 0)
-            return NULL;
-        memcpy(PyByteArray_AS_STRING(pending) + had, stack, (size_t)got);
-        data = PyByteArray_AS_STRING(pending);
-        n = had + (size_t)got;
+        *data = stack;
+        *n = (size_t)got;
+        return eof;
     }
+    if (got && PyByteArray_Resize(pending, (Py_ssize_t)(had + (size_t)got)) < 0)
+        return -1;
+    memcpy(PyByteArray_AS_STRING(pending) + had, stack, (size_t)got);
+    *data = PyByteArray_AS_STRING(pending);
+    *n = had + (size_t)got;
+    return eof;
+}
+
+PyObject *fp_core_serve_http(Core *c, PyObject *const *args, Py_ssize_t nargs)
+{
+    char stack[16384];
+    PyObject *pending = args[1], *conn = args[2];
+    const char *data;
+    size_t n, off = 0;
+    fp_http_req req;
+    int fd, stopping, code = SERVE_WAIT, served = 0, rc, eof;
+
+    if (http_args(args, nargs, "serve_http", &fd, &stopping) < 0)
+        return NULL;
+    eof = take_input(fd, pending, stack, sizeof stack, &data, &n);
+    if (eof == 1 || eof < 0)
+        return eof < 0 ? NULL : PyLong_FromLong(SERVE_CLOSE);
     while (off < n) {
-        int rc = fp_http_parse(data + off, n - off, (size_t)c->max_block, &req);
+        rc = fp_http_parse(data + off, n - off, (size_t)c->max_block, &req);
         if (rc == FP_HTTP_MORE)
             break;
         if (rc == FP_HTTP_DECLINE) {
@@ -364,7 +406,48 @@ PyObject *fp_core_serve_http(Core *c, PyObject *const *args, Py_ssize_t nargs)
     }
     if (code != SERVE_CLOSE && keep_pending(pending, data + off, n - off) < 0)
         return NULL;
-    if (code == SERVE_WAIT && served)
+    if (eof && code != SERVE_DECLINE)
+        code = SERVE_CLOSE; /* the client sends no more: what it sent is answered */
+    else if (code == SERVE_WAIT && served)
         code = SERVE_SERVED;
     return PyLong_FromLong(code);
+}
+
+/* Core.read_http(fd, pending, conn, stopping) -> int | tuple: for apps C
+ * does not run (ASGI). Reads as serve_http does and parses one request:
+ * 0 (wait), 2 (close), 3 (declined) as serve_http, or (environ, keep_alive,
+ * head_only, version, nvars, size) with the rest kept in ``pending``;
+ * keep_alive is what the request, http-keepalive and ``stopping`` allow. */
+PyObject *fp_core_read_http(Core *c, PyObject *const *args, Py_ssize_t nargs)
+{
+    char stack[16384];
+    PyObject *pending = args[1], *env;
+    const char *data;
+    size_t n;
+    fp_http_req req;
+    long long nvars = 0;
+    int fd, stopping, rc, eof;
+
+    if (http_args(args, nargs, "read_http", &fd, &stopping) < 0)
+        return NULL;
+    eof = take_input(fd, pending, stack, sizeof stack, &data, &n);
+    if (eof == 1 || eof < 0)
+        return eof < 0 ? NULL : PyLong_FromLong(SERVE_CLOSE);
+    rc = n == 0 ? FP_HTTP_MORE : fp_http_parse(data, n, (size_t)c->max_block, &req);
+    if (rc != FP_HTTP_DONE) {
+        if (keep_pending(pending, data, n) < 0)
+            return NULL;
+        if (rc == FP_HTTP_MORE)
+            return PyLong_FromLong(eof ? SERVE_CLOSE : SERVE_WAIT); /* a head never ends */
+        return PyLong_FromLong(SERVE_DECLINE);
+    }
+    env = request_environ(c, &req, args[2], &nvars);
+    if (env == NULL || keep_pending(pending, data + req.head_len, n - req.head_len) < 0) {
+        Py_XDECREF(env);
+        return NULL;
+    }
+    return Py_BuildValue("(NOOsLL)", env,
+                         req.keep_alive && c->http_keepalive && !stopping ? Py_True : Py_False,
+                         req.head ? Py_True : Py_False, req.v10 ? "1.0" : "1.1", nvars,
+                         req.size);
 }

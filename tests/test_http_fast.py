@@ -12,6 +12,8 @@ cycle/framing.py's ``http_head`` and wsgi/http_exchange.py send.
 
 from __future__ import annotations
 
+import ctypes
+import io
 import os
 import re
 import socket
@@ -21,7 +23,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_http_parser import SMUGGLING
 
+from uwsgigw.cycle.request import FailureTurns
 from uwsgigw.cycle.response import FileWrapper, ResponseError
+from uwsgigw.observe.record import SharedCounter
+from uwsgigw.observe.scoreboard import CoreSlot
 from uwsgigw.protocol.environ import base_environ
 from uwsgigw.protocol.errors import ProtocolError
 from uwsgigw.protocol.http import RequestParser, environ_vars
@@ -300,3 +305,93 @@ def test_the_c_date_is_the_python_date():
         if fastpath.http_date() == http_date():
             return
     assert fastpath.http_date() == http_date()
+
+
+# -- the C connection driver: pipelined requests cut anywhere -----------------------
+
+class _Hooks(FailureTurns):
+    env = None
+
+    def _fail(self, exchange, failure):
+        raise AssertionError("the test app does not fail: %s" % failure.message)
+
+    def _count_exception(self):
+        pass
+
+
+def _core():
+    """A Core for HTTP, its app answering each request with its path; and
+    what must stay alive as long as it does (its slot and counter)."""
+    def app(env, start_response):
+        body = env["PATH_INFO"].encode("latin-1")
+        start_response("200 OK", [("Content-Length", str(len(body)))])
+        return [body]
+
+    slot, counter = CoreSlot(), SharedCounter()
+    core = fastpath.Core(_Hooks(), fastpath.CoreSettings(
+        buffer=bytearray(), max_block=MAX_HEAD, base_environ=BASE, socket_timeout=5.0,
+        pick_app=lambda env: app, new_input=io.BytesIO, slot_address=ctypes.addressof(slot),
+        total_address=counter.address, track_requests=False, line_fd=-1, emit=None, pid=1,
+        worker_id=1, core=0, http_keepalive=True, forwarded=None, stop_flag_address=0))
+    return core, (slot, counter)
+
+
+def _stream(n: int, declined_at: int | None) -> tuple[bytes, int]:
+    """n GETs /r0.../r<n-1>, a declined POST before the declined_at-th; and
+    the offset of the declined request, or -1."""
+    out, where = b"", -1
+    for i in range(n):
+        if i == declined_at:
+            where = len(out)
+            out += b"POST /p HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nabc"
+        out += b"GET /r%d%s HTTP/1.1\r\nHost: t\r\n\r\n" % (i, b"x" * (i * 37 % 300))
+    return out, where
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(1, 12), st.one_of(st.none(), st.integers(0, 11)),
+       st.lists(st.integers(1, 700), min_size=1, max_size=40), st.sampled_from(["wsgi", "asgi"]))
+def test_pipelined_requests_cut_anywhere_are_served_in_order(n, declined_at, cuts, kind):
+    """Core.serve_http (WSGI: it runs the app) and Core.read_http (ASGI: it
+    gives the head) over a socketpair, the stream sent in random pieces:
+    every request taken once, in order; at a declined one, what is pending
+    is exactly the stream from that request on."""
+    core, keep = _core()
+    if declined_at is not None and declined_at >= n:
+        declined_at = None
+    data, where = _stream(n, declined_at)
+    expected = n if declined_at is None else declined_at
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    pending, paths, sent, answer = bytearray(), [], 0, 0
+    try:
+        for cut in cuts + [len(data)]:
+            piece = data[sent:sent + cut]
+            if not piece or answer == 3:
+                break
+            b.sendall(piece)
+            sent += len(piece)
+            while True:
+                if kind == "wsgi":
+                    answer = core.serve_http(a.fileno(), pending, CONN, False)
+                else:
+                    answer = core.read_http(a.fileno(), pending, CONN, False)
+                    if type(answer) is tuple:
+                        paths.append(answer[0]["PATH_INFO"])
+                        continue
+                assert answer in (0, 1, 3), answer
+                break
+        if kind == "wsgi":
+            a.shutdown(socket.SHUT_WR)
+            out = b""
+            while chunk := b.recv(65536):
+                out += chunk
+            paths = [p.decode() for p in re.findall(rb"\r\n\r\n(/r\d+x*)", out)]
+        assert paths == ["/r%d%s" % (i, "x" * (i * 37 % 300)) for i in range(expected)]
+        if declined_at is None:
+            assert answer in (0, 1) and not pending
+        else:
+            assert answer == 3 and bytes(pending) == data[where:sent]
+    finally:
+        a.close()
+        b.close()

@@ -86,6 +86,22 @@ def test_pipelined_requests_are_answered_in_order(server):
         assert second.body.endswith(b"\nsecond") and third.status == 404
 
 
+def test_requests_sent_while_one_runs_wait_their_turn(server):
+    """Sent while the first runs (the C path keeps them, up to a bound, and
+    reads the rest later): answered in order, then the client's close ends
+    the connection."""
+    with Connection(port_of(server)) as c:
+        c.send(get("/slow?s=0.5"))
+        time.sleep(0.2)  # the first is running
+        big = b"x" * 100000  # more than the C path keeps while a request runs
+        c.send(get("/status?code=404") + post("/echo", big) + get("/status?code=201"))
+        c.sock.shutdown(socket.SHUT_WR)  # the client is done sending
+        answers = [c.response() for _ in range(4)]
+        assert [r.status for r in answers] == [200, 404, 200, 201], server.log_text()[-2000:]
+        assert answers[2].body.endswith(b"\n" + big)
+        assert c.closed_by_server()
+
+
 def test_http_1_0_closes_unless_kept_alive(server):
     with Connection(port_of(server)) as c:
         c.send(get("/stream-ok", version="1.0"))

@@ -29,15 +29,15 @@ class AsgiHttpExchange(AsgiExchange):
     """The state of one ASGI request on an HTTP connection (the interface
     asgi/protocol.py's ``run_app`` and the worker's heartbeat use)."""
 
-    def __init__(self, connection, head, env: dict, request_head, started: float,
-                 keep_alive: bool) -> None:
+    def __init__(self, connection, version: str, head_only: bool, env: dict, request_head,
+                 started: float, keep_alive: bool) -> None:
         self.connection = connection
         self.worker = connection.worker
         self.ctx = connection.ctx
         self.loop = connection.loop
         self.fd = connection.conn.fileno()
-        self.version = head.version
-        self.head_only = head.method == "HEAD"
+        self.version = version
+        self.head_only = head_only
         self.keep_alive = keep_alive
         self.env = env
         self.request_head = request_head
@@ -152,15 +152,17 @@ class AsgiHttpExchange(AsgiExchange):
                 self.framing is not None and self.framing.keep_alive and self.keep_alive)
 
 
-async def serve_asgi(connection, head, env: dict, app, request_head, started: float,
-                     keep_alive: bool) -> bool:
-    """Run an ASGI app for one request of ``connection``; True if the
-    connection may carry the next request."""
+async def serve_asgi(connection, version: str, head_only: bool, env: dict, app, request_head,
+                     started: float, keep_alive: bool) -> bool:
+    """Run an ASGI app for one request of ``connection`` (an HttpConnection,
+    or one on the C path: http_front.py); True if the connection may carry
+    the next request. The hang-up is watched once the app waits for it (a
+    ``receive()`` after the body): a write to a client gone fails anyway."""
     worker = connection.worker
-    ex = AsgiHttpExchange(connection, head, env, request_head, started, keep_alive)
+    ex = AsgiHttpExchange(connection, version, head_only, env, request_head, started,
+                          keep_alive)
     scope = build_scope(env, worker.ctx.states.get(id(app)))
     ex.task = asyncio.current_task()
-    ex.watch()
     worker.request_started(ex)
     try:
         await run_app(ex, app, scope)

@@ -117,14 +117,7 @@ class HttpConnection:
             return await self.loop.sock_recv(conn, _READ)
 
     async def _send(self, data: bytes) -> None:
-        conn = self.conn
-        try:
-            n = conn.send(data)
-        except BlockingIOError:
-            n = 0
-        if n < len(data):
-            async with asyncio.timeout(self.ctx.socket_timeout):
-                await self.loop.sock_sendall(conn, memoryview(data)[n:])
+        await send_all(self.loop, self.conn, data, self.ctx.socket_timeout)
 
     async def _next_event(self, timeout: float):
         """The parser's next event, reading as needed; None when the client
@@ -304,7 +297,8 @@ class HttpConnection:
                     done = await serve_websocket(self, head, env, app, record_head, started)
                 else:
                     from .http_asgi import serve_asgi  # the ASGI half of the driver
-                    done = await serve_asgi(self, head, env, app, record_head, started,
+                    done = await serve_asgi(self, head.version, head.method == "HEAD", env,
+                                            app, record_head, started,
                                             keep_alive)
             else:
                 done = await self._serve_wsgi(head, env, app, record_head, started,
@@ -393,6 +387,18 @@ def forwarded(env: dict, trusted) -> None:
         env["wsgi.url_scheme"] = proto
         if proto == "https":
             env["HTTPS"] = "on"
+
+
+async def send_all(loop, conn: socket.socket, data: bytes, timeout: float) -> None:
+    """Send all of ``data`` on a non-blocking socket: at once when the
+    buffer takes it, else waiting, bounded by ``timeout`` (socket-timeout)."""
+    try:
+        n = conn.send(data)
+    except BlockingIOError:
+        n = 0
+    if n < len(data):
+        async with asyncio.timeout(timeout):
+            await loop.sock_sendall(conn, memoryview(data)[n:])
 
 
 def log_head_timeout(peer: str, timeout: float) -> None:

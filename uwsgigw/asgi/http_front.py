@@ -1,12 +1,16 @@
 """The C fast path of HTTP connections on the worker's event loop.
 
-With the C backend, one thread for WSGI apps and only WSGI apps mounted,
-an HTTP connection starts here: the loop watches its descriptor and, when
-it is readable, one C call (``Core.serve_http``, csrc/fastpath_http.c)
-reads what arrived and serves every complete common request -- a GET or
-HEAD without a body that the C parser takes -- start to end: the environ,
-the app, the framed response, the counters and the request line. The app
-runs on the loop's thread, as it would on a sync worker's only thread.
+With the C backend and either only WSGI apps (one thread) or only ASGI
+apps mounted, an HTTP connection starts here: the loop watches its
+descriptor and, when it is readable, one C call reads what arrived. For
+WSGI apps (``Core.serve_http``, csrc/fastpath_http.c) it serves every
+complete common request -- a GET or HEAD without a body that the C parser
+takes -- start to end: the environ, the app, the framed response, the
+counters and the request line; the app runs on the loop's thread, as it
+would on a sync worker's only thread. For ASGI apps (``Core.read_http``)
+it parses the head and builds the environ, and the request runs as on
+llhttp's driver (http_asgi.serve_asgi), in a task, the connection's
+reading paused until it is answered.
 
 Everything else goes to the general driver (http_connection.py, llhttp):
 a request the C parser declines (a body, an Upgrade, an unusual head, a
@@ -24,27 +28,34 @@ answers a request arriving meanwhile with ``Connection: close``).
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import functools
 import io
 import socket
+import time
 
 from .. import log
 from ..cycle import request
+from ..cycle.request import RequestHead
 from ..observe import reqlog
+from .http_asgi import AsgiHttpExchange, serve_asgi
 from .http_connection import (DRAIN_QUIET, forwarded, log_head_timeout, log_no_request,
-                              peer_of, serve_http_connection, server_of)
+                              peer_of, send_all, serve_http_connection, server_of)
 
 _WAIT, _SERVED, _CLOSE, _DECLINED = 0, 1, 2, 3  # Core.serve_http's answers
 _SWEEP = 0.25  # seconds between timeout sweeps
 _FAILED = (None, None, None)  # an exc_info for start_response: nothing was sent
+_READ = 65536
+_PIPELINE_MAX = 65536  # bytes of later requests kept while one runs
 
 
 def usable(worker) -> bool:
     """Whether ``worker``'s HTTP connections can start on the C path."""
     ctx = worker.ctx
-    return (ctx.fastpath is not None and bool(ctx.total_address) and worker.threads == 1
-            and bool(ctx.kinds) and all(kind == "wsgi" for kind in ctx.kinds.values()))
+    kinds = set(ctx.kinds.values())
+    return (ctx.fastpath is not None and bool(ctx.total_address) and
+            (kinds == {"asgi"} or (kinds == {"wsgi"} and worker.threads == 1)))
 
 
 class HttpHooks(request.FailureTurns):
@@ -92,7 +103,7 @@ class HttpFront:
         self.ctx = ctx
         self.loop = worker.loop
         fastpath = ctx.fastpath
-        self.serve = fastpath.Core(HttpHooks(worker), fastpath.CoreSettings(
+        core = fastpath.Core(HttpHooks(worker), fastpath.CoreSettings(
             buffer=bytearray(), max_block=ctx.max_block, base_environ=ctx.base_environ,
             socket_timeout=ctx.socket_timeout, pick_app=ctx.pick_app, new_input=io.BytesIO,
             slot_address=ctypes.addressof(worker.core), total_address=ctx.total_address,
@@ -101,7 +112,9 @@ class HttpFront:
             emit=worker._emit, pid=ctx.pid, worker_id=ctx.worker_id, core=0,
             http_keepalive=ctx.http_keepalive,
             forwarded=functools.partial(forwarded, trusted=ctx.forwarded_allow),
-            stop_flag_address=ctypes.addressof(worker.stop_signalled))).serve_http
+            stop_flag_address=ctypes.addressof(worker.stop_signalled)))
+        self.asgi = set(ctx.kinds.values()) == {"asgi"}
+        self.serve = core.read_http if self.asgi else core.serve_http
         self.connections: set[FrontConnection] = set()
         self._sweep = None
 
@@ -134,6 +147,8 @@ class HttpFront:
         ctx = self.ctx
         stopping = self.worker.stopping
         for connection in list(self.connections):
+            if connection.task is not None:
+                continue  # a request runs: its own limits apply
             if connection.pending:
                 if now - connection.head_since > ctx.http_headers_timeout:
                     log_head_timeout(connection.peer[0], ctx.http_headers_timeout)
@@ -156,7 +171,8 @@ class FrontConnection:
     """One HTTP connection while it is on the C path."""
 
     __slots__ = ("front", "conn", "fd", "listener", "pending", "info", "peer", "served",
-                 "last_active", "head_since", "closed")
+                 "last_active", "head_since", "closed", "task", "paused", "worker", "ctx",
+                 "loop")
 
     def __init__(self, front: HttpFront, conn: socket.socket, listener, served: bool,
                  origin: tuple | None) -> None:
@@ -176,10 +192,16 @@ class FrontConnection:
         self.served = served
         self.last_active = self.head_since = front.loop.time()
         self.closed = False
+        self.task: asyncio.Task | None = None  # an ASGI request running
+        self.paused = False  # not read until its request is answered
+        self.worker, self.ctx, self.loop = front.worker, front.ctx, front.loop  # (http_asgi)
 
     def readable(self) -> None:
         front = self.front
         worker = front.worker
+        if self.task is not None:
+            self._buffer()  # an ASGI request runs: keep what comes for later
+            return
         if worker.inflight:  # a request runs in the pool: one app call at a time
             self._hand_over()
             return
@@ -198,6 +220,9 @@ class FrontConnection:
             if self.pending and not had:
                 self.head_since = front.loop.time()  # a head began
             return
+        if type(answer) is tuple:  # an ASGI request's head (Core.read_http)
+            self.task = front.loop.create_task(self._asgi(answer))
+            return
         if answer == _SERVED:
             self.served = True
             self.last_active = self.head_since = front.loop.time()
@@ -208,6 +233,66 @@ class FrontConnection:
             self.close()
             return
         self._hand_over()
+
+    async def _asgi(self, head: tuple) -> None:
+        """Run one ASGI request, then read again (or close)."""
+        env, keep_alive, head_only, version, nvars, size = head
+        started = time.time()
+        worker = self.worker
+        reusable = False
+        try:
+            record_head = RequestHead(env, 0, size + 4, nvars, 0, 0, 0)
+            app = self.ctx.pick_app(env)
+            if app is None:
+                ex = AsgiHttpExchange(self, version, head_only, env, record_head, started,
+                                      keep_alive)
+                worker.request_started(ex)
+                try:
+                    failure = request.no_app(env)
+                    failure.log()
+                    await ex.fail(failure)
+                finally:
+                    worker.request_done(ex)
+                reusable = ex.reusable
+            else:
+                reusable = await serve_asgi(self, version, head_only, env, app, record_head,
+                                            started, keep_alive)
+        except Exception:  # a bug here must cost one connection, not the worker
+            log.exception("internal error while serving an HTTP connection")
+        finally:
+            self.task = None
+            if not reusable:
+                self.close()  # also when the task itself was cancelled
+        if not reusable or self.closed or worker.stopping:
+            self.close()
+            return
+        self.served = True
+        self.last_active = self.head_since = self.loop.time()
+        if self.paused:
+            self.paused = False
+            self.loop.add_reader(self.fd, self.readable)
+        if self.pending:
+            self.readable()  # a pipelined request is here already
+
+    def _buffer(self) -> None:
+        """Readable while a request runs: keep the bytes (a pipelined
+        request) up to a bound, then stop reading until it is answered (the
+        kernel's buffer then pushes back on the client); at EOF, stop too."""
+        try:
+            data = self.conn.recv(_READ)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if data:
+            self.pending += data
+        if not data or len(self.pending) >= _PIPELINE_MAX:
+            self.loop.remove_reader(self.fd)
+            self.paused = True
+
+    async def _send(self, data: bytes) -> None:
+        """http_asgi's exchange writes through this."""
+        await send_all(self.loop, self.conn, data, self.ctx.socket_timeout)
 
     def _hand_over(self) -> None:
         """To the general driver, with the bytes read so far; the connection
@@ -226,7 +311,8 @@ class FrontConnection:
             return
         self.closed = True
         front = self.front
-        front.loop.remove_reader(self.fd)
+        if not self.paused:
+            front.loop.remove_reader(self.fd)
         front.connections.discard(self)
         self.conn.close()
         front.worker.connection_done()

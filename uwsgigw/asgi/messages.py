@@ -117,6 +117,7 @@ class AsgiExchange:
     async def wait_for_disconnect(self) -> None:
         """A ``receive()`` after the body: until the client leaves or the
         response is complete."""
+        self.watch()
         self.waiter = self.worker.loop.create_future()
         try:
             await self.waiter
