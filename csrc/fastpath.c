@@ -133,6 +133,9 @@ static PyMethodDef fp_methods[] = {
      "fields, keep_alive, size, host, head_len): the C head parser, for tests"},
     {"http_environ", fp_http_environ_py, METH_VARARGS,
      "http_environ(data, max_head, base, conn) -> (environ, nvars) | None, for tests"},
+    {"http_frame", (PyCFunction)(void (*)(void))fp_http_frame_py, METH_FASTCALL,
+     "http_frame(status, headers, version, head_only, keep_alive) -> (head, headers_count, "
+     "mode, length, keep_alive) | None: framing.http_head's common case"},
     {"http_date", fp_http_date_py, METH_NOARGS, "http_date() -> the Date of this second"},
     {"init", fp_init, METH_VARARGS,
      "init(ResponseError, HeadersAlreadySent, build_head, FileWrapper, RequestHead, "

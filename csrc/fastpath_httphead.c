@@ -288,3 +288,39 @@ PyObject *fp_http_head(Exchange *x, PyObject *status, PyObject *headers, int *co
     *count = (int)n;
     return head;
 }
+
+static const char *const mode_names[] = {"length", "chunked", "close", "none"};
+
+/* _fastpath.http_frame(status, headers, version, head_only, keep_alive):
+ * framing.http_head's answer for the plainly valid response, as a tuple
+ * (head, headers_count, mode, length, keep_alive) -- or None, and
+ * framing.py decides (framing.use_c_frame installs it). */
+PyObject *fp_http_frame_py(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    Exchange x;
+    PyObject *head;
+    int count = 0, head_only, keep;
+
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError,
+                        "http_frame(status, headers, version, head_only, keep_alive)");
+        return NULL;
+    }
+    head_only = PyObject_IsTrue(args[3]);
+    keep = PyObject_IsTrue(args[4]);
+    if (head_only < 0 || keep < 0)
+        return NULL;
+    memset(&x, 0, sizeof x); /* only the fields fast() reads and writes */
+    x.http = fp_is_str(args[2], "1.0", 3) ? 10 : 11;
+    x.head_only = head_only;
+    x.keep_alive = keep;
+    head = fast(&x, args[0], args[1], &count);
+    if (head == NULL) {
+        if (PyErr_Occurred())
+            return NULL;
+        Py_RETURN_NONE;
+    }
+    return Py_BuildValue("(NisLO)", head, count, mode_names[x.mode], x.length,
+                         x.keep_alive ? Py_True : Py_False);
+}
+

@@ -12,6 +12,7 @@ cycle/framing.py's ``http_head`` and wsgi/http_exchange.py send.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import io
 import os
@@ -23,6 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_http_parser import SMUGGLING
 
+from uwsgigw.cycle import framing
 from uwsgigw.cycle.request import FailureTurns
 from uwsgigw.cycle.response import FileWrapper, ResponseError
 from uwsgigw.observe.record import SharedCounter
@@ -250,6 +252,17 @@ def py_exchange(version: str, head_only: bool, keep_alive: bool):
     return lambda sock: HttpExchange(sock, version, head_only, keep_alive, 5.0)
 
 
+@contextlib.contextmanager
+def python_framing():
+    """framing.http_head without its C twin (fastpath installs it)."""
+    saved = framing._c_frame
+    framing.use_c_frame(None)
+    try:
+        yield
+    finally:
+        framing.use_c_frame(saved)
+
+
 def respond(status, headers, body, style="list"):
     def script(x):
         write = x.start_response(status, headers)
@@ -295,8 +308,29 @@ def test_the_c_framing_sends_what_python_sends(name, status, headers, body, vers
                                                head_only, keep_alive, style):
     script = respond(status, headers, body, style)
     c = run_exchange(c_exchange(version, head_only, keep_alive), script)
-    py = run_exchange(py_exchange(version, head_only, keep_alive), script)
+    with python_framing():
+        py = run_exchange(py_exchange(version, head_only, keep_alive), script)
     assert c == py
+
+
+def _frame(status, headers, version, head_only, keep_alive):
+    try:
+        f = framing.http_head(status, headers, version, head_only, keep_alive)
+    except ResponseError as exc:
+        return "ResponseError: %s" % exc
+    return DATE.sub(b"Date: -\r\n", f.head), f.headers_count, f.mode, f.length, f.keep_alive
+
+
+@pytest.mark.parametrize("version,head_only,keep_alive", [
+    ("1.1", False, True), ("1.1", False, False), ("1.0", False, True), ("1.1", True, True)])
+@pytest.mark.parametrize("name,status,headers,body", RESPONSES, ids=[r[0] for r in RESPONSES])
+def test_the_c_http_frame_is_framing_http_head(name, status, headers, body, version, head_only,
+                                               keep_alive):
+    """framing.http_head with its C twin installed gives what it gives alone."""
+    with_c = _frame(status, headers, version, head_only, keep_alive)
+    with python_framing():
+        alone = _frame(status, headers, version, head_only, keep_alive)
+    assert with_c == alone
 
 
 def test_the_c_date_is_the_python_date():

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
 from .. import _fastpath
+from ..cycle import framing
 from ..cycle.framing import http_head
 from ..cycle.request import RequestHead
 from ..cycle.response import FileWrapper, HeadersAlreadySent, ResponseError, build_head
@@ -43,6 +44,7 @@ _fastpath.init(ResponseError, HeadersAlreadySent, build_head, FileWrapper, Reque
                 CoreSlot.rt_total.offset, CoreSlot.rt_count.offset, CoreSlot.req.offset,
                 REQ_SIZE))
 _fastpath.init_http(http_head)  # the HTTP responses C leaves to Python
+framing.use_c_frame(_fastpath.http_frame)  # and the common ones, for Python's drivers
 
 
 class CoreHooks(Protocol):
