@@ -55,6 +55,10 @@ from .http_front import HttpFront, usable
 
 HEARTBEAT = 0.2  # seconds between the loop's scoreboard writes (harakiri on)
 ACCEPT_BATCH = 16  # connections taken per wake-up, so other workers get some
+# An HTTP connection is kept alive and carries many requests: one per
+# wake-up, so a burst of new connections (a proxy's pool, a load test)
+# spreads over the workers instead of landing on the first one awake.
+HTTP_ACCEPT_BATCH = 1
 LIFESPAN_SHUTDOWN_TIMEOUT = 10.0
 
 
@@ -207,7 +211,7 @@ class AsyncWorker(WorkerBase):
         """Take connections from ``listener`` (``sock`` is its accept, guarded
         by uwsgi-allow-from), each served in the listener's protocol."""
         http = listener.protocol == "http"
-        for _ in range(ACCEPT_BATCH):
+        for _ in range(HTTP_ACCEPT_BATCH if http else ACCEPT_BATCH):
             if self.active >= self.ctx.concurrency or self.stopping:
                 self._pause()
                 return
