@@ -194,6 +194,7 @@ int fp_log_request(Core *c, const fp_record *r);
 int fp_end_request(Core *c, Exchange *e, fp_record *r, int rc);
 PyObject *fp_core_serve_http(Core *c, PyObject *const *args, Py_ssize_t nargs);
 PyObject *fp_core_read_http(Core *c, PyObject *const *args, Py_ssize_t nargs);
+PyObject *fp_core_run_http(Core *c, PyObject *const *args, Py_ssize_t nargs);
 
 extern PyTypeObject CoreType;
 

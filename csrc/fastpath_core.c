@@ -431,6 +431,9 @@ static PyMethodDef Core_methods[] = {
     {"read_http", (PyCFunction)(void (*)(void))fp_core_read_http, METH_FASTCALL,
      "read_http(fd, pending, conn, stopping) -> 0, 2, 3 as serve_http, or (environ, "
      "keep_alive, head_only, version, nvars, size): one request for an app C does not run"},
+    {"run_http", (PyCFunction)(void (*)(void))fp_core_run_http, METH_FASTCALL,
+     "run_http(fd, head, started) -> bool: the WSGI app for read_http's head, answered "
+     "(in a pool thread); True when the connection may carry the next request"},
     {NULL}};
 
 PyTypeObject CoreType = {

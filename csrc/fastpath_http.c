@@ -246,45 +246,55 @@ static PyObject *request_environ(Core *c, const fp_http_req *q, PyObject *conn,
 
 /* One parsed request, start to end: 1 when the connection may carry the
  * next, 0 when it must close, -1 with an exception that must propagate. */
-static int serve_one(Core *c, int fd, const fp_http_req *q, PyObject *conn, int stopping)
+/* Run the WSGI app for env (the request's whole environ) and answer it on
+ * fd: 1 when the connection may carry the next request, 0 when it must
+ * close, -1 with an exception that must propagate. keep_alive: what the
+ * request, http-keepalive and a stopping worker allow. */
+static int run_request(Core *c, int fd, PyObject *env, int head_only, int v10,
+                       int keep_alive, long long nvars, long long size, double started)
 {
-    PyObject *env, *x;
+    PyObject *x;
     Exchange *e;
     fp_record r;
-    double started = fp_now_realtime();
-    long long nvars = 0;
     int rc, keep;
 
-    env = request_environ(c, q, conn, &nvars);
-    if (env == NULL)
+    if (PyObject_SetAttr(c->hooks, fp.env, env) < 0)
         return -1;
-    if (PyObject_SetAttr(c->hooks, fp.env, env) < 0) {
-        Py_DECREF(env);
-        return -1;
-    }
     if (c->track_requests)
         fp_track(c, env);
     SLOT(c, fp.off_busy_since, double) = started;
-    x = fp_new_exchange(fd, q->head, c->timeout);
-    if (x == NULL) {
-        Py_DECREF(env);
+    x = fp_new_exchange(fd, head_only, c->timeout);
+    if (x == NULL)
         return -1;
-    }
     e = (Exchange *)x;
-    e->http = q->v10 ? 10 : 11;
-    e->keep_alive = q->keep_alive && c->http_keepalive && !stopping;
+    e->http = v10 ? 10 : 11;
+    e->keep_alive = keep_alive;
     e->stop_flag = c->stop_flag;
     rc = fp_run_app(c, x, env);
     keep = e->sent && !e->aborted && e->keep_alive;
     r.env = env;
     r.nvars = nvars;
-    r.pktsize = q->size;
+    r.pktsize = size;
     r.modifier1 = 0;
     r.started = started;
     rc = fp_end_request(c, e, &r, rc);
     Py_DECREF(x);
-    Py_DECREF(env);
     return rc < 0 ? -1 : keep;
+}
+
+static int serve_one(Core *c, int fd, const fp_http_req *q, PyObject *conn, int stopping)
+{
+    double started = fp_now_realtime();
+    long long nvars = 0;
+    PyObject *env = request_environ(c, q, conn, &nvars);
+    int rc;
+
+    if (env == NULL)
+        return -1;
+    rc = run_request(c, fd, env, q->head, q->v10, q->keep_alive && c->http_keepalive && !stopping,
+                     nvars, q->size, started);
+    Py_DECREF(env);
+    return rc;
 }
 
 /* Keep data[0:n] as the connection's pending bytes (a bytearray); data
@@ -451,3 +461,43 @@ PyObject *fp_core_read_http(Core *c, PyObject *const *args, Py_ssize_t nargs)
                          req.head ? Py_True : Py_False, req.v10 ? "1.0" : "1.1", nvars,
                          req.size);
 }
+
+/* Core.run_http(fd, head, started) -> bool: the WSGI app for a request
+ * read_http gave (``head``: its tuple), in a thread of the worker's pool,
+ * answered on fd; True when the connection may carry the next request.
+ * ``started``: when the request began (time.time()). */
+PyObject *fp_core_run_http(Core *c, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *head, *env, *keep, *head_only, *version;
+    long long nvars, size;
+    double started;
+    int fd, rc;
+
+    if (nargs != 3 || !PyTuple_Check(args[1]) || PyTuple_GET_SIZE(args[1]) != 6) {
+        PyErr_SetString(PyExc_TypeError, "run_http(fd, read_http's tuple, started)");
+        return NULL;
+    }
+    fd = (int)PyLong_AsLong(args[0]);
+    started = PyFloat_AsDouble(args[2]);
+    if (PyErr_Occurred())
+        return NULL;
+    head = args[1];
+    env = PyTuple_GET_ITEM(head, 0);
+    keep = PyTuple_GET_ITEM(head, 1);
+    head_only = PyTuple_GET_ITEM(head, 2);
+    version = PyTuple_GET_ITEM(head, 3);
+    nvars = PyLong_AsLongLong(PyTuple_GET_ITEM(head, 4));
+    size = PyLong_AsLongLong(PyTuple_GET_ITEM(head, 5));
+    if (PyErr_Occurred())
+        return NULL;
+    if (!PyDict_CheckExact(env)) {
+        PyErr_SetString(PyExc_TypeError, "run_http: the environ must be a dict");
+        return NULL;
+    }
+    rc = run_request(c, fd, env, head_only == Py_True, fp_is_str(version, "1.0", 3),
+                     keep == Py_True, nvars, size, started);
+    if (rc < 0)
+        return NULL;
+    return PyBool_FromLong(rc);
+}
+

@@ -19,13 +19,15 @@ import pytest
 from conftest import wait_until
 from framed_client import Connection, fetch
 
-# Each HTTP path: a WSGI app with one thread starts every connection on the
-# C path (asgi/http_front.py), which hands what it declines to llhttp's
-# driver; with two threads every request takes the Python driver
-# (http_connection.py); an ASGI app runs on the loop.
+# Each HTTP path: connections start on the C path (asgi/http_front.py),
+# which hands what it declines to llhttp's driver (http_connection.py); a
+# WSGI app with one thread runs on the loop's thread, with two in the pool
+# (answered by C there); with the Python decoder every request takes
+# llhttp's driver; an ASGI app runs in a task.
 KINDS = {
     "wsgi-c": ("--module", "field_apps:wsgi", "--threads", "1"),
-    "wsgi-py": ("--module", "field_apps:wsgi", "--threads", "2"),
+    "wsgi-pool": ("--module", "field_apps:wsgi", "--threads", "2"),
+    "wsgi-py": ("--module", "field_apps:wsgi", "--threads", "2", "--decoder", "python"),
     "asgi": ("--module", "field_apps:asgi"),
 }
 FIRST = b"first chunk\n"

@@ -19,9 +19,10 @@ import pytest
 from conftest import wait_until
 from framed_client import Connection, fetch
 
-# The three HTTP paths (test_http_listener.py says which is which).
+# The HTTP paths (test_http_listener.py says which is which).
 KINDS = {"wsgi-c": ("--module", "field_apps:wsgi", "--threads", "1"),
-         "wsgi-py": ("--module", "field_apps:wsgi", "--threads", "2"),
+         "wsgi-pool": ("--module", "field_apps:wsgi", "--threads", "2"),
+         "wsgi-py": ("--module", "field_apps:wsgi", "--threads", "2", "--decoder", "python"),
          "asgi": ("--module", "field_apps:asgi")}
 
 

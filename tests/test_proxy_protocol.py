@@ -200,7 +200,8 @@ def test_random_v2_headers_parse_or_raise_the_typed_error(head, body, step):
 # connection returns to the C path after its first request, keeping the
 # PROXY header's client.
 KINDS = {"wsgi-c": ("--module", "field_apps:wsgi", "--threads", "1"),
-         "wsgi-py": ("--module", "field_apps:wsgi", "--threads", "2"),
+         "wsgi-pool": ("--module", "field_apps:wsgi", "--threads", "2"),
+         "wsgi-py": ("--module", "field_apps:wsgi", "--threads", "2", "--decoder", "python"),
          "asgi": ("--module", "field_apps:asgi")}
 REQUEST = b"GET /env HTTP/1.1\r\nHost: t\r\n\r\n"
 

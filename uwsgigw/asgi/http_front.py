@@ -33,6 +33,7 @@ import ctypes
 import functools
 import io
 import socket
+import threading
 import time
 
 from .. import log
@@ -40,8 +41,9 @@ from ..cycle import request
 from ..cycle.request import RequestHead
 from ..observe import reqlog
 from .http_asgi import AsgiHttpExchange, serve_asgi
-from .http_connection import (DRAIN_QUIET, forwarded, log_head_timeout, log_no_request,
-                              peer_of, send_all, serve_http_connection, server_of)
+from .http_connection import (DRAIN_QUIET, HttpRequest, forwarded, log_head_timeout,
+                              log_no_request, peer_of, send_all, serve_http_connection,
+                              server_of)
 
 _WAIT, _SERVED, _CLOSE, _DECLINED = 0, 1, 2, 3  # Core.serve_http's answers
 _SWEEP = 0.25  # seconds between timeout sweeps
@@ -51,11 +53,12 @@ _PIPELINE_MAX = 65536  # bytes of later requests kept while one runs
 
 
 def usable(worker) -> bool:
-    """Whether ``worker``'s HTTP connections can start on the C path."""
+    """Whether ``worker``'s HTTP connections can start on the C path: the C
+    backend, and only ASGI or only WSGI apps."""
     ctx = worker.ctx
     kinds = set(ctx.kinds.values())
     return (ctx.fastpath is not None and bool(ctx.total_address) and
-            (kinds == {"asgi"} or (kinds == {"wsgi"} and worker.threads == 1)))
+            kinds in ({"asgi"}, {"wsgi"}))
 
 
 class HttpHooks(request.FailureTurns):
@@ -103,7 +106,7 @@ class HttpFront:
         self.ctx = ctx
         self.loop = worker.loop
         fastpath = ctx.fastpath
-        core = fastpath.Core(HttpHooks(worker), fastpath.CoreSettings(
+        settings = fastpath.CoreSettings(
             buffer=bytearray(), max_block=ctx.max_block, base_environ=ctx.base_environ,
             socket_timeout=ctx.socket_timeout, pick_app=ctx.pick_app, new_input=io.BytesIO,
             slot_address=ctypes.addressof(worker.core), total_address=ctx.total_address,
@@ -112,11 +115,27 @@ class HttpFront:
             emit=worker._emit, pid=ctx.pid, worker_id=ctx.worker_id, core=0,
             http_keepalive=ctx.http_keepalive,
             forwarded=functools.partial(forwarded, trusted=ctx.forwarded_allow),
-            stop_flag_address=ctypes.addressof(worker.stop_signalled)))
+            stop_flag_address=ctypes.addressof(worker.stop_signalled))
+        core = fastpath.Core(HttpHooks(worker), settings)
         self.asgi = set(ctx.kinds.values()) == {"asgi"}
-        self.serve = core.read_http if self.asgi else core.serve_http
+        # WSGI with one thread: the app runs here, on the loop's thread; with
+        # more, in the pool, each thread with a Core of its own (its hooks
+        # hold the request's env) counting on the same slot (under the GIL).
+        self.inline = not self.asgi and worker.threads == 1
+        self.serve = core.serve_http if self.inline else core.read_http
+        self._settings = settings
+        self._local = threading.local()
         self.connections: set[FrontConnection] = set()
         self._sweep = None
+
+    def run_in_thread(self, fd: int, head: tuple, started: float) -> bool:
+        """In a pool thread: run the WSGI app for ``head`` (read_http's) and
+        answer it; True when the connection may carry the next request."""
+        run = getattr(self._local, "run", None)
+        if run is None:
+            run = self._local.run = self.ctx.fastpath.Core(HttpHooks(self.worker),
+                                                           self._settings).run_http
+        return run(fd, head, started)
 
     def adopt(self, conn: socket.socket, listener, served: bool = False,
               origin: tuple | None = None) -> None:
@@ -200,10 +219,10 @@ class FrontConnection:
         front = self.front
         worker = front.worker
         if self.task is not None:
-            self._buffer()  # an ASGI request runs: keep what comes for later
+            self._buffer()  # its request runs: keep what comes for later
             return
-        if worker.inflight:  # a request runs in the pool: one app call at a time
-            self._hand_over()
+        if front.inline and worker.inflight:
+            self._hand_over()  # a request runs in the pool: one app call at a time
             return
         core = worker.core
         idle_since = core.busy_since
@@ -220,8 +239,11 @@ class FrontConnection:
             if self.pending and not had:
                 self.head_since = front.loop.time()  # a head began
             return
-        if type(answer) is tuple:  # an ASGI request's head (Core.read_http)
-            self.task = front.loop.create_task(self._asgi(answer))
+        if type(answer) is tuple:  # a request's head (Core.read_http)
+            if front.asgi:
+                self.task = front.loop.create_task(self._asgi(answer))
+            else:
+                self._in_pool(answer)
             return
         if answer == _SERVED:
             self.served = True
@@ -263,7 +285,41 @@ class FrontConnection:
             self.task = None
             if not reusable:
                 self.close()  # also when the task itself was cancelled
-        if not reusable or self.closed or worker.stopping:
+        self._answered(reusable)
+
+    def _in_pool(self, head: tuple) -> None:
+        """Run one WSGI request in the worker's thread pool (threads > 1),
+        answered by C there (Core.run_http); tracked for harakiri and USR2."""
+        worker = self.worker
+        started = time.time()
+        env, _, _, _, nvars, size = head
+        tracked = HttpRequest(started, env, RequestHead(env, 0, size + 4, nvars, 0, 0, 0),
+                              self.conn)
+        worker.track(tracked)
+        self.task = future = self.loop.run_in_executor(worker.pool, self.front.run_in_thread,
+                                                       self.fd, head, started)
+        future.add_done_callback(functools.partial(self._pool_done, tracked))
+
+    def _pool_done(self, tracked, future) -> None:
+        self.worker.untrack(tracked)
+        self.task = None
+        reusable = False
+        if future.cancelled():
+            pass
+        elif future.exception() is not None:
+            exc = future.exception()
+            log.error("internal error while serving an HTTP connection: %s: %s"
+                      % (type(exc).__name__, exc))
+        else:
+            reusable = future.result()
+        if self.worker.limits:
+            self.worker._check_limits()
+        self._answered(reusable)
+
+    def _answered(self, reusable: bool) -> None:
+        """A request on the pool or in a task was answered: read the next
+        one (one may be pending already), or close."""
+        if not reusable or self.closed or self.worker.stopping:
             self.close()
             return
         self.served = True

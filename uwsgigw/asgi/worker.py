@@ -281,19 +281,25 @@ class AsyncWorker(WorkerBase):
 
     # -- per request ------------------------------------------------------------
 
-    def request_started(self, ex: Exchange) -> None:
+    def track(self, ex: Exchange) -> None:
+        """A request runs: the heartbeat, harakiri and USR2 see it."""
         if not self.inflight:
             self.core.busy_since = ex.started
             if self.ctx.track_requests:
                 self.core.req = ex.describe().encode("latin-1", "replace")[:REQ_SIZE]
         self.inflight.add(ex)
 
-    def request_done(self, ex: Exchange) -> None:
-        """Count the request and hand its record to the request log: the same
-        steps as the WSGI paths' (record.py), on the loop's core slot."""
+    def untrack(self, ex: Exchange) -> None:
         self.inflight.discard(ex)
         if not self.inflight:
             self.core.busy_since = 0.0
+
+    request_started = track
+
+    def request_done(self, ex: Exchange) -> None:
+        """Count the request and hand its record to the request log: the same
+        steps as the WSGI paths' (record.py), on the loop's core slot."""
+        self.untrack(ex)
         ctx, head = self.ctx, ex.request_head
         elapsed = time.time() - ex.started
         requests, total = account(self.core, ex.tx, elapsed, ctx.count_request)
