@@ -6,6 +6,8 @@ from: NBSPs, inline `# 中文` comments, `%(project)`/`%(base)` references,
 machine-specific is rewritten: the paths (into a temp dir) and uid/gid, because
 www-data cannot read this machine's Python under /root. The Django project is
 `mysite1`, as seed 002 names it (`module = %(project).wsgi:application`).
+Its three ways to reach nginx: option 1 (the unix socket, as written) and
+option 3 (`http=0.0.0.0:8000` with nginx `proxy_pass`) are started here.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import pwd
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -130,3 +133,44 @@ def test_seed_ini_serves_django_through_nginx(seed_site, nginx_factory):
     os.kill(state["pid"], signal.SIGTERM)
     wait_until(lambda: not os.path.exists("/proc/%d" % state["pid"]), 20, what="master exit")
     assert not sock.exists() and not pidfile.exists()
+
+
+def option3(ini: str, port: int) -> str:
+    """The article's third way to reach nginx, as its comments say to pick it:
+    the option-1 ``socket=`` line commented out, the ``# http=0.0.0.0:8000``
+    line uncommented (on a free port instead of 8000)."""
+    ini, off = re.subn(r"^(socket\s*=.*)$", r"# \1", ini, flags=re.M)
+    ini, on = re.subn(r"^#\s*http=0\.0\.0\.0:8000\s*$", "http=0.0.0.0:%d" % port, ini,
+                      flags=re.M)
+    assert off == 1 and on == 1, "the seed no longer has its option 1 and 3 lines"
+    return ini
+
+
+def test_seed_ini_option_3_serves_django_through_nginx_proxy_pass(seed_site, nginx_factory):
+    """Option 3 of the seed (``http=0.0.0.0:8000``, nginx ``proxy_pass``): the
+    HTTP listener, behind nginx/site-http.conf."""
+    ini, pidfile, sock, logfile, state = seed_site
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    ini.write_text(option3(ini.read_text(encoding="utf-8"), port), encoding="utf-8")
+    started = subprocess.run(uwsgigw_cmd("--ini", str(ini)),
+                             capture_output=True, text=True, env=server_env(), timeout=60)
+    assert started.returncode == 0, started.stdout + started.stderr
+    wait_until(lambda: pidfile.exists() and pidfile.read_text().strip(), 20, what="pidfile")
+    state["pid"] = int(pidfile.read_text())
+    wait_until(lambda: "ready to accept requests" in logfile.read_text(), 30,
+               what="ready line in the daemonize log")
+    assert "0.0.0.0:%d (http)" % port in logfile.read_text()
+    assert not sock.exists()  # option 1's unix socket is not there
+    nginx = nginx_factory("127.0.0.1:%d" % port, site="site-http.conf")
+    for _ in range(3):  # kept-alive upstream connections carry several requests
+        r = http_request(nginx.port, "GET", "/")
+        assert r.status == 200, (r.body, logfile.read_text(), nginx.error_log())
+        assert r.body == b"Hello from Django on uwsgigw"
+    wait_until(lambda: len(re.findall(r"\] GET / => generated \d+ bytes",
+                                      logfile.read_text())) == 3, 10,
+               what="three request lines in the daemonize log")
+    os.kill(state["pid"], signal.SIGTERM)
+    wait_until(lambda: not os.path.exists("/proc/%d" % state["pid"]), 20, what="master exit")
+    assert not pidfile.exists()
