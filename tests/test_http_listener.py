@@ -233,6 +233,23 @@ def test_slow_head_is_cut_at_the_headers_timeout(server):
         assert 1 < time.monotonic() - started < 8  # http-headers-timeout 2
 
 
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_clients_that_reset_after_half_a_head_hold_nothing(factories, kind):
+    """Part of a head and a reset in one go: the connection closes then, not
+    at http-headers-timeout (uvloop's watcher died on the pending reset, so
+    40 such packets kept a worker of async-concurrency 20 from accepting)."""
+    server = factories.uwsgigw(*KINDS[kind], "--master", "--processes", "1",
+                               "--async-concurrency", "20", http=True)
+    port = port_of(server)
+    for i in range(40):
+        s = socket.create_connection(("127.0.0.1", port))
+        s.sendall(b"GET /stat")
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")
+        s.close()  # SO_LINGER 0: a reset
+    r = fetch(port, "/status?code=200", timeout=5)
+    assert r.status == 200 and r.complete
+
+
 def test_idle_and_slow_crowds_do_not_starve_other_clients(server):
     """1 worker (1 thread on the C path); 200 idle kept-alive connections and 50 clients
     sending half a head: others are served all the while (a functional bound,

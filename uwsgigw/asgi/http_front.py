@@ -236,8 +236,15 @@ class FrontConnection:
         finally:
             core.busy_since = idle_since
         if answer == _WAIT:
-            if self.pending and not had:
-                self.head_since = front.loop.time()  # a head began
+            if len(self.pending) > had:  # part of a head came
+                if not had:
+                    self.head_since = front.loop.time()  # a head began
+                # A reset that came with those bytes is still pending on the
+                # socket, and uvloop's watcher dies on it without another
+                # call: the connection would sit to http-headers-timeout,
+                # a descriptor and an async-concurrency slot for a packet.
+                if self.conn.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
+                    self.close()
             return
         if type(answer) is tuple:  # a request's head (Core.read_http)
             if front.asgi:
