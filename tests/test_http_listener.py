@@ -250,6 +250,26 @@ def test_clients_that_reset_after_half_a_head_hold_nothing(factories, kind):
     assert r.status == 200 and r.complete
 
 
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_a_reset_does_not_make_a_tcp_peer_a_trusted_proxy(factories, kind):
+    """A request with a reset right behind it is still read and run, but
+    getpeername() fails by then: the peer has no address, which must not pass
+    for a unix socket's (always trusted) and let X-Forwarded-For choose
+    REMOTE_ADDR."""
+    server = factories.uwsgigw(*KINDS[kind], "--master", "--processes", "1",
+                               "--forwarded-allow-ips", "10.9.9.9", http=True)
+    port = port_of(server)
+    mark = server.log_mark()
+    for i in range(10):
+        s = socket.create_connection(("127.0.0.1", port))
+        s.sendall(get("/status?code=299", "X-Forwarded-For: 6.6.6.6\r\n"))
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")
+        s.close()  # SO_LINGER 0: a reset
+    assert fetch(port, "/status?code=200").status == 200
+    log = server.wait_for_log("GET /status?code=299", "GET /status?code=200", since=mark)
+    assert "6.6.6.6" not in log
+
+
 def test_idle_and_slow_crowds_do_not_starve_other_clients(server):
     """1 worker (1 thread on the C path); 200 idle kept-alive connections and 50 clients
     sending half a head: others are served all the while (a functional bound,

@@ -43,7 +43,7 @@ from ..observe import reqlog
 from .http_asgi import AsgiHttpExchange, serve_asgi
 from .http_connection import (DRAIN_QUIET, HttpRequest, forwarded, log_head_timeout,
                               log_no_request, peer_of, send_all, serve_http_connection,
-                              server_of)
+                              server_of, trusted_peer)
 
 _WAIT, _SERVED, _CLOSE, _DECLINED = 0, 1, 2, 3  # Core.serve_http's answers
 _SWEEP = 0.25  # seconds between timeout sweeps
@@ -204,8 +204,7 @@ class FrontConnection:
             peer, trusted = origin
         else:
             peer = peer_of(conn)
-            allow = front.ctx.forwarded_allow
-            trusted = not peer[0] or (allow is not None and allow.admits((peer[0], 0)))
+            trusted = trusted_peer(conn, peer, front.ctx.forwarded_allow)
         self.peer = peer
         self.info = peer + server_of(listener) + (trusted,)
         self.served = served
