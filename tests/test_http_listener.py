@@ -330,6 +330,12 @@ def test_a_stopping_worker_answers_a_request_on_a_freshly_kept_connection(factor
             c.send(get("/status?code=200"))
             assert c.response().status == 200
         server.wait_for_log("recycling: max-requests 3 reached")  # it is stopping now
+        # The connection whose answer reached the limit was kept alive by
+        # that answer: it too must answer (with close), not just close.
+        last.send(get("/status?code=200"))
+        r = last.response()
+        assert r.status == 200 and r.header("connection") == "close"
+        assert last.closed_by_server()
         fresh.send(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n\r\nbody")
         r = fresh.response()
         assert r.status == 200 and r.body.endswith(b"\nbody") and r.header("connection") == "close"

@@ -324,8 +324,12 @@ class FrontConnection:
 
     def _answered(self, reusable: bool) -> None:
         """A request on the pool or in a task was answered: read the next
-        one (one may be pending already), or close."""
-        if not reusable or self.closed or self.worker.stopping:
+        one (one may be pending already), or close. A stopping worker keeps
+        a connection its answer kept alive (max-requests is reached only once
+        that answer went out) until it is quiet (the sweep), as on the
+        inline path: a request that comes meanwhile is answered with
+        Connection: close, not met by a close."""
+        if not reusable or self.closed:
             self.close()
             return
         self.served = True
