@@ -233,6 +233,43 @@ def test_slow_head_is_cut_at_the_headers_timeout(server):
         assert 1 < time.monotonic() - started < 8  # http-headers-timeout 2
 
 
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_clients_that_reset_after_half_a_head_hold_nothing(factories, kind):
+    """Part of a head and a reset in one go: the connection closes then, not
+    at http-headers-timeout (uvloop's watcher died on the pending reset, so
+    40 such packets kept a worker of async-concurrency 20 from accepting)."""
+    server = factories.uwsgigw(*KINDS[kind], "--master", "--processes", "1",
+                               "--async-concurrency", "20", http=True)
+    port = port_of(server)
+    for i in range(40):
+        s = socket.create_connection(("127.0.0.1", port))
+        s.sendall(b"GET /stat")
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")
+        s.close()  # SO_LINGER 0: a reset
+    r = fetch(port, "/status?code=200", timeout=5)
+    assert r.status == 200 and r.complete
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_a_reset_does_not_make_a_tcp_peer_a_trusted_proxy(factories, kind):
+    """A request with a reset right behind it is still read and run, but
+    getpeername() fails by then: the peer has no address, which must not pass
+    for a unix socket's (always trusted) and let X-Forwarded-For choose
+    REMOTE_ADDR."""
+    server = factories.uwsgigw(*KINDS[kind], "--master", "--processes", "1",
+                               "--forwarded-allow-ips", "10.9.9.9", http=True)
+    port = port_of(server)
+    mark = server.log_mark()
+    for i in range(10):
+        s = socket.create_connection(("127.0.0.1", port))
+        s.sendall(get("/status?code=299", "X-Forwarded-For: 6.6.6.6\r\n"))
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")
+        s.close()  # SO_LINGER 0: a reset
+    assert fetch(port, "/status?code=200").status == 200
+    log = server.wait_for_log("GET /status?code=299", "GET /status?code=200", since=mark)
+    assert "6.6.6.6" not in log
+
+
 def test_idle_and_slow_crowds_do_not_starve_other_clients(server):
     """1 worker (1 thread on the C path); 200 idle kept-alive connections and 50 clients
     sending half a head: others are served all the while (a functional bound,
@@ -293,6 +330,12 @@ def test_a_stopping_worker_answers_a_request_on_a_freshly_kept_connection(factor
             c.send(get("/status?code=200"))
             assert c.response().status == 200
         server.wait_for_log("recycling: max-requests 3 reached")  # it is stopping now
+        # The connection whose answer reached the limit was kept alive by
+        # that answer: it too must answer (with close), not just close.
+        last.send(get("/status?code=200"))
+        r = last.response()
+        assert r.status == 200 and r.header("connection") == "close"
+        assert last.closed_by_server()
         fresh.send(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n\r\nbody")
         r = fresh.response()
         assert r.status == 200 and r.body.endswith(b"\nbody") and r.header("connection") == "close"

@@ -94,11 +94,7 @@ class HttpConnection:
             self.peer, self.trusted = origin
         else:
             self.peer = peer_of(conn)
-            # forwarded-allow-ips: X-Forwarded-* count from these peers only; a
-            # unix socket's peer is always a local proxy.
-            allow = ctx.forwarded_allow
-            self.trusted = not self.peer[0] or (allow is not None and
-                                                allow.admits((self.peer[0], 0)))
+            self.trusted = trusted_peer(conn, self.peer, ctx.forwarded_allow)
         self.served = int(served)
         self.last_active = self.loop.time()  # accepted, or the last answer sent
         self.idle_timer: asyncio.Timeout | None = None  # set while waiting for a request
@@ -420,6 +416,16 @@ def peer_of(conn: socket.socket) -> tuple[str, str]:
     if isinstance(address, tuple):
         return address[0], str(address[1])
     return "", ""  # a unix socket: no address to give
+
+
+def trusted_peer(conn: socket.socket, peer: tuple[str, str], allow) -> bool:
+    """forwarded-allow-ips: X-Forwarded-* count from these peers only; a unix
+    socket's peer is always a local proxy. A TCP peer without an address (it
+    reset before getpeername: its request may still be read and run) is not
+    one."""
+    if conn.family == socket.AF_UNIX:
+        return True
+    return bool(peer[0]) and allow is not None and allow.admits((peer[0], 0))
 
 
 def server_of(listener) -> tuple[str, str]:

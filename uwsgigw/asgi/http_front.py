@@ -43,7 +43,7 @@ from ..observe import reqlog
 from .http_asgi import AsgiHttpExchange, serve_asgi
 from .http_connection import (DRAIN_QUIET, HttpRequest, forwarded, log_head_timeout,
                               log_no_request, peer_of, send_all, serve_http_connection,
-                              server_of)
+                              server_of, trusted_peer)
 
 _WAIT, _SERVED, _CLOSE, _DECLINED = 0, 1, 2, 3  # Core.serve_http's answers
 _SWEEP = 0.25  # seconds between timeout sweeps
@@ -204,8 +204,7 @@ class FrontConnection:
             peer, trusted = origin
         else:
             peer = peer_of(conn)
-            allow = front.ctx.forwarded_allow
-            trusted = not peer[0] or (allow is not None and allow.admits((peer[0], 0)))
+            trusted = trusted_peer(conn, peer, front.ctx.forwarded_allow)
         self.peer = peer
         self.info = peer + server_of(listener) + (trusted,)
         self.served = served
@@ -236,8 +235,15 @@ class FrontConnection:
         finally:
             core.busy_since = idle_since
         if answer == _WAIT:
-            if self.pending and not had:
-                self.head_since = front.loop.time()  # a head began
+            if len(self.pending) > had:  # part of a head came
+                if not had:
+                    self.head_since = front.loop.time()  # a head began
+                # A reset that came with those bytes is still pending on the
+                # socket, and uvloop's watcher dies on it without another
+                # call: the connection would sit to http-headers-timeout,
+                # a descriptor and an async-concurrency slot for a packet.
+                if self.conn.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
+                    self.close()
             return
         if type(answer) is tuple:  # a request's head (Core.read_http)
             if front.asgi:
@@ -318,8 +324,12 @@ class FrontConnection:
 
     def _answered(self, reusable: bool) -> None:
         """A request on the pool or in a task was answered: read the next
-        one (one may be pending already), or close."""
-        if not reusable or self.closed or self.worker.stopping:
+        one (one may be pending already), or close. A stopping worker keeps
+        a connection its answer kept alive (max-requests is reached only once
+        that answer went out) until it is quiet (the sweep), as on the
+        inline path: a request that comes meanwhile is answered with
+        Connection: close, not met by a close."""
+        if not reusable or self.closed:
             self.close()
             return
         self.served = True
