@@ -191,11 +191,26 @@ REFUSED = [
     ("no Host", b"GET / HTTP/1.1\r\n\r\n", 400),
     ("HTTP/2.0", b"GET / HTTP/2.0\r\nHost: t\r\n\r\n", 505),
     ("head too large", b"GET / HTTP/1.1\r\nHost: t\r\nX: " + b"v" * 5000 + b"\r\n\r\n", 431),
+    # read in pieces or at once, on the C path or llhttp's, a long target is
+    # a 414, and the answer arrives whole before the close (no reset)
+    ("target too long", b"GET /" + b"t" * 40000 + b" HTTP/1.1\r\nHost: t\r\n\r\n", 414),
     ("uwsgi packet", b"\x00\x10\x00\x00" + b"\x00" * 16, 400),
 ]
 
 
 _last_refusal: dict = {}
+
+
+def test_a_refused_upload_still_gets_its_413(server):
+    """Over limit-post, the client still sending its body: the 413 is read
+    whole, the rest of the body dropped (a close with unread bytes would
+    reset the connection and could destroy the answer)."""
+    with Connection(port_of(server)) as c:
+        c.send(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 2000000\r\n\r\n" +
+               b"u" * 300000)
+        r = c.response()
+        assert r.status == 413 and r.complete and r.header("connection") == "close", r.raw
+        assert c.closed_by_server()
 
 
 @pytest.mark.parametrize("name,data,status", REFUSED, ids=[r[0] for r in REFUSED])

@@ -45,6 +45,11 @@ _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 # reuses its most recently freed connection first, so one quiet for a second
 # is outside the set it is using.
 DRAIN_QUIET = 1.0
+# After a refusal, what the client still sends is read and dropped, up to
+# this many bytes or seconds, before the close (a reset could destroy the
+# answer).
+LINGER_BYTES = 1 << 20
+LINGER_TIME = 2.0
 
 
 class HttpRequest:
@@ -248,7 +253,28 @@ class HttpConnection:
             await self._send(rejected.answer)
         except (OSError, TimeoutError):
             pass
+        else:
+            await self._linger()
         self.close()
+
+    async def _linger(self) -> None:
+        """After a refusal: end our side, then read and drop what the client
+        still sends, for a while (nginx's lingering close). Closing with its
+        bytes unread would reset the connection, and a reset can destroy the
+        answer in flight (a 413 for an upload, a 431 or 414 for a long head)
+        before the client reads it."""
+        conn = self.conn
+        try:
+            conn.shutdown(socket.SHUT_WR)
+            async with asyncio.timeout(LINGER_TIME):
+                dropped = 0
+                while dropped < LINGER_BYTES:
+                    data = await self.loop.sock_recv(conn, _READ)
+                    if not data:
+                        return
+                    dropped += len(data)
+        except (OSError, TimeoutError):
+            pass
 
     def close(self) -> None:
         if not self.closed:

@@ -161,6 +161,8 @@ class RequestParser:
                 sum(len(n) + len(v) + 4 for n, v in self._headers) + 2)
 
     def _too_large(self) -> HttpError:
+        if len(self._url) >= self.max_head:  # the target alone: 414, however it was read
+            return HttpError("request-target over %d bytes (buffer-size)" % self.max_head, 414)
         return HttpError("request head over %d bytes (buffer-size)" % self.max_head, 431)
 
     # -- httptools callbacks ------------------------------------------------------

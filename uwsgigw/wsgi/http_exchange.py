@@ -106,9 +106,14 @@ class HttpExchange(StartResponse):
                 and self.framing.keep_alive and self.keep_alive)
 
     def _send(self, data: bytes) -> None:
-        if data:
-            self.conn.sendall(data)
-            self.tx += len(data)
+        """Send all of ``data``, each send() bounded by socket-timeout, counting
+        what went out (a send that times out midway still counts its part, as
+        the C exchange does: the request log's sizes stay true)."""
+        view = memoryview(data)
+        while view:
+            sent = self.conn.send(view)
+            self.tx += sent
+            view = view[sent:]
 
     # -- failures (request.Failure decides; this applies it) ---------------------------
 
