@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_http_report as http_report  # noqa: E402
 import bench_http_servers as hs  # noqa: E402
 import bench_procs as procs  # noqa: E402
+from bench_procs import free_port, port_open  # noqa: E402
 import bench_servers as servers  # noqa: E402
 from bench_ws_client import probe as ws_probe  # noqa: E402
 
@@ -346,22 +347,6 @@ class HttpBench:
 
 
 # --- helpers ---------------------------------------------------------------------
-
-def free_port() -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def port_open(port: int) -> bool:
-    import socket
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-        return True
-    except OSError:
-        return False
-
 
 def http_get(port: int, path: str) -> tuple[int, bytes]:
     import http.client

@@ -29,7 +29,6 @@ import re
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -40,6 +39,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_http  # noqa: E402
 import bench_procs as procs  # noqa: E402
+from bench_procs import free_port, port_open  # noqa: E402
 import bench_servers as servers  # noqa: E402
 import bench_report as report  # noqa: E402
 
@@ -257,20 +257,6 @@ class Bench:
 
 
 # --- helpers ------------------------------------------------------------------
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def port_open(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-        return True
-    except OSError:
-        return False
-
 
 def http_request(port: int, path: str, body: bytes | None) -> tuple[int, bytes]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
