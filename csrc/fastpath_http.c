@@ -327,13 +327,15 @@ enum { SERVE_WAIT = 0, SERVE_SERVED = 1, SERVE_CLOSE = 2, SERVE_DECLINE = 3 };
  * or the answer said Connection: close, or a response was cut short) or 3
  * (a request the parser declined: ``pending`` starts with it, for llhttp).
  * ``conn``: (REMOTE_ADDR, REMOTE_PORT, SERVER_NAME, SERVER_PORT, trusted);
- * ``stopping``: the worker is stopping (answers say Connection: close). */
+ * ``stopping``: the worker is stopping (answers say Connection: close);
+ * ``budget`` (optional): requests to serve at most in this call, -1 for no
+ * bound (max-requests: the caller checks its limit before the rest). */
 /* The arguments both entry points take: fd, pending (a bytearray), conn,
  * stopping. 0, or -1 with TypeError. */
 static int http_args(PyObject *const *args, Py_ssize_t nargs, const char *name, int *fd,
                      int *stopping)
 {
-    if (nargs != 4 || !PyByteArray_Check(args[1])) {
+    if (nargs < 4 || !PyByteArray_Check(args[1])) {
         PyErr_Format(PyExc_TypeError, "%s(fd, bytearray, conn, stopping)", name);
         return -1;
     }
@@ -390,8 +392,11 @@ PyObject *fp_core_serve_http(Core *c, PyObject *const *args, Py_ssize_t nargs)
     size_t n, off = 0;
     fp_http_req req;
     int fd, stopping, code = SERVE_WAIT, served = 0, rc, eof;
+    long budget = -1;
 
     if (http_args(args, nargs, "serve_http", &fd, &stopping) < 0)
+        return NULL;
+    if (nargs == 5 && (budget = PyLong_AsLong(args[4])) == -1 && PyErr_Occurred())
         return NULL;
     eof = take_input(fd, pending, stack, sizeof stack, &data, &n);
     if (eof == 1 || eof < 0)
@@ -413,6 +418,8 @@ PyObject *fp_core_serve_http(Core *c, PyObject *const *args, Py_ssize_t nargs)
             code = SERVE_CLOSE;
             break;
         }
+        if (budget > 0 && --budget == 0)
+            break; /* max-requests: the caller checks it before what is pending */
     }
     if (code != SERVE_CLOSE && keep_pending(pending, data + off, n - off) < 0)
         return NULL;

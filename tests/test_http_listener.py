@@ -359,6 +359,31 @@ def test_a_stopping_worker_answers_a_request_on_a_freshly_kept_connection(factor
     assert fetch(port, "/status?code=200").status == 200  # its successor serves
 
 
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_max_requests_holds_for_a_pipelined_batch(factories, kind):
+    """max-requests 5 and 20 requests pipelined in one send: the worker
+    answers up to its limit and one more with Connection: close (the answer
+    that reached the limit was sent kept-alive), then closes; its successor
+    serves."""
+    server = factories.uwsgigw(*KINDS[kind], "--master", "--processes", "1",
+                               "--max-requests", "5", http=True)
+    port = port_of(server)
+    with Connection(port) as c:
+        c.send(b"".join(get("/status?code=200") for _ in range(20)))
+        answers = []
+        for _ in range(20):
+            r = c.response()
+            if r.status == 0:  # the server closed
+                break
+            answers.append(r)
+    assert 5 <= len(answers) <= 6, [r.raw[:80] for r in answers]
+    assert all(r.status == 200 for r in answers)
+    assert answers[-1].header("connection") == "close"
+    server.wait_for_log("recycling: max-requests 5 reached")
+    wait_until(lambda: fetch(port, "/status?code=200").status == 200, 10,
+               what="the next worker")
+
+
 def test_http_keepalive_off_closes_every_connection(factories):
     # uWSGI's spelling, http-keepalive = 0 (here from the environment)
     server = factories.uwsgigw(*KINDS["wsgi-c"], env={"UWSGIGW_HTTP_KEEPALIVE": "0"},

@@ -128,6 +128,13 @@ class HttpFront:
         self.connections: set[FrontConnection] = set()
         self._sweep = None
 
+    def budget(self) -> int:
+        """Requests this worker may still serve before max-requests: the C
+        path serves no more of a pipelined batch, and the rest is read once
+        the limit was checked (a stopping worker answers it with close)."""
+        served = sum(core.requests for core in self.ctx.cores)
+        return max(1, self.worker.limits.max_requests - served)
+
     def run_in_thread(self, fd: int, head: tuple, started: float) -> bool:
         """In a pool thread: run the WSGI app for ``head`` (read_http's) and
         answer it; True when the connection may carry the next request."""
@@ -227,7 +234,11 @@ class FrontConnection:
         idle_since = core.busy_since
         had = len(self.pending)
         try:
-            answer = front.serve(self.fd, self.pending, self.info, worker.stopping)
+            if front.inline and worker.limits.max_requests:
+                answer = front.serve(self.fd, self.pending, self.info, worker.stopping,
+                                     front.budget())
+            else:
+                answer = front.serve(self.fd, self.pending, self.info, worker.stopping)
         except Exception:  # a bug here must cost one connection, not the worker
             log.exception("internal error while serving an HTTP connection")
             self.close()
@@ -256,6 +267,8 @@ class FrontConnection:
             self.last_active = self.head_since = front.loop.time()
             if worker.limits:
                 worker._check_limits()
+                if worker.stopping and self.pending:
+                    self.readable()  # the rest of a batch cut at max-requests: with close
             return
         if answer == _CLOSE:
             self.close()
