@@ -15,6 +15,7 @@
  *   fastpath_http.c      Core.serve_http: the same on an HTTP connection
  *   fastpath_httpparse.c the restricted HTTP/1.1 request-head parser
  *   fastpath_httphead.c  HTTP response framing: the head, Date, chunks
+ *   fastpath_wire.c      sending a response within socket-timeout; tchar
  */
 #ifndef UWSGIGW_FASTPATH_H
 #define UWSGIGW_FASTPATH_H
