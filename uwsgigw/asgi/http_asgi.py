@@ -130,12 +130,10 @@ class AsgiHttpExchange(AsgiExchange):
         if failure.resets(self.sent) or self.closed or self.disconnected:
             self.abort()
             return
-        body = (failure.answer + "\n").encode("utf-8")
+        headers, body = failure.answer_parts()
         self.keep_alive = self.keep_alive and not self.worker.stopping
-        framing = http_head(request.status_line(failure.status),
-                            [("Content-Type", "text/plain; charset=utf-8"),
-                             ("Content-Length", str(len(body)))],
-                            self.version, self.head_only, self.keep_alive)
+        framing = http_head(request.status_line(failure.status), headers, self.version,
+                            self.head_only, self.keep_alive)
         data = framing.head + (body if framing.mode != NONE else b"")
         try:
             await self._write(data)

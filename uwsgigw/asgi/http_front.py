@@ -45,7 +45,7 @@ from .http_connection import (DRAIN_QUIET, HttpRequest, forwarded, log_head_time
                               log_no_request, peer_of, send_all, serve_http_connection,
                               server_of, trusted_peer)
 
-_WAIT, _SERVED, _CLOSE, _DECLINED = 0, 1, 2, 3  # Core.serve_http's answers
+_WAIT, _SERVED, _CLOSE = 0, 1, 2  # Core.serve_http's answers (3: declined, to llhttp)
 _SWEEP = 0.25  # seconds between timeout sweeps
 _FAILED = (None, None, None)  # an exc_info for start_response: nothing was sent
 _READ = 65536
@@ -86,11 +86,9 @@ class HttpHooks(request.FailureTurns):
         if failure.resets(exchange.sent):
             exchange.aborted = True
             return
-        body = (failure.answer + "\n").encode("utf-8")
+        headers, body = failure.answer_parts()
         try:
-            exchange.start_response(request.status_line(failure.status),
-                                    [("Content-Type", "text/plain; charset=utf-8"),
-                                     ("Content-Length", str(len(body)))], _FAILED)
+            exchange.start_response(request.status_line(failure.status), headers, _FAILED)
             exchange.write(body)
         except OSError:
             exchange.aborted = True

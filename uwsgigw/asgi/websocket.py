@@ -420,10 +420,8 @@ class WebSocketSession:
             self._gone(1006)
             self._shutdown()  # the HTTP answer is cut short: its framing shows it
         elif not self.answered:
-            body = (failure.answer + "\n").encode("utf-8")
-            await self._http_answer(failure.status, [
-                ("Content-Type", "text/plain; charset=utf-8"),
-                ("Content-Length", str(len(body)))], body)
+            headers, body = failure.answer_parts()
+            await self._http_answer(failure.status, headers, body)
 
     async def finish(self) -> None:
         """The app returned: close the WebSocket it left open (1000), wait

@@ -207,6 +207,14 @@ class Failure:
     def resets(self, head_sent: bool) -> bool:
         return head_sent or self.answer is None
 
+    def answer_parts(self) -> tuple[list, bytes]:
+        """The headers and body of this failure's answer (``answer`` set):
+        plain text, with its length; the drivers that frame HTTP themselves
+        (HTTP sockets, WebSocket handshakes) send them with status_line(status)."""
+        body = (self.answer + "\n").encode("utf-8")
+        return [("Content-Type", "text/plain; charset=utf-8"),
+                ("Content-Length", str(len(body)))], body
+
     def logged_status(self, sent: int) -> int:
         """The status for the request log: the one sent when the client left
         after its head, else this failure's."""

@@ -124,12 +124,10 @@ class HttpExchange(StartResponse):
         if failure.resets(self.sent):
             self.aborted = True
             return
-        body = (failure.answer + "\n").encode("utf-8")
+        headers, body = failure.answer_parts()
         self.keep_alive = self.keep_alive and not self.stopping()
-        framing = http_head(request.status_line(failure.status),
-                            [("Content-Type", "text/plain; charset=utf-8"),
-                             ("Content-Length", str(len(body)))],
-                            self.version, self.head_only, self.keep_alive)
+        framing = http_head(request.status_line(failure.status), headers, self.version,
+                            self.head_only, self.keep_alive)
         try:
             self._send(framing.head + (body if framing.mode != NONE else b""))
         except OSError:
