@@ -119,3 +119,10 @@ def test_a_worker_crosses_the_reload_with_its_deadline():
         assert not serving.retiring and serving.kill_at == 0.0
     finally:
         board.close()
+
+
+def test_services_state_crosses_the_reload():
+    handover = _handover()
+    handover.services = {"daemons": [{"cmd": "sleep 60", "pid": 321}], "cron": {"last": 5}}
+    back = Handover.from_env(handover.to_env({}))
+    assert back.services == handover.services and back == handover

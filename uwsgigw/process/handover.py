@@ -79,11 +79,12 @@ class Handover:
     # worker id -> the counters of its dead processes (stats.py), so they never go back
     carried: dict[int, list] = field(default_factory=dict)
     vacuum: list[str] = field(default_factory=list)  # paths left to the cleaner
+    services: dict = field(default_factory=dict)  # name -> state (services.py)
 
     # -- the wire format ---------------------------------------------------------
 
     def to_json(self) -> str:
-        return json.dumps({
+        state = {
             "generation": self.generation,
             "listeners": [item.wire() for item in self.listeners],
             "boards": {key: list(astuple(item)) for key, item in self.boards.items()},
@@ -91,7 +92,10 @@ class Handover:
             "counts": self.counts,
             "carried": self.carried,
             "vacuum": self.vacuum,
-        })
+        }
+        if self.services:  # (a later key: without services, the previous releases' wire)
+            state["services"] = self.services
+        return json.dumps(state)
 
     @classmethod
     def from_json(cls, text: str) -> Handover:
@@ -107,6 +111,7 @@ class Handover:
             counts={int(k): v for k, v in state.get("counts", {}).items()},
             carried={int(k): v for k, v in state.get("carried", {}).items()},
             vacuum=list(state.get("vacuum") or ()),
+            services=dict(state.get("services") or {}),
         )
 
     def to_env(self, environ: Mapping[str, str]) -> dict[str, str]:

@@ -34,7 +34,7 @@ from ..config.settings import Config
 from ..observe import reqlog
 from ..observe.reqlog import event
 from ..observe.scoreboard import ACCEPTING, BOOTING, STOPPING, Scoreboard
-from . import vacuum
+from . import services, vacuum
 from .handover import HandedBoard, HandedListener, Handover
 from .harakiri import Harakiri
 from .recycle import Limits
@@ -87,6 +87,7 @@ class Master:
         self.next_spawn = 0.0
         self.queue: list[int] = []
         self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        self.services = services.Services(services.build(cfg, self))
         if inherited:
             self._adopt(inherited)
 
@@ -102,6 +103,7 @@ class Master:
         for handed in handover.workers:
             self.workers[handed.pid] = WorkerProc.adopted(handed, boards[handed.board], now)
         self.counts, self.carried = handover.counts, handover.carried
+        self.services.adopt(handover.services)
         self.reload_started = now
         if self.ctx is None and not self.lazy:
             self.spawn_disabled = "the app failed to load"
@@ -146,7 +148,7 @@ class Master:
             except Exception:  # a master bug must not take the workers down
                 log.exception("internal error in the master loop")
                 time.sleep(0.1)
-            if self.stopping and not self.workers:
+            if self.stopping and not self.workers and not self.services.busy():
                 break
             if not self.workers and self.spawn_disabled:
                 log.error("no worker left and none can be started (%s); exiting"
@@ -178,6 +180,9 @@ class Master:
                 timeout = min(timeout, 0.02)  # notice readiness quickly
         if self.next_spawn > now:
             timeout = min(timeout, self.next_spawn - now)
+        wanted = self.services.deadline(now)
+        if wanted is not None:
+            timeout = min(timeout, wanted)
         return max(timeout, 0.005)
 
     def _sleep(self, timeout: float) -> None:
@@ -218,6 +223,7 @@ class Master:
         self.notifier.stopping()
         for w in list(self.workers.values()):
             self._retire(w, "shutdown", self.reload_mercy)
+        self.services.stop(immediate=False)
 
     def handle_int(self) -> None:
         if self.stopping == "immediate":
@@ -230,6 +236,7 @@ class Master:
             w.retiring, w.kill_at = w.retiring or "shutdown", deadline
             w.mercy = IMMEDIATE_STOP_WAIT
             self.kill(w, signal.SIGINT)
+        self.services.stop(immediate=True)
 
     handle_quit = handle_int
 
@@ -299,6 +306,8 @@ class Master:
             w = self.workers.pop(pid, None)
             if w is not None:
                 self._exited(w, status)
+            else:  # a service's child, or an orphan reparented to us (PID 1, subreaper)
+                self.services.reaped(pid, status)
 
     def _carry(self, w: WorkerProc) -> None:
         """Keep a dead process's counters under its worker id (stats.py)."""
@@ -468,6 +477,7 @@ class Master:
             self.harakiri_check.check(now)
         if self.stats is not None:
             self.stats.tick(now)
+        self.services.tick(now)
         if not self.stopping:
             self._manage(now)
             self._check_generation()
@@ -542,6 +552,7 @@ class Master:
         else:
             log.info("ready to accept requests: %s (threads: %d)" % (status, self.threads))
         self.notifier.ready(status)
+        self.services.generation_ready(reloaded=bool(old))
         if self.reload_pending:
             self.reload_pending = False
             self.reexec()
@@ -563,7 +574,8 @@ class Master:
             boards={key[id(b)]: HandedBoard(*b.describe()) for b in self.boards},
             workers=[w.handed(key[id(w.board)], now) for w in self.workers.values()
                      if not w.killed_for],
-            counts=self.counts, carried=self.carried, vacuum=vacuum.state())
+            counts=self.counts, carried=self.carried, vacuum=vacuum.state(),
+            services=self.services.hand_over())
         try:
             handover.exec(block=SIGNALS)  # returns only if it failed
         except OSError as exc:

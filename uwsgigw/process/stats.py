@@ -186,12 +186,14 @@ def snapshot(master, errors: int = 0) -> dict:
         cwd = os.getcwd()
     except OSError:
         cwd = ""
-    return {
+    doc = {
         "version": __version__, "listen_queue": backlog_now, "listen_queue_errors": errors,
         "signal_queue": 0, "load": backlog_now, "pid": os.getpid(), "uid": os.getuid(),
         "gid": os.getgid(), "cwd": cwd, "locks": [], "sockets": sockets,
         "workers": [_worker(master, wid, by_id.get(wid, [])) for wid in ids],
     }
+    doc.update(master.services.stats())  # e.g. uWSGI's "daemons" list (services.py)
+    return doc
 
 
 # -- Prometheus text format -------------------------------------------------------------
