@@ -31,7 +31,7 @@ worker may not read gets 403 and a log line.
 Headers: Content-Type (``static_rules.MimeTable``), Content-Length,
 Last-Modified, an nginx-style ETag, Accept-Ranges, Expires and Cache-Control
 max-age from the static-expires family, Content-Encoding and Vary for the
-pre-compressed variants (``FILE.br``/``FILE.gz`` beside the file's real path).
+pre-compressed variants (``FILE.br``/``FILE.gz`` beside the file as requested).
 Conditional requests and ranges follow RFC 9110 (``static_rules``).
 """
 
@@ -48,7 +48,7 @@ from typing import Any
 from .. import log
 from ..config.settings import ConfigError
 from . import static_rules as rules
-from .static_open import OPENAT2, open_beneath
+from .static_open import OPENAT2, open_beneath, try_beneath
 
 _FILE_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY
 _DIR_FLAGS = getattr(os, "O_PATH", os.O_RDONLY) | os.O_DIRECTORY | os.O_CLOEXEC
@@ -63,10 +63,11 @@ class StaticAnswer:
     to send as they are. ``fd``: an open descriptor of the file (the caller
     sends ``length`` bytes from ``offset`` and closes it, or calls ``close``),
     None when there is no body (304, 403, 416, HEAD). ``length`` is 0 then;
-    a HEAD keeps the Content-Length of the GET. ``path``: the file's real
-    absolute path (for logs); ``root`` and ``relpath``: the directory it was
-    opened beneath and the path below it ('/'-separated, no leading '/'), for
-    an X-Accel-Redirect. ``log``: a line to log (why a 403), or None.
+    a HEAD keeps the Content-Length of the GET. ``path``: the file's absolute
+    path (symlinks as named; the kernel's resolution when the request had
+    '..'), for logs; ``root`` and ``relpath``: the real directory it was
+    opened beneath and the path below it ('/'-separated, no leading '/'; ""
+    when unknown), for an X-Accel-Redirect. ``log``: a line to log (why a 403), or None.
     """
 
     status: int
@@ -145,7 +146,25 @@ class _Found:
     fd: int
     st: os.stat_result
     base: _Root
-    real: bytes  # the file's real path
+    rel: bytes  # as opened beneath base.fd (the variants are rel + ".gz")
+    name: bytes  # the absolute path (for logs, rules and Content-Type)
+    relpath: bytes  # name below base.real, b"" when not known
+
+
+def _located(fd: int, base: _Root, rel: bytes) -> tuple[bytes, bytes]:
+    """(absolute path, path below base) of a file opened as ``rel`` beneath
+    ``base``: spelled out when ``rel`` has no '..' (symlinks left as named, as
+    nginx does), else asked of /proc (the kernel's resolution)."""
+    parts = [p for p in rel.split(b"/") if p and p != b"."]
+    if b".." not in parts:
+        below = b"/".join(parts)
+        return base.real.rstrip(b"/") + b"/" + below, below
+    try:
+        name = os.fsencode(os.readlink("/proc/self/fd/%d" % fd))
+    except OSError:
+        return base.real.rstrip(b"/") + b"/" + rel, b""
+    top = base.real.rstrip(b"/") + b"/"
+    return name, name[len(top):] if name.startswith(top) else b""
 
 
 def _under(path: bytes, base: bytes) -> bool:
@@ -167,14 +186,14 @@ class StaticFiles:
     maps: list[_Map]
     index: list[bytes] = field(default_factory=list)
     safe: list[_Root] = field(default_factory=list)
-    skip_ext: list[str] = field(default_factory=list)
+    skip_ext: tuple[str, ...] = ()
     gzip_all: bool = False
     gzip_dirs: list[bytes] = field(default_factory=list)
-    gzip_exts: list[str] = field(default_factory=list)
+    gzip_exts: tuple[str, ...] = ()
     gzip_res: list[Any] = field(default_factory=list)
     expires: list[rules.ExpiresRule] = field(default_factory=list)
     mime: rules.MimeTable = field(default_factory=rules.MimeTable)
-    _gzip_dirs_real: list[bytes] | None = None
+    _gzip_dirs_real: tuple[bytes, ...] | None = None
 
     @classmethod
     def from_config(cls, cfg: Any) -> "StaticFiles | None":
@@ -219,9 +238,9 @@ class StaticFiles:
                             % (path, exc.strerror))
         return cls(maps=maps, index=[os.fsencode(n) for n in cfg.static_index],
                    safe=[_Root(os.fsencode(p)) for p in cfg.static_safe],
-                   skip_ext=list(cfg.static_skip_ext), gzip_all=bool(cfg.static_gzip_all),
+                   skip_ext=tuple(cfg.static_skip_ext), gzip_all=bool(cfg.static_gzip_all),
                    gzip_dirs=[os.fsencode(d) for d in cfg.static_gzip_dir],
-                   gzip_exts=list(cfg.static_gzip_ext), gzip_res=gzip_res,
+                   gzip_exts=tuple(cfg.static_gzip_ext), gzip_res=gzip_res,
                    expires=expires, mime=mime)
 
     # -- the lookup ----------------------------------------------------------------
@@ -241,7 +260,7 @@ class StaticFiles:
         path_info = environ.get("PATH_INFO", "")
         if method not in ("GET", "HEAD") or not isinstance(path_info, str):
             return None
-        if any(path_info.endswith(ext) for ext in self.skip_ext):
+        if self.skip_ext and path_info.endswith(self.skip_ext):
             return None
         try:
             raw = path_info.encode("latin-1")
@@ -262,8 +281,7 @@ class StaticFiles:
                 return found
             if found is None:
                 continue
-            name = os.fsdecode(found.real)
-            if any(name.endswith(ext) for ext in self.skip_ext):
+            if self.skip_ext and os.fsdecode(found.name).endswith(self.skip_ext):
                 os.close(found.fd)
                 return None
             return self._answer(environ, found, path_info)
@@ -275,7 +293,7 @@ class StaticFiles:
         except OSError as exc:
             return self._failed(exc, root.real, root.real)
         parent = _Root(os.path.dirname(root.real), os.path.dirname(root.real))
-        return self._regular(fd, parent, root.real)
+        return self._regular(fd, parent, os.path.basename(root.real))
 
     def _resolve(self, root: _Root, rel: bytes) -> _Found | StaticAnswer | None:
         """Open ``rel`` beneath ``root`` (or a static-safe directory); a directory
@@ -299,7 +317,7 @@ class StaticFiles:
                 if found is not None:
                     return found
             return None
-        return self._regular(fd, base, None, st)
+        return self._regular(fd, base, rel, st)
 
     def _resolve_index(self, base: _Root, rel: bytes) -> _Found | StaticAnswer | None:
         try:
@@ -309,7 +327,7 @@ class StaticFiles:
                 return _refuse("resolves outside %s" % os.fsdecode(base.real),
                                os.fsdecode(os.path.join(base.real, rel)), base.real)
             return self._failed(exc, os.path.join(base.real, rel), base.real)
-        return self._regular(fd, base, None)
+        return self._regular(fd, base, rel)
 
     def _reopen_safe(self, root: _Root,
                      rel: bytes) -> tuple[int, _Root, bytes] | StaticAnswer | None:
@@ -338,7 +356,7 @@ class StaticFiles:
         return None  # missing, not a directory, too long, a loop: not here
 
     @staticmethod
-    def _regular(fd: int, base: _Root, real: bytes | None,
+    def _regular(fd: int, base: _Root, rel: bytes,
                  st: os.stat_result | None = None) -> _Found | None:
         """Keep ``fd`` when it is a regular file (blocking again), else close it."""
         try:
@@ -347,42 +365,36 @@ class StaticFiles:
                 os.close(fd)
                 return None
             os.set_blocking(fd, True)
-            if real is None:
-                try:
-                    real = os.readlink("/proc/self/fd/%d" % fd).encode("utf-8", "surrogateescape")
-                except OSError:
-                    real = b""
-            return _Found(fd, st, base, real)
+            name, below = _located(fd, base, rel)
+            return _Found(fd, st, base, rel, name, below)
         except BaseException:
             os.close(fd)
             raise
 
     # -- the answer ----------------------------------------------------------------
 
-    def _wants_variant(self, path: bytes) -> bool:
+    def _wants_variant(self, name: bytes, text: str) -> bool:
         if self.gzip_all:
             return True
         if self._gzip_dirs_real is None:
-            self._gzip_dirs_real = [os.path.realpath(d) for d in self.gzip_dirs]
-        if any(path.startswith(d) for d in self._gzip_dirs_real):
-            return True
-        name = os.fsdecode(path)
-        return (any(name.endswith(ext) for ext in self.gzip_exts)
-                or any(r.search(name) for r in self.gzip_res))
+            self._gzip_dirs_real = tuple(os.path.realpath(d) for d in self.gzip_dirs)
+        return bool((self._gzip_dirs_real and name.startswith(self._gzip_dirs_real))
+                    or (self.gzip_exts and text.endswith(self.gzip_exts))
+                    or any(r.search(text) for r in self.gzip_res))
 
     def _variant(self, found: _Found, accept: str | None) -> tuple[_Found | None, str | None, bool]:
-        """-> (the variant's file, its coding, whether a variant exists at all)."""
-        if not found.real or not _under(found.real, found.base.real):
+        """-> (the variant's file, its coding, whether a variant exists at all).
+        FILE.br and FILE.gz are looked up beside the name the file was opened
+        by (as nginx's gzip_static), beneath the same directory."""
+        if found.base.fd < 0:
             return None, None, False
-        rel = os.path.relpath(found.real, found.base.real)
         accepted = rules.accepted_codings(accept)
         exists = False
         for coding, suffix in _VARIANTS:
-            try:
-                fd = open_beneath(found.base.fd, rel + suffix, _FILE_FLAGS)
-            except OSError:
+            fd = try_beneath(found.base.fd, found.rel + suffix, _FILE_FLAGS)
+            if fd < 0:
                 continue
-            variant = self._regular(fd, found.base, found.real + suffix)
+            variant = self._regular(fd, found.base, found.rel + suffix)
             if variant is None:
                 continue
             exists = True
@@ -392,11 +404,11 @@ class StaticFiles:
         return None, None, exists
 
     def _answer(self, environ: dict, found: _Found, path_info: str) -> StaticAnswer:
-        name = os.fsdecode(found.real)
+        name = os.fsdecode(found.name)
         ctype = self.mime.guess(name)
         headers: list[tuple[str, str]] = []
         coding = None
-        if found.real and self._wants_variant(found.real):
+        if self._wants_variant(found.name, name):
             variant, coding, exists = self._variant(found, environ.get("HTTP_ACCEPT_ENCODING"))
             if variant is not None:
                 os.close(found.fd)
@@ -408,11 +420,9 @@ class StaticFiles:
         tag = rules.etag(mtime, size)
         validators = [("Last-Modified", rules.http_date(mtime)), ("ETag", tag)]
         caching = rules.caching_headers(self.expires, name, str(environ.get("REQUEST_URI", "")),
-                                        path_info, ctype, mtime, time.time())
-        answer = StaticAnswer(200, [], found.fd, 0, size, os.fsdecode(found.real),
-                              None, os.fsdecode(found.base.real),
-                              os.fsdecode(os.path.relpath(found.real, found.base.real))
-                              if found.real else "")
+                                        path_info, ctype, mtime, time.time()) if self.expires else []
+        answer = StaticAnswer(200, [], found.fd, 0, size, os.fsdecode(found.name), None,
+                              os.fsdecode(found.base.real), os.fsdecode(found.relpath))
         inm = environ.get("HTTP_IF_NONE_MATCH")
         if inm is not None:
             not_modified = rules.none_match(str(inm), tag)

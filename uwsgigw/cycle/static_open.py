@@ -46,19 +46,26 @@ class _Openat2:
             self._syscall = ctypes.CDLL(None, use_errno=True).syscall
         except (OSError, AttributeError):
             return
+        self._hows: dict[int, bytes] = {}
         self._syscall.restype = ctypes.c_long
         self._syscall.argtypes = [ctypes.c_long, ctypes.c_int, ctypes.c_char_p,
                                   ctypes.c_char_p, ctypes.c_size_t]
         self.ok = True
 
+    def raw(self, dirfd: int, path: bytes, flags: int) -> int:
+        """The descriptor, or -errno (no exception: cheap for an expected miss)."""
+        how = self._hows.get(flags)
+        if how is None:  # struct open_how {u64 flags, mode, resolve}
+            how = self._hows[flags] = struct.pack("QQQ", flags | os.O_CLOEXEC, 0,
+                                                  RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS)
+        fd = self._syscall(_SYS_OPENAT2, dirfd, path, how, 24)
+        return int(fd) if fd >= 0 else -ctypes.get_errno()
+
     def __call__(self, dirfd: int, path: bytes, flags: int) -> int:
-        how = struct.pack("QQQ", flags | os.O_CLOEXEC, 0,
-                          RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS)
-        fd = self._syscall(_SYS_OPENAT2, dirfd, path, how, len(how))
+        fd = self.raw(dirfd, path, flags)
         if fd < 0:
-            err = ctypes.get_errno()
-            raise OSError(err, os.strerror(err), os.fsdecode(path))
-        return int(fd)
+            raise OSError(-fd, os.strerror(-fd), os.fsdecode(path))
+        return fd
 
     def probe(self, dirfd: int) -> bool:
         """Does the kernel (and any seccomp filter) let us use it? Turns
@@ -133,6 +140,18 @@ def walk_beneath(dirfd: int, rel: bytes, flags: int) -> int:
     finally:
         for fd in stack:
             os.close(fd)
+
+
+def try_beneath(dirfd: int, rel: bytes, flags: int) -> int:
+    """``open_beneath`` for a file that is often missing: -1 instead of any OSError."""
+    if OPENAT2.ok and b"\0" not in rel:
+        fd = OPENAT2.raw(dirfd, rel or b".", flags)
+        if fd >= 0 or fd not in (-errno.ENOSYS, -errno.EPERM):
+            return fd if fd >= 0 else -1
+    try:
+        return open_beneath(dirfd, rel, flags)
+    except OSError:
+        return -1
 
 
 def open_beneath(dirfd: int, rel: bytes, flags: int) -> int:

@@ -26,14 +26,23 @@ _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
+_DATES: dict[int, str] = {}
+
+
 def http_date(epoch: float) -> str:
     """Seconds since the epoch -> IMF-fixdate (``Sun, 06 Nov 1994 08:49:37 GMT``).
-    Out-of-range values are clamped to the years 1970..9999."""
+    Out-of-range values are clamped to the years 1970..9999. The last few
+    hundred answers are remembered (the same files' mtimes come back)."""
     epoch = min(max(int(epoch), 0), 253402300799)
-    t = time.gmtime(epoch)
-    return "%s, %02d %s %04d %02d:%02d:%02d GMT" % (
-        _DAYS[t.tm_wday], t.tm_mday, _MONTHS[t.tm_mon - 1], t.tm_year,
-        t.tm_hour, t.tm_min, t.tm_sec)
+    text = _DATES.get(epoch)
+    if text is None:
+        if len(_DATES) > 512:
+            _DATES.clear()
+        t = time.gmtime(epoch)
+        text = _DATES[epoch] = "%s, %02d %s %04d %02d:%02d:%02d GMT" % (
+            _DAYS[t.tm_wday], t.tm_mday, _MONTHS[t.tm_mon - 1], t.tm_year,
+            t.tm_hour, t.tm_min, t.tm_sec)
+    return text
 
 
 def parse_http_date(text: str | None) -> int | None:
@@ -125,13 +134,26 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | str | None:
 
 # -- Accept-Encoding ------------------------------------------------------------------
 
-def accepted_codings(header: str | None) -> set[str]:
+_CODINGS: dict[str, frozenset[str]] = {}
+
+
+def accepted_codings(header: str | None) -> frozenset[str]:
     """The content codings of ``("br", "gzip")`` the client accepts (q > 0).
 
     ``gzip;q=0`` refuses gzip; ``*`` stands for codings not named; ``x-gzip``
-    is gzip (RFC 9110 8.4.1.3)."""
+    is gzip (RFC 9110 8.4.1.3). Browsers send a handful of spellings: the
+    answers are remembered."""
     if not header:
-        return set()
+        return frozenset()
+    known = _CODINGS.get(header)
+    if known is None:
+        if len(_CODINGS) > 256:
+            _CODINGS.clear()
+        known = _CODINGS[header] = _accepted(header) if len(header) < 1024 else frozenset()
+    return known
+
+
+def _accepted(header: str) -> frozenset[str]:
     qs: dict[str, float] = {}
     for item in header.split(","):
         name, _, params = item.partition(";")
@@ -149,9 +171,9 @@ def accepted_codings(header: str | None) -> set[str]:
                 if not q == q:  # nan
                     q = 0.0
         if name:
-            qs[name] = max(q, qs.get(name, 0.0)) if name in qs else q
+            qs[name] = max(q, qs.get(name, q))
     star = qs.get("*", 0.0)
-    return {c for c in ("br", "gzip") if qs.get(c, star) > 0}
+    return frozenset(c for c in ("br", "gzip") if qs.get(c, star) > 0)
 
 
 # -- Content-Type -------------------------------------------------------------------
