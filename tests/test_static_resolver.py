@@ -12,6 +12,8 @@ import json
 import os
 import pwd
 import shutil
+import stat
+import threading
 import tempfile
 import time
 from email.utils import parsedate_tz
@@ -585,7 +587,7 @@ static-cache-paths-name = paths
     assert cfg.static_expires_path_info_mtime == ["js$ 31"]
     assert cfg.mimefile == ["/etc/mime.types"] and cfg.file_serve_mode == "x-accel-redirect"
     assert cfg.offload_threads == 4
-    assert not [w for w in cfg.warnings if "static" in w or "offload" in w or "mime" in w]
+    assert not [w for w in cfg.warnings if "on this machine" not in w]
     notes = "\n".join(cfg.notes)
     for name in ("honour-range", "file-serve-mode", "offload-threads",
                  "static-offload-to-thread", "static-cache-paths", "static-cache-paths-name"):
@@ -629,3 +631,72 @@ def test_unreadable_mimefile_is_logged_not_fatal(tmp_path, capfd):
                                                  mimefile=[str(tmp_path / "none.types")]))
     assert sf is not None
     assert "mimefile = %s: cannot be read" % (tmp_path / "none.types") in capfd.readouterr().err
+
+
+def test_device_inside_a_map_is_not_served(tmp_path):
+    try:
+        os.mknod(tmp_path / "null", 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    except OSError as exc:
+        pytest.skip("cannot make a device node here: %s" % exc)
+    sf = StaticFiles.from_config(Config.defaults(static_map=["/s=%s" % tmp_path]))
+    assert get(sf, "/s/null") is None
+
+
+def test_swapping_a_directory_for_a_symlink_never_leads_out(tree, opener, tmp_path):
+    # A writer flips race/d between a real directory and a symlink to the
+    # secret directory while lookups run: every answer is the inside file or
+    # a miss/403, never the secret.
+    top = tmp_path / "top"
+    (top / "race").mkdir(parents=True)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "f.txt").write_bytes(b"SECRET")
+    inside = top / "race" / "inside"
+    inside.mkdir()
+    (inside / "f.txt").write_bytes(b"inside")
+    link = top / "race" / "d"
+    stop = threading.Event()
+
+    def flip():
+        while not stop.is_set():
+            for target in (outside, "inside"):
+                tmp = top / "race" / "tmp"
+                tmp.symlink_to(target)
+                os.replace(tmp, link)
+
+    sf = StaticFiles.from_config(Config.defaults(static_map=["/s=%s/race" % top]))
+    writer = threading.Thread(target=flip)
+    writer.start()
+    seen = set()
+    try:
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            a = get(sf, "/s/d/f.txt")
+            seen.add(None if a is None else (a.status, a.body))
+    finally:
+        stop.set()
+        writer.join()
+    assert (200, b"SECRET") not in seen
+    assert (403, b"") in seen  # the outside target was met, and refused
+    assert (200, b"inside") in seen
+
+
+def test_refusal_log_line_cannot_be_forged_by_the_path(tree):
+    answer = get(make(tree), "/static/../x\n[pid: 1] GET /admin => 200\r\x1b[2J")
+    assert answer.status == 403
+    assert "\n" not in answer.log and "\r" not in answer.log and "\x1b" not in answer.log
+    assert "x\\x0a[pid: 1]" in answer.log
+
+
+def test_missing_static_directories_are_warned_at_start_up(tmp_path):
+    (tmp_path / "there").mkdir()
+    cfg = cfg_from(tmp_path, "chdir = %s\nstatic-map = /a=there\nstatic-map = /b=/no/such\n"
+                             "static-map2 = /c=gone\ncheck-static = missing\n" % tmp_path)
+    site = tmp_path / "site.ini"
+    assert [w for w in cfg.warnings if "static" in w] == [
+        "%s:6: static-map = /b=/no/such: no such directory (skipped until it exists) on this "
+        "machine" % site,
+        "%s:7: static-map2 = /c=gone: no such directory (skipped until it exists) on this "
+        "machine" % site,
+        "%s:8: check-static = missing: no such directory (skipped until it exists) on this "
+        "machine" % site]

@@ -56,7 +56,7 @@ class Option:
     minimum: int | None = 0
     choices: tuple[str, ...] = ()
     # What start-up warns about when missing on this machine: "dir", "file",
-    # "parent", "socket", "pythonpath", "user", "group", "owner" (--check
+    # "map", "parent", "socket", "pythonpath", "user", "group", "owner" (--check
     # predicts them in preflight.py, as errors where start-up would stop).
     check: str | None = None
     metavar: str = "VALUE"

@@ -115,13 +115,14 @@ ROWS: list[dict[str, Any]] = [
          "under the URL prefix /PREFIX (GET and HEAD; matched against PATH_INFO, in the "
          "order given; the first map whose file exists serves it, a missing file falls "
          "through to the next map and then to the app). DIR may be one file, served for "
-         "exactly /PREFIX", multi=True, metavar="/PREFIX=DIR"),
+         "exactly /PREFIX", multi=True, check="map", metavar="/PREFIX=DIR"),
     dict(name="static-map2", kind=STATIC_MAP, default=[], help="like static-map, but the "
          "whole PATH_INFO (prefix included) is looked up under DIR", multi=True,
-         metavar="/PREFIX=DIR"),
+         check="map", metavar="/PREFIX=DIR"),
     dict(name="check-static", kind="path", default=[], help="look every request's "
          "PATH_INFO up under DIR and serve the file when it exists (tried before the "
-         "static maps)", aliases=("static-check",), multi=True, metavar="DIR"),
+         "static maps)", aliases=("static-check",), multi=True, check="map",
+         metavar="DIR"),
     dict(name="static-index", kind="text", default=[], help="for a request that maps to a "
          "directory, serve the first of these files that exists in it (else the request "
          "goes to the app)", multi=True, metavar="NAME"),

@@ -41,6 +41,7 @@ import errno
 import os
 import re
 import stat
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -53,6 +54,7 @@ from .static_open import OPENAT2, open_beneath, try_beneath
 _FILE_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY
 _DIR_FLAGS = getattr(os, "O_PATH", os.O_RDONLY) | os.O_DIRECTORY | os.O_CLOEXEC
 _VARIANTS = (("br", b".br"), ("gzip", b".gz"))
+_OPENING = threading.Lock()
 
 
 @dataclass
@@ -104,6 +106,10 @@ class _Root:
     def ready(self) -> bool:
         if self.fd >= 0:
             return True
+        with _OPENING:  # threads: one descriptor per root
+            return self.fd >= 0 or self._open()
+
+    def _open(self) -> bool:
         try:
             real = os.path.realpath(self.path)
             fd = os.open(real, getattr(os, "O_PATH", os.O_RDONLY) | os.O_CLOEXEC)
@@ -173,10 +179,19 @@ def _under(path: bytes, base: bytes) -> bool:
     return path == base or path.startswith(base + b"/") or base == b""
 
 
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\\\\\ud800-\udfff]")
+
+
+def printable(text: str) -> str:
+    """A path for a log line: control characters (a raw packet may carry a
+    newline), backslashes and undecodable bytes (surrogate escapes) as \\xNN."""
+    return _CONTROL.sub(lambda m: "\\x%02x" % (ord(m.group()) & 0xff), text)
+
+
 def _refuse(why: str, path: str, root: bytes) -> StaticAnswer:
     return StaticAnswer(403, [("Content-Type", "text/plain"), ("Content-Length", "0")],
                         path=path, root=os.fsdecode(root), log="static: 403 for %s: %s"
-                        % (path, why))
+                        % (printable(path), printable(why)))
 
 
 @dataclass
