@@ -700,3 +700,46 @@ def test_missing_static_directories_are_warned_at_start_up(tmp_path):
         "machine" % site,
         "%s:8: check-static = missing: no such directory (skipped until it exists) on this "
         "machine" % site]
+
+
+def test_execute_only_directory_serves_its_index_and_refuses_the_rest(tree, tmp_path):
+    top = Path(tempfile.mkdtemp(prefix="static-xonly-"))
+    try:
+        os.chmod(top, 0o755)
+        (top / "x").mkdir()
+        (top / "x" / "index.html").write_bytes(b"idx")
+        (top / "x" / "mode000").write_bytes(b"no")
+        os.chmod(top / "x" / "index.html", 0o644)
+        os.chmod(top / "x" / "mode000", 0)
+        os.chmod(top / "x", 0o711)
+        no_index = StaticFiles.from_config(Config.defaults(static_map=["/s=%s" % top]))
+        with_index = StaticFiles.from_config(Config.defaults(static_map=["/s=%s" % top],
+                                                             static_index=["index.html"]))
+        out = as_nobody(lambda: [getattr(get(with_index, "/s/x/"), "status", None),
+                                 getattr(get(with_index, "/s/x/"), "body", b"").decode(),
+                                 getattr(get(no_index, "/s/x/"), "status", None),
+                                 getattr(get(with_index, "/s/x/mode000"), "status", None)])
+        assert out == [200, "idx", None, 403]  # a directory without index: the app
+    finally:
+        shutil.rmtree(top)
+
+
+def as_nobody(job):
+    """``job()``'s JSON-able result, computed in a forked child running as nobody."""
+    rfd, wfd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(rfd)
+            if os.geteuid() == 0:
+                nobody = pwd.getpwnam("nobody")
+                os.setgid(nobody.pw_gid)
+                os.setuid(nobody.pw_uid)
+            os.write(wfd, json.dumps(job()).encode())
+        finally:
+            os._exit(0)
+    os.close(wfd)
+    with os.fdopen(rfd, "rb") as f:
+        out = f.read()
+    assert os.waitpid(pid, 0)[1] == 0
+    return json.loads(out)

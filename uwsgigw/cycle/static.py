@@ -317,15 +317,19 @@ class StaticFiles:
         try:
             fd = open_beneath(root.fd, rel, _FILE_FLAGS)
         except OSError as exc:
-            if exc.errno != errno.EXDEV:
+            if exc.errno == errno.EACCES and self._is_dir(root, rel):
+                fd = -1  # an execute-only directory: its index may still be readable
+            elif exc.errno != errno.EXDEV:
                 return self._failed(exc, os.path.join(root.real, rel), root.real)
-            opened = self._reopen_safe(root, rel)
-            if opened is None or isinstance(opened, StaticAnswer):
-                return opened
-            fd, base, rel = opened
-        st = os.fstat(fd)
-        if stat.S_ISDIR(st.st_mode):
-            os.close(fd)
+            else:
+                opened = self._reopen_safe(root, rel)
+                if opened is None or isinstance(opened, StaticAnswer):
+                    return opened
+                fd, base, rel = opened
+        st = os.fstat(fd) if fd >= 0 else None
+        if st is None or stat.S_ISDIR(st.st_mode):
+            if fd >= 0:
+                os.close(fd)
             for name in self.index:
                 found = self._resolve_index(base, rel.rstrip(b"/") + b"/" + name
                                             if rel.strip(b"/") else name)
@@ -333,6 +337,15 @@ class StaticFiles:
                     return found
             return None
         return self._regular(fd, base, rel, st)
+
+    @staticmethod
+    def _is_dir(root: _Root, rel: bytes) -> bool:
+        try:
+            fd = open_beneath(root.fd, rel, os.O_PATH | os.O_DIRECTORY)
+        except OSError:
+            return False
+        os.close(fd)
+        return True
 
     def _resolve_index(self, base: _Root, rel: bytes) -> _Found | StaticAnswer | None:
         try:
