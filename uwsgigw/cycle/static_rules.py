@@ -194,7 +194,12 @@ class MimeTable:
     (uWSGI sends no Content-Type; nginx sends its default_type)."""
 
     def __init__(self, files: Iterable[str] = ()) -> None:
-        db = mimetypes.MimeTypes()
+        db = mimetypes.MimeTypes()  # Python's own table; then the system's files,
+        for known in mimetypes.knownfiles:  # as mimetypes.init() reads them
+            try:
+                db.read(known)
+            except (OSError, UnicodeDecodeError):
+                pass
         self.types: dict[str, str] = {}
         for strict in (False, True):
             for ext, mime in db.types_map[strict].items():
