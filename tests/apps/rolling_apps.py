@@ -4,11 +4,14 @@ server by the test) and which worker made it.
 
 - ``GET /who?S``  -> "<server> <pid>" after sleeping S seconds (default 0)
 - ``POST /who?S`` -> "<server> <pid> <length> <sha256 hex>" of the body it read
+- ``GET /orphan?S`` -> starts ``sleep S`` through a shell that exits at once,
+  leaving the sleep an orphan (for the server run as PID 1); its pid
 - anything else   -> "ok" (health probes)
 """
 
 import hashlib
 import os
+import subprocess
 import time
 
 SERVER = os.environ.get("ROLLING_SERVER", "-")
@@ -21,6 +24,10 @@ def application(environ, start_response):
         text = "%s %d" % (SERVER, os.getpid())
         if body is not None:
             text += " %d %s" % (len(body), hashlib.sha256(body).hexdigest())
+    elif environ["PATH_INFO"] == "/orphan":
+        seconds = float(environ.get("QUERY_STRING") or 1)
+        text = subprocess.run(["sh", "-c", "sleep %g >/dev/null 2>&1 & echo $!" % seconds],
+                              capture_output=True, text=True, check=True).stdout.strip()
     else:
         text = "ok"
     data = text.encode()
