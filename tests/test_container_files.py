@@ -6,7 +6,8 @@ file and its test cannot drift) and run against a real server started with
 the Dockerfile's own CMD on a copy of container.ini, where only the
 machine-specific lines differ (socket address, project directory, module).
 The Dockerfile's CMD also runs as PID 1 of a fresh PID namespace, as in a
-container: it answers the probe, reaps orphans and stops on SIGTERM.
+container: it answers the probe, reaps orphans, reloads on SIGHUP and
+stops on SIGTERM.
 """
 
 from __future__ import annotations
@@ -277,7 +278,7 @@ def proc_status(pid: int) -> dict[str, str]:
         return {}
 
 
-def test_as_pid_1_it_answers_reaps_orphans_and_stops_on_sigterm(tmp_path, factories):
+def test_as_pid_1_it_answers_reaps_orphans_reloads_and_stops(tmp_path, factories):
     prefix = unshare_prefix()
     port = free_port()
     ini = local_ini(tmp_path, port)
@@ -303,6 +304,14 @@ def test_as_pid_1_it_answers_reaps_orphans_and_stops_on_sigterm(tmp_path, factor
     wait_until(lambda: not proc_status(orphan), 15, what="the orphan reaped (no zombie left)")
     zombies = [p for p in children(master) if proc_status(p).get("State", "").startswith("Z")]
     assert not zombies
+
+    # docker kill -s HUP: a graceful reload re-executes the master, still PID 1.
+    mark = server.log_mark()
+    os.kill(master, signal.SIGHUP)
+    server.wait_for_log("reloaded in", since=mark, timeout=30)
+    assert server.master_pid() == master and server.proc.poll() is None
+    assert proc_status(master)["NSpid"].split()[-1] == "1"
+    assert probe(docker_healthcheck(), ini).returncode == 0
 
     # docker stop / the kubelet: SIGTERM to PID 1 from outside its namespace.
     mark = server.log_mark()
