@@ -1,7 +1,12 @@
 """Scale-out: several uwsgigw servers on TCP behind one nginx ``upstream``
-(the shipped nginx/upstream-rolling.conf), restarted one at a time under
-load -- SIGTERM, wait for the exit, start again, wait until nginx sends it
-requests, next -- lose no request, GET or POST.
+(the shipped nginx/upstream-rolling.conf), restarted one at a time under GET
+and POST load: SIGTERM, wait for the exit, start again, wait until nginx
+sends it requests, next.
+
+- Taken out of nginx's pool first (``down`` + reload, then back): no
+  request fails.
+- SIGTERM only: no GET fails; a POST that nginx sent to the stopping server
+  may get 502 (the file's comment says why), and nothing else may fail.
 
 The figure (requests, failed) is printed; run with ``-s`` to see it:
 
