@@ -24,7 +24,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from . import options_static, optypes
+from . import cronspec, options_static, optypes
 from .uwsgi_compat import UNSUPPORTED, Unsupported, groups
 
 IMPLEMENTED = "implemented"
@@ -35,6 +35,7 @@ BOOL, INT, SIZE, MEGABYTES, SECONDS, BUFFER = "bool", "int", "size", "megabytes"
 TEXT, PATH, ANY, MODE, CHOICE, SOCKET = "text", "path", "any", "mode", "choice", "socket"
 KEYVALUE, MOUNT, OWNER, PLUGIN = "keyvalue", "mount", "owner", "plugin"
 NETWORKS = "networks"
+CRON, CRON2 = "cron", "cron2"
 BOOL_OR_ADDRESS = "bool-or-address"
 
 README_START = "<!-- settings:start -->"
@@ -134,6 +135,8 @@ _PARSERS: dict[str, Callable[[Option, str, optypes.Warn], Any]] = {
     BOOL_OR_ADDRESS: _bool_or_address,
     NETWORKS: lambda o, t, w: optypes.normalise(t),
     **options_static.PARSERS,
+    CRON: lambda o, t, w: cronspec.canonical(cronspec.parse_cron(t), CRON),
+    CRON2: lambda o, t, w: cronspec.canonical(cronspec.parse_cron2(t, w), CRON2),
 }
 
 SOCKETS, APP, PROCS, REQS, HTTP, LOGS, RECYCLE, CONF, STATIC = (
@@ -247,6 +250,23 @@ OPTIONS: list[Option] = [
            "in uWSGI (GET / is the JSON, GET /metrics the same figures in Prometheus "
            "text format); an ADDRESS: serve that HTTP on its own socket, next to the "
            "plain stats socket", PROCS, metavar="true|ADDRESS", flag_value="true"),
+    Option("cron", CRON, [], "run a shell command from the master, as uWSGI does: "
+           "MINUTE HOUR DAY MONTH WEEKDAY COMMAND in local time, -1 for any, -N for every N "
+           "(the value is a multiple of N); day and weekday both given: either matches. "
+           "/bin/sh -c COMMAND from chdir, in its own process group; its output goes to "
+           "the log as [cron N] lines, its exit status is logged; a reload does not stop "
+           "it", PROCS, multi=True,
+           metavar="MIN HOUR DAY MON WDAY CMD"),
+    Option("unique-cron", CRON, [], "like cron, but a run is skipped (and logged) while "
+           "the previous run of the job is still going, also across a reload",
+           PROCS, multi=True, metavar="MIN HOUR DAY MON WDAY CMD"),
+    Option("cron2", CRON2, [], "a cron job as key=value,... COMMAND: minute, hour, day, "
+           "month, week (default -1), unique=1, harakiri=SECONDS (0: none for this job); "
+           "legion= is not supported", PROCS, multi=True,
+           metavar="KEY=VALUE,... CMD"),
+    Option("cron-harakiri", INT, 0, "kill (SIGKILL, its process group) a cron run that "
+           "takes longer than this many seconds, and log it (0: no limit)", PROCS,
+           metavar="SECONDS"),
     # -- requests ------------------------------------------------------------
     Option("buffer-size", BUFFER, 4096, "largest uwsgi vars block (request headers) "
            "accepted, in bytes; 65536 is read as 65535, the protocol maximum", REQS,

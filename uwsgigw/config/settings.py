@@ -95,10 +95,11 @@ class Config:
     def runs_master(self) -> bool:
         """A master runs with master = true, several workers, or any feature
         only a master provides: harakiri, recycling and the stats server
-        (stats.py; as in uWSGI, stats implies master)."""
+        (stats.py; as in uWSGI, stats implies master) and cron jobs."""
         return bool(self.master or self.processes > 1 or self.harakiri or self.max_requests
                     or self.reload_on_rss or self.reload_on_as or self.stats
-                    or self.stats_http not in (None, "on"))
+                    or self.stats_http not in (None, "on")
+                    or self.cron or self.unique_cron or self.cron2)
 
     def or_default(self, attr: str) -> Any:
         """The value, or the option's default when it is 0: uWSGI's

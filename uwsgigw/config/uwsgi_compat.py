@@ -52,9 +52,13 @@ _GROUPS: list[tuple[str, str]] = [
         smart-attach-daemon2 legion-attach-daemon legion-smart-attach-daemon
         legion-smart-attach-daemon2 daemons-honour-stdin! worker-exec worker-exec2
     """),
-    ("use a systemd timer (or cron) that runs the command", """
-        cron cron2 unique-cron legion-cron cron-legion unique-legion-cron
-        unique-cron-legion cron-harakiri signal-timer timer signal-rbtimer rbtimer
+    ("uWSGI's legion (a job run by the cluster's lord) is not supported: run the job "
+     "with cron = on one host only, or as a Kubernetes CronJob / systemd timer", """
+        legion-cron cron-legion unique-legion-cron unique-cron-legion
+    """),
+    ("uwsgigw has no uWSGI signals or spooler: run the command with cron = (or "
+     "cron2 =), or a systemd timer", """
+        signal-timer timer signal-rbtimer rbtimer
     """),
     ("run commands from the systemd unit (ExecStartPre=/ExecStartPost=) or your "
      "deploy script; SIGTERM already stops uwsgigw gracefully", """

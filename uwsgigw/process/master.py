@@ -186,7 +186,7 @@ class Master:
         return max(timeout, 0.005)
 
     def _sleep(self, timeout: float) -> None:
-        reads, writes = [self._wake_r], []
+        reads, writes = [self._wake_r, *self.services.fds()], []
         if self.stats is not None:  # stats.py: non-blocking, served from this loop
             more, writes = self.stats.fds()
             reads += more
@@ -194,6 +194,7 @@ class Master:
             ready, writable, _ = select.select(reads, writes, [], timeout)
         except InterruptedError:
             return
+        self.services.readable(ready)  # (services.py: the pipes of their children)
         if self._wake_r in ready:
             try:
                 while os.read(self._wake_r, 4096):

@@ -21,7 +21,10 @@ Points in the master's life, in order:
   deadlines still apply through ``tick``);
 - ``hand_over()``: the master re-executes (SIGHUP): what the next image's
   ``adopt`` needs, as JSON-able data; the service's processes keep running;
-- ``stats()``: its part of the stats document (stats.py), JSON-able.
+- ``stats()``: its part of the stats document (stats.py), JSON-able;
+- ``fds()``: descriptors (pipes from its children) the master's select
+  waits on to read; ``readable(fds)``: those of them that are readable now
+  (read them without blocking).
 """
 
 from __future__ import annotations
@@ -64,6 +67,12 @@ class MasterService:
     def stats(self) -> Any:
         return None
 
+    def fds(self) -> list[int]:
+        return []
+
+    def readable(self, fds: list[int]) -> None:
+        pass
+
 
 def build(cfg, master) -> list[MasterService]:
     """The services ``cfg`` asks for, in the order the master calls them."""
@@ -77,7 +86,8 @@ def build(cfg, master) -> list[MasterService]:
 
 def _factories() -> list:
     """Each module's ``from_config(cfg, master) -> MasterService | None``."""
-    return []
+    from . import cron
+    return [cron.from_config]
 
 
 class Services:
@@ -138,3 +148,10 @@ class Services:
     def stats(self) -> dict:
         return {s.name: doc for s, doc in zip(self.items, self._each("stats"))
                 if doc is not None}
+
+    def fds(self) -> list[int]:
+        return [fd for fds in self._each("fds") if fds for fd in fds]
+
+    def readable(self, fds: list[int]) -> None:
+        if fds:
+            self._each("readable", fds)
