@@ -151,10 +151,12 @@ fuzz: fuzz-deps install
 	$(PY) tests/fuzz/build.py run $(FUZZ_SECONDS)
 
 # 1000 connections through nginx for 30 s, 100,000 hostile packets, the 1 GiB
-# RSS checks, then SOAK_SECONDS of mixed load with reloads, SIGKILLs, harakiri.
+# RSS checks, a cron job at a real minute boundary, then SOAK_SECONDS of mixed
+# load with reloads, SIGKILLs, harakiri.
 soak: install
 	@command -v wrk >/dev/null 2>&1 || { echo "installing: wrk"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; }
 	UWSGIGW_LOAD_SECONDS=30 UWSGIGW_HOSTILE_PACKETS=100000 $(PY) -m pytest -s -p no:cacheprovider \
-		tests/test_resources.py tests/test_hostile_packets.py
+		tests/test_resources.py tests/test_hostile_packets.py \
+		tests/test_cron.py::test_a_job_fires_at_a_real_minute_boundary
 	$(PY) tests/soak/run_soak.py --seconds $(SOAK_SECONDS)

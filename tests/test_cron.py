@@ -27,7 +27,8 @@ from test_stats import read_stats
 from uwsgigw import exitcodes
 from uwsgigw.config.cronspec import BadValue, CronSpec, canonical, parse_cron, parse_cron2
 from uwsgigw.config.settings import ConfigError, build
-from uwsgigw.process.cronsched import CLOCK_ENV, Schedule, matches
+from uwsgigw.process.cron import CronService, Job
+from uwsgigw.process.cronsched import CLOCK_ENV, Clock, Schedule, ShiftedClock, matches
 
 CORPUS = Path(__file__).resolve().parent.parent.parent / "shared" / "ini-corpus"
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -254,6 +255,60 @@ def test_the_schedule_state_survives_a_reload():
     assert step and step.run == [] and step.gap == 0
 
 
+def test_a_short_gap_runs_the_missed_job_late_a_long_one_only_logs_it(capfd):
+    """The service (cron.py) on the injected clock, with real /bin/sh children
+    this test reaps itself, as the master's waitpid would."""
+    clock = FakeClock(datetime(2030, 1, 7, 9, 58, 30))
+    job = Job(1, "cron", parse_cron("0 10 -1 -1 -1 echo nightly $$"))
+    service = CronService([job], clock, harakiri=0, mercy=1.0)
+    service.tick(time.monotonic())  # 09:58: not due
+    clock.t += 150  # 10:01: the master was busy for two minutes (a slow reload)
+    service.tick(time.monotonic())
+    pid = job.runs[0].pid
+    assert service.fds() == [job.runs[0].fd]
+    service.reaped(*os.waitpid(pid, 0))
+    err = capfd.readouterr().err
+    assert ("cron 1: missed its run due at 10:00 (the master was busy or suspended for 2 "
+            "minutes); running it now, late") in err
+    assert "[cron 1] nightly %d" % pid in err and "cron 1 (pid %d): exit code 0" % pid in err
+    assert not service.fds() and not service.busy()
+    clock.t += 24 * 3600 - 120  # the next day, 09:59
+    service.tick(time.monotonic())
+    clock.t += 10 * 60  # 10:09: ten minutes without a look
+    service.tick(time.monotonic())
+    err = capfd.readouterr().err
+    assert ("cron 1: 1 run missed (the master was busy or suspended for 9 minutes; last due "
+            "2030-01-08 10:00); not run") in err
+    assert not job.runs and job.missed == 2 and job.started == 1
+    assert service.stats()[0]["missed"] == 2
+
+
+def test_a_job_gets_no_descriptor_but_its_own(capfd):
+    """stdin /dev/null, stdout and stderr the pipe to the log, nothing else:
+    not what the master inherited from whoever started it."""
+    r, w = os.pipe()
+    os.set_inheritable(w, True)  # as a shell or CI runner may leave one
+    try:
+        job = Job(1, "cron", parse_cron("-1 -1 -1 -1 -1 exec ls /proc/self/fd"))
+        service = CronService([job], FakeClock(datetime(2030, 1, 7, 10, 0)), 0, 1.0)
+        service.tick(time.monotonic())
+        service.reaped(*os.waitpid(job.runs[0].pid, 0))
+    finally:
+        os.close(r)
+        os.close(w)
+    listed = re.findall(r"\[cron 1\] (\d+)", capfd.readouterr().err)
+    assert listed == ["0", "1", "2", "3"]  # 3: ls's own look at the directory
+
+
+def test_the_test_clock_comes_only_from_its_variable():
+    assert type(Clock.from_env({})) is Clock
+    clock = Clock.from_env({CLOCK_ENV: "%f 1893456000 60" % time.time()})  # 2030-01-01 UTC
+    assert isinstance(clock, ShiftedClock) and clock.speed == 60
+    assert 1893456000 <= clock.time() < 1893456000 + 60
+    with pytest.raises(ValueError, match="REAL0 START SPEED"):
+        Clock.from_env({CLOCK_ENV: "soon"})
+
+
 # -- the real master, on the test clock -----------------------------------------------------
 
 def clock_env(start: datetime, speed: float = 60.0) -> dict:
@@ -399,5 +454,6 @@ def test_a_job_fires_at_a_real_minute_boundary(factories, tmp_path):
     # the first run is in the minute it started in; the next at the boundary
     runs = wait_until(lambda: (lambda r: r if len(r) >= 2 else None)(
         re.findall(r"\[cron 1\] (\d+\.\d+)", server.log_text())), 75, what="two runs")
+    print("\nthe second run's date +%%S.%%N: %s" % runs[1])
     assert float(runs[1]) < 2.0, server.log_text()  # within two seconds of hh:mm:00
     assert server.log_text().count("cron 1: running") == 2

@@ -203,6 +203,7 @@ class CronService:
         env = {k: v for k, v in os.environ.items() if k not in PRIVATE_ENV}
         actions = [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
                    (os.POSIX_SPAWN_DUP2, w, 1), (os.POSIX_SPAWN_DUP2, w, 2)]
+        actions += [(os.POSIX_SPAWN_CLOSE, fd) for fd in _inherited_fds() if fd != w]
         try:
             os.set_blocking(w, True)  # the job's own writes block, as on any pipe
             pid = os.posix_spawn(SHELL, [SHELL, "-c", job.spec.command], env,
@@ -241,7 +242,8 @@ class CronService:
         job.last_code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else \
             -os.WTERMSIG(status)
         seconds = time.monotonic() - run.started
-        level = "info" if job.last_code == 0 else "warning"
+        stopped = self.stopping and job.last_code == -signal.SIGTERM and not run.killed_for
+        level = "info" if job.last_code == 0 or stopped else "warning"
         _say(level, "%s (pid %d): %s after %.1fs" % (job.label, run.pid, job.last_status,
                                                      seconds),
              job=job.number, pid=run.pid, status=how, code=job.last_code,
@@ -376,6 +378,25 @@ class CronService:
 
 _DEFAULT_SIGNALS = [s for s in signal.valid_signals()
                     if s not in (signal.SIGKILL, signal.SIGSTOP)]
+
+
+def _inherited_fds() -> list[int]:
+    """Descriptors above 2 an exec would pass on: the master's own are
+    close-on-exec; these came from whoever started it (a shell, a CI runner)
+    and are none of a job's business."""
+    found = []
+    try:
+        names = os.listdir("/proc/self/fd")
+    except OSError:
+        return found
+    for name in names:
+        fd = int(name)
+        try:
+            if fd > 2 and os.get_inheritable(fd):
+                found.append(fd)
+        except OSError:  # (the listing's own descriptor, closed by now)
+            pass
+    return found
 
 
 def _killpg(pid: int, sig: int) -> None:
