@@ -355,6 +355,7 @@ def test_jobs_run_log_their_output_and_status_skip_overlap_and_harakiri(factorie
         'cron = -5 -1 -1 -1 -1 echo "hk $$"; sleep 30; echo never',
         'cron2 = minute=-1,unique=1,harakiri=0 echo "u-start $$"; sleep 2.5; echo "u-end $$"',
         "cron2 = harakiri=0 sleep 1.5",
+        "cron2 = legion=cluster echo legion-ran",
     ])
     log = server.wait_for_log("cron 1: running", "cron 3: skipped", "cron 4: the run started",
                               "cron 2 (pid", "killed by signal 9", timeout=20)
@@ -388,9 +389,13 @@ def test_jobs_run_log_their_output_and_status_skip_overlap_and_harakiri(factorie
     u = pid_of("cron 3: running", log)
     assert "[cron 3] u-start %d" % u in log
     server.wait_for_log("[cron 3] u-end %d" % u)
+    # a legion job: warned about at start-up, never run
+    assert "cron2 = 'legion=cluster echo legion-ran': legion=cluster: uWSGI's legion" in log
+    assert "cron 5" not in server.log_text()
     doc = wait_until(lambda: (lambda d: d if d["crons"][0]["last_status"] else None)(
         read_stats(stats)), 5, what="a finished run in the stats")
-    first, second, third, fourth = doc["crons"]
+    first, second, third, fourth, fifth = doc["crons"]
+    assert fifth["legion"] == "cluster" and fifth["runs"] == 0
     assert first["command"].startswith('echo "out $$') and first["schedule"] == "-1 -1 -1 -1 -1"
     assert first["last_status"] == "exit code 3" and first["last_code"] == 3
     assert time.time() - 60 < first["last_run"] <= time.time()

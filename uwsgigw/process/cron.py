@@ -145,6 +145,10 @@ class CronService:
         if step.note:
             _say("warning", "cron: %s" % step.note)
         starts: dict[int, str] = {}
+        legion = {i for i, job in enumerate(self.jobs) if job.spec.legion}  # never run
+        for i in legion:
+            step.missed.pop(i, None)
+            step.late.pop(i, None)
         for i, (count, last) in sorted(step.missed.items()):
             job = self.jobs[i]
             job.missed += count
