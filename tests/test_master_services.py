@@ -61,3 +61,26 @@ def test_no_services_need_nothing():
     services = Services([])
     assert services.deadline(0.0) is None and not services.busy()
     assert services.hand_over() == {} and services.stats() == {}
+
+
+class Reader(MasterService):
+    """A service with pipes of its own (cron's job output, say)."""
+
+    def __init__(self, name, fds):
+        self.name, self.own, self.seen = name, fds, []
+
+    def fds(self):
+        return self.own
+
+    def readable(self, fds):
+        self.seen.append([fd for fd in fds if fd in self.own])
+
+
+def test_the_pipes_of_every_service_reach_select_and_back():
+    a, b = Reader("a", [7, 8]), Reader("b", [9])
+    services = Services([a, Broken(), b, Recorder("c")])
+    assert services.fds() == [7, 8, 9]
+    services.readable([3, 8, 9])
+    assert a.seen == [[8]] and b.seen == [[9]]
+    services.readable([])  # nothing ready: nobody is asked
+    assert len(a.seen) == 1
