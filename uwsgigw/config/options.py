@@ -251,11 +251,11 @@ OPTIONS: list[Option] = [
            "text format); an ADDRESS: serve that HTTP on its own socket, next to the "
            "plain stats socket", PROCS, metavar="true|ADDRESS", flag_value="true"),
     Option("cron", CRON, [], "run a shell command from the master, as uWSGI does: "
-           "MINUTE HOUR DAY MONTH WEEKDAY COMMAND in local time, -1 for any, -N for every N "
-           "(the value is a multiple of N); day and weekday both given: either matches. "
+           "MINUTE HOUR DAY MONTH WEEKDAY COMMAND in local time, -1 (or *) for any, -N (or */N) "
+           "for every N (the value is a multiple of N; no ranges or lists); day and weekday both given: either matches. "
            "/bin/sh -c COMMAND from chdir, in its own process group; its output goes to "
-           "the log as [cron N] lines, its exit status is logged; a reload does not stop "
-           "it", PROCS, multi=True,
+           "the log as [cron N] lines (N: its place among the cron, then unique-cron, then "
+           "cron2 lines), its exit status is logged; a reload does not stop it", PROCS, multi=True,
            metavar="MIN HOUR DAY MON WDAY CMD"),
     Option("unique-cron", CRON, [], "like cron, but a run is skipped (and logged) while "
            "the previous run of the job is still going, also across a reload",

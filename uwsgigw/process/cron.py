@@ -144,7 +144,7 @@ class CronService:
     def _apply(self, step: Step) -> None:
         if step.note:
             _say("warning", "cron: %s" % step.note)
-        starts: dict[int, str] = {}
+        starts: set[int] = set(step.run)
         legion = {i for i, job in enumerate(self.jobs) if job.spec.legion}  # never run
         for i in legion:
             step.missed.pop(i, None)
@@ -161,7 +161,7 @@ class CronService:
             elif step.gap <= CATCH_UP:
                 text = "missed its run due at %s (%s); running it now, late" % (
                     last.strftime("%H:%M"), busy)
-                starts[i] = "late"
+                starts.add(i)
             else:
                 text = "%s missed (%s; last due %s); not run" % (
                     runs, busy, last.strftime("%Y-%m-%d %H:%M"))
@@ -170,9 +170,7 @@ class CronService:
             _say("warning", "%s: due at %s, which the clock skipped (a DST change); "
                  "running it now" % (self.jobs[i].label, wall.strftime("%H:%M")),
                  job=self.jobs[i].number)
-            starts[i] = "late"
-        for i in step.run:
-            starts.setdefault(i, "")
+            starts.add(i)
         for i in sorted(starts):
             self._start(self.jobs[i])
 
