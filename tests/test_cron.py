@@ -451,6 +451,25 @@ def test_stopping_stops_the_jobs_and_leaves_no_process(factories, tmp_path):
     assert not in_group(job)
 
 
+def test_log_json_events(factories, tmp_path):
+    import json
+
+    def unique_keys(pairs):
+        assert len({k for k, _ in pairs}) == len(pairs), pairs
+        return dict(pairs)
+
+    server = start(factories, tmp_path, ["log-json = true",
+                                         'cron = -1 -1 -1 -1 -1 echo "said \\"so\\""; exit 2'])
+    server.wait_for_log("exit code 2 after")
+    events = [json.loads(line, object_pairs_hook=unique_keys)
+              for line in server.log_text().splitlines() if '"event":"cron"' in line]
+    started, said, ended = events[:3]
+    assert started["msg"].startswith("cron 1: running") and started["job"] == 1
+    assert said["msg"] == '[cron 1] said "so"' and said["output"] is True
+    assert said["job_pid"] == started["job_pid"] == ended["job_pid"] != ended["pid"]
+    assert ended["level"] == "warning" and ended["code"] == 2 and ended["status"] == "exit code 2"
+
+
 @pytest.mark.long_running
 @pytest.mark.skipif(not REAL_MINUTE, reason="long: a real minute boundary (make soak)")
 def test_a_job_fires_at_a_real_minute_boundary(factories, tmp_path):

@@ -121,13 +121,13 @@ class CronService:
                     run.killed_for = "cron-harakiri: running for more than %ds" % round(
                         run.harakiri_at - run.started)
                     _say("warning", "%s (pid %d): %s; killing its process group" % (
-                        job.label, run.pid, run.killed_for), job=job.number, pid=run.pid)
+                        job.label, run.pid, run.killed_for), job=job.number, job_pid=run.pid)
                     _killpg(run.pid, signal.SIGKILL)
                 elif self.stopping and self.kill_at and now >= self.kill_at \
                         and not run.killed_for:
                     run.killed_for = "did not stop within %gs of SIGTERM" % self.mercy
                     _say("warning", "%s (pid %d) %s; killing its process group" % (
-                        job.label, run.pid, run.killed_for), job=job.number, pid=run.pid)
+                        job.label, run.pid, run.killed_for), job=job.number, job_pid=run.pid)
                     _killpg(run.pid, signal.SIGKILL)
 
     def deadline(self, now: float) -> float | None:
@@ -184,11 +184,11 @@ class CronService:
                 job.skipped += 1
                 _say("warning", "%s: skipped: the run started at %s (pid %d) is still "
                      "going (unique)" % (job.label, since, last.pid), job=job.number,
-                     pid=last.pid)
+                     job_pid=last.pid)
                 return
             _say("warning", "%s: the run started at %s (pid %d) is still going; starting "
                  "another (unique-cron would skip it)" % (job.label, since, last.pid),
-                 job=job.number, pid=last.pid)
+                 job=job.number, job_pid=last.pid)
         run = self._spawn(job)
         if run is None:
             return
@@ -196,7 +196,7 @@ class CronService:
         job.started += 1
         job.last_run = run.started_wall
         _say("info", '%s: running "%s" (pid %d)' % (job.label, job.spec.command, run.pid),
-             job=job.number, pid=run.pid)
+             job=job.number, job_pid=run.pid)
 
     def _spawn(self, job: Job) -> Run | None:
         for fd in self.pipes:  # a failed re-exec left them inheritable
@@ -248,7 +248,7 @@ class CronService:
         level = "info" if job.last_code == 0 or stopped else "warning"
         _say(level, "%s (pid %d): %s after %.1fs" % (job.label, run.pid, job.last_status,
                                                      seconds),
-             job=job.number, pid=run.pid, status=how, code=job.last_code,
+             job=job.number, job_pid=run.pid, status=how, code=job.last_code,
              seconds=round(seconds, 3))
 
     def fds(self) -> list[int]:
@@ -291,7 +291,7 @@ class CronService:
     @staticmethod
     def _line(pipe: Pipe, line: bytes) -> None:
         text = line.rstrip(b"\r").decode("utf-8", "backslashreplace")
-        _say("info", "[%s] %s" % (pipe.label, text), pid=pipe.pid, output=True)
+        _say("info", "[%s] %s" % (pipe.label, text), job_pid=pipe.pid, output=True)
 
     # -- stop, reload, stats ---------------------------------------------------
 
@@ -306,7 +306,7 @@ class CronService:
             for run in job.runs:
                 if not run.killed_for:
                     _say("info", "%s (pid %d): stopping it (SIGTERM to its process group)"
-                         % (job.label, run.pid), job=job.number, pid=run.pid)
+                         % (job.label, run.pid), job=job.number, job_pid=run.pid)
                     _killpg(run.pid, signal.SIGTERM)
 
     def generation_ready(self, reloaded: bool) -> None:
