@@ -437,7 +437,7 @@ def test_a_reload_hands_running_jobs_to_the_new_image(factories, tmp_path):
 def test_stopping_stops_the_jobs_and_leaves_no_process(factories, tmp_path):
     server = start(factories, tmp_path, [
         "reload-mercy = 1",
-        "cron = -1 -1 -1 -1 -1 trap '' TERM; echo ready $$; sleep 60",
+        "cron = -1 -1 -1 -1 -1 trap '' TERM; sleep 60 & echo ready $$; wait",
     ])
     log = server.wait_for_log("[cron 1] ready", timeout=20)
     job = pid_of("cron 1: running", log)
