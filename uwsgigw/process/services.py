@@ -77,7 +77,8 @@ def build(cfg, master) -> list[MasterService]:
 
 def _factories() -> list:
     """Each module's ``from_config(cfg, master) -> MasterService | None``."""
-    return []
+    from . import cheaper
+    return [cheaper.from_config]
 
 
 class Services:
