@@ -50,7 +50,7 @@ from __future__ import annotations
 from .. import log
 from ..observe.reqlog import event
 from ..observe.scoreboard import read_statm
-from .services import MasterService
+from .servicebase import MasterService
 from .stats import socket_queue
 
 SAMPLE_MAX = 1.0  # seconds between samples at most
@@ -102,8 +102,8 @@ class Cheaper(MasterService):
         self.last_change = 0.0
         self.next_sample = 0.0
         master.target = min(max(initial, minimum), maximum)
-        log.info("cheaper mode: %d to %d workers, starting %d (step %d, overload %gs)" % (
-            minimum, maximum, master.target, step, overload))
+        log.info("cheaper mode: %d to %d workers (cheaper-initial %d, step %d, overload "
+                 "%gs)" % (minimum, maximum, master.target, step, overload))
 
     # -- the master's hooks ---------------------------------------------------------
 
