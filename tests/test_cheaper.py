@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import threading
 
@@ -20,16 +21,17 @@ from uwsgigw import exitcodes
 from uwsgigw.cli import load
 from uwsgigw.config.settings import ConfigError
 from uwsgigw.devnginx import free_port
+from uwsgigw.process.stats import socket_queue
 
 OVERLOAD = "0.3"  # seconds: small, so the test does not wait for uWSGI's 3 s
 
 
-def start(factory, *args: str):
+def start(factory, *args: str, http: bool = False):
     run = short_tmpdir()
     stats, port = os.path.join(run, "stats.sock"), free_port()
     server = factory("--module", APP, "--master", "--processes", "4", "--cheaper", "1",
                      "--cheaper-overload", OVERLOAD, "--stats", stats,
-                     "--stats-http", "127.0.0.1:%d" % port, *args)
+                     "--stats-http", "127.0.0.1:%d" % port, *args, http=http)
     server.stats, server.stats_port = stats, port
     return server
 
@@ -139,7 +141,9 @@ def test_a_busy_worker_is_never_the_one_retired(uwsgigw_factory):
     # 3 workers, 1 busy: 2 spare, one is retired; then 1 busy + 1 spare is stable.
     wait_until(lambda: running(server) == 2, 10, what="down to 2 (one spare)")
     doc = read_stats(server.stats)
-    assert busy_pid in [w["pid"] for w in doc["workers"]]
+    assert [w["accepting"] for w in doc["workers"] if w["pid"] == busy_pid] == [1], doc
+    retired = re.findall(r"retiring worker \d \(pid (\d+)\)", server.log_text())
+    assert len(retired) == 1 and int(retired[0]) != busy_pid
     r = slow.result(30)
     assert r is not None and r.status == 200 and r.body == b"slow done %d" % busy_pid
     wait_until(lambda: running(server) == 1, 10, what="down to cheaper = 1")
@@ -225,3 +229,236 @@ def test_other_algorithms_run_as_spare_and_say_so(algo, line, level, uwsgigw_fac
     found = [entry for entry in server.log_text().splitlines() if line in entry]
     assert found and " %s " % level in found[0], server.log_text()
     assert "ready to accept requests: 1 worker" in server.log_text()
+
+
+class KeepAliveLoop(ClientLoop):
+    """Requests on one HTTP/1.1 connection, kept alive, a new one only when the
+    server says Connection: close (as a retiring worker does); an error on a
+    kept-alive connection counts as a lost request."""
+
+    def __init__(self, port: int):
+        self.port, self.reconnects = port, 0
+        super().__init__("")
+
+    def run(self) -> None:
+        import http.client
+        conn = None
+        while not self.stopping.is_set():
+            if conn is None:
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+                self.reconnects += 1
+            try:
+                conn.request("GET", "/pid")
+                r = conn.getresponse()
+                body = r.read()
+            except (OSError, http.client.HTTPException) as exc:
+                self.failures.append(repr(exc))
+                conn.close()
+                conn = None
+                continue
+            if r.status != 200:
+                self.failures.append(r.status)
+            else:
+                self.done += 1
+                self.pids.add(int(body.split()[0]))
+            if r.will_close:
+                conn.close()
+                conn = None
+        if conn is not None:
+            conn.close()
+
+
+@pytest.mark.timeout(90)
+def test_keep_alive_http_clients_lose_nothing_while_the_pool_shrinks(uwsgigw_factory):
+    server = start(uwsgigw_factory, "--cheaper-initial", "4", http=True)
+    port = int(server.socket.rpartition(":")[2])
+    loops = [KeepAliveLoop(port) for _ in range(2)]
+    try:
+        wait_until(lambda: running(server) == 1 and all(l.done > 20 for l in loops), 30,
+                   what="down to cheaper = 1 under keep-alive clients")
+    finally:
+        for loop in loops:
+            loop.stop()
+    assert [l.failures for l in loops] == [[], []]
+    log = server.log_text()
+    for n in (4, 3, 2):
+        assert "(%d -> %d of 4)" % (n, n - 1) in log, log
+
+
+# -- the algorithm, sample by sample (a real scoreboard, the master's state) -------------
+
+class Pool:
+    """The part of the master cheaper.py reads and moves: its workers (on a real
+    scoreboard), target, listeners and _retire. Worker pids are this process's
+    (rss limits read /proc/<pid>/statm), told apart by worker id."""
+
+    def __init__(self, running: int, threads: int = 1, pids=()):
+        from uwsgigw.observe.scoreboard import Scoreboard
+        self.board = Scoreboard(16, threads)
+        self.workers, self.generation, self.target = {}, 1, running
+        self.listeners, self.stopping, self.ready, self.spawn_disabled = [], "", True, ""
+        self.worker_mercy, self.retired, self.pids = 60.0, [], list(pids)
+        for wid in range(1, running + 1):
+            self.add(wid)
+
+    def add(self, wid: int):
+        from uwsgigw.process.workerproc import WorkerProc
+        index = self.board.allocate()
+        self.board.reset(index, wid, 1)
+        pid = self.pids.pop(0) if self.pids else 10**7 + wid  # real ones have an rss
+        self.board.workers[index].pid = pid
+        w = WorkerProc(pid, wid, index, 1, self.board, 0.0, booted=True)
+        self.workers[w.pid] = w
+        return w
+
+    def busy(self, *wids: int, cores: int = 1) -> None:
+        for w in self.workers.values():
+            for i, core in enumerate(w.cores()):
+                core.busy_since = 1.0 if w.id in wids and i < cores else 0.0
+
+    def _retire(self, w, why: str, mercy: float) -> None:
+        w.retiring = why
+        self.retired.append(w.id)
+
+    def settle(self) -> None:
+        """What the master's _manage does next: fork up to target (lowest free ids)."""
+        current = [w for w in self.workers.values() if not w.retiring]
+        self.workers = {w.pid: w for w in current}
+        used = {w.id for w in current}
+        for wid in [i for i in range(1, 2 * self.target + 1) if i not in used][
+                :self.target - len(current)]:
+            self.add(wid)
+
+
+def scaler(pool: Pool, **kw):
+    from uwsgigw.process.cheaper import Cheaper
+    target = pool.target
+    args = dict(minimum=1, maximum=4, initial=target, step=1, overload=3.0)
+    args.update(kw)
+    return Cheaper(pool, **args)
+
+
+def run(pool: Pool, cheaper, start: float, seconds: float) -> float:
+    """Tick every period for ``seconds``, settling after each; -> the time reached."""
+    now = start
+    while now < start + seconds:
+        cheaper.tick(now)
+        pool.settle()
+        now += cheaper.period
+    return now
+
+
+def test_grows_by_step_after_overload_seconds_of_busy_samples():
+    pool = Pool(1)
+    cheaper = scaler(pool, step=2)
+    pool.busy(1)
+    assert cheaper.period == 1.0 and cheaper.needed == 3  # uWSGI: 3 one-second cycles
+    for now in (0.0, 1.0):
+        cheaper.tick(now)
+        assert pool.target == 1
+    cheaper.tick(2.0)
+    assert pool.target == 3  # cheaper-step 2
+    pool.settle()
+    pool.busy(1, 2, 3)
+    run(pool, cheaper, 3.0, 3.0)
+    assert pool.target == 4  # capped at processes
+
+
+def test_a_calm_sample_takes_one_off_the_overload_count():
+    pool = Pool(2)
+    cheaper = scaler(pool)
+    pool.busy(1, 2)
+    cheaper.tick(0.0)
+    cheaper.tick(1.0)
+    pool.busy(1)  # one free for a sample: 2 -> 1
+    cheaper.tick(2.0)
+    pool.busy(1, 2)
+    cheaper.tick(3.0)
+    assert pool.target == 2
+    cheaper.tick(4.0)
+    assert pool.target == 3
+
+
+def test_a_worker_with_a_free_thread_is_not_busy():
+    pool = Pool(2, threads=2)
+    cheaper = scaler(pool)
+    pool.busy(1, 2, cores=1)
+    run(pool, cheaper, 0.0, 10.0)
+    assert pool.target == 2 and pool.retired == []  # two with a free core: no shrink...
+    pool.busy(1, 2, cores=2)
+    run(pool, cheaper, 10.0, 3.0)
+    assert pool.target == 3  # ... all cores busy: grow
+
+
+def test_shrinks_one_idle_worker_at_a_time_never_a_busy_one_keeping_a_spare():
+    pool = Pool(4)
+    cheaper = scaler(pool, overload=1.0)
+    pool.busy(4, 3)
+    run(pool, cheaper, 0.0, 5.0)
+    assert pool.retired == [2] and pool.target == 3  # 1 and 2 idle: 2 goes, 1 is the spare
+    pool.busy()
+    now = run(pool, cheaper, 5.0, 0.9)
+    assert pool.retired == [2]  # calm for less than cheaper-overload: not yet
+    now = run(pool, cheaper, now, 1.2)
+    assert pool.retired == [2, 4] and pool.target == 2  # the highest idle id
+    run(pool, cheaper, now, 10.0)
+    assert pool.retired == [2, 4, 3] and pool.target == 1  # and no further than cheaper
+
+
+def test_overloaded_by_the_listen_queue_alone():
+    pool = Pool(2)
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(8)
+        pool.listeners = [type("L", (), {"sock": server})()]
+        clients = [socket.create_connection(server.getsockname()) for _ in range(3)]
+        try:
+            cheaper = scaler(pool)
+            wait_until(lambda: socket_queue(server)[0] == 3, 5, what="3 queued")
+            run(pool, cheaper, 0.0, 3.0)  # every worker idle, 3 connections waiting
+            assert pool.target == 3
+        finally:
+            for c in clients:
+                c.close()
+
+
+def test_rss_limits():
+    pool = Pool(2, pids=[os.getpid(), os.getppid()])
+    cheaper = scaler(pool, rss_soft=1, overload=1.0)  # 1 byte: always at the limit
+    pool.busy(1, 2)
+    run(pool, cheaper, 0.0, 5.0)
+    assert pool.target == 2  # busy, but no growth
+    cheaper = scaler(pool, rss_hard=1, overload=1.0)
+    pool.busy(1)
+    run(pool, cheaper, 0.0, 5.0)
+    assert pool.retired == [2] and pool.target == 1  # an idle one retired, down to one
+
+
+def test_waits_while_starting_reloading_or_stopping():
+    pool = Pool(2)
+    cheaper = scaler(pool)
+    pool.busy(1, 2)
+    for change in ({"ready": False}, {"stopping": "graceful"}, {"spawn_disabled": "x"}):
+        for key, value in change.items():
+            setattr(pool, key, value)
+        run(pool, cheaper, 0.0, 10.0)
+        assert pool.target == 2
+        pool.ready, pool.stopping, pool.spawn_disabled = True, "", ""
+    next(iter(pool.workers.values())).booted = False  # a worker still importing
+    run(pool, cheaper, 0.0, 10.0)
+    assert pool.target == 2
+
+
+def test_the_target_crosses_a_reload_within_bounds():
+    pool = Pool(1)
+    cheaper = scaler(pool)
+    pool.target = 3
+    assert cheaper.hand_over() == {"target": 3}
+    fresh = Pool(1)
+    again = scaler(fresh)
+    again.adopt({"target": 3})
+    assert fresh.target == 3
+    again.adopt({"target": 99})
+    assert fresh.target == 4
+    again.adopt(None)
+    assert fresh.target == 4

@@ -30,7 +30,9 @@ under load keeps the capacity it grew to.
 
 ``cheaper-rss-limit-soft`` (bytes): no growth while the current workers'
 resident memory adds up to it; ``cheaper-rss-limit-hard``: above it, retire
-one idle worker per ``cheaper-overload`` (down to one), as uWSGI does.
+one idle worker per ``cheaper-overload`` (down to one), as uWSGI does, and no
+growth either (uWSGI checks the hard limit only with a soft one set, which
+stops growth below it).
 
 ``cheaper-algo``: ``spare`` is the algorithm above. uWSGI's ``busyness``,
 ``spare2`` and ``backlog`` run as spare, said in the log: busyness averages
@@ -162,10 +164,12 @@ class Cheaper(MasterService):
             return
         if hot and self.overloaded >= self.needed:
             self.overloaded = 0
-            if self.rss_soft and rss >= self.rss_soft:
-                log.rate_limited("cheaper-rss-soft", "cheaper: workers busy, but their "
-                                 "resident memory (%d MB) is at cheaper-rss-limit-soft (%d MB): "
-                                 "not adding any" % (rss >> 20, self.rss_soft >> 20),
+            limit = min(x for x in (self.rss_soft, self.rss_hard, 1 << 62) if x)
+            if rss >= limit:
+                log.rate_limited("cheaper-rss", "cheaper: workers busy, but their resident "
+                                 "memory (%d MB) is at cheaper-rss-limit-%s (%d MB): not "
+                                 "adding any" % (rss >> 20, "soft" if limit == self.rss_soft
+                                                 else "hard", limit >> 20),
                                  level="WARNING", every=60.0)
             elif self.master.target < self.maximum:
                 self._grow(now, current, queued)
