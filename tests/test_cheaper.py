@@ -405,8 +405,8 @@ def test_shrinks_one_idle_worker_at_a_time_never_a_busy_one_keeping_a_spare():
     assert pool.retired == [2, 4, 3] and pool.target == 1  # and no further than cheaper
 
 
-def test_overloaded_by_the_listen_queue_alone():
-    pool = Pool(2)
+def test_overloaded_by_the_listen_queue_with_free_threads():
+    pool = Pool(2, threads=2)
     with socket.socket() as server:
         server.bind(("127.0.0.1", 0))
         server.listen(8)
@@ -415,7 +415,11 @@ def test_overloaded_by_the_listen_queue_alone():
         try:
             cheaper = scaler(pool)
             wait_until(lambda: socket_queue(server)[0] == 3, 5, what="3 queued")
-            run(pool, cheaper, 0.0, 3.0)  # every worker idle, 3 connections waiting
+            pool.busy(1, cores=1)  # worker 2 idle: it takes them at once, no overload
+            now = run(pool, cheaper, 0.0, 2.5)  # (shorter than calm's overload)
+            assert pool.target == 2
+            pool.busy(1, 2, cores=1)  # a free thread in each, but 3 connections wait
+            run(pool, cheaper, now, 3.0)
             assert pool.target == 3
         finally:
             for c in clients:

@@ -90,12 +90,14 @@ _GROUPS: list[tuple[str, str]] = [
         reload-on-exception-type reload-on-exception-value
         reload-on-exception-repr reload-on-fd brutal-reload-on-fd
     """),
-    ("cheaper-algo busyness runs as spare in uwsgigw, which grows on busy workers and "
-     "on a waiting listen queue; tune cheaper-overload and cheaper-step instead", """
+    ("uwsgigw's cheaper mode runs the spare algorithm (cheaper-algo busyness and spare2 "
+     "run as spare), which grows on busy workers and on a waiting listen queue; tune "
+     "cheaper-overload and cheaper-step instead", """
         cheaper-busyness-max cheaper-busyness-min cheaper-busyness-multiplier
         cheaper-busyness-penalty cheaper-busyness-verbose!
         cheaper-busyness-backlog-alert cheaper-busyness-backlog-multiplier
         cheaper-busyness-backlog-step cheaper-busyness-backlog-nonzero cheaper-idle
+        cheaper-algo-list! cheaper-algos-list! cheaper-list!
     """),
     ("uwsgigw keeps at least cheaper = N workers running (cheaper = 1 for the "
      "smallest pool); SIGTTIN and SIGTTOU add or remove one at run time", """

@@ -4,17 +4,19 @@
 The master starts ``cheaper-initial`` of them (N when unset); this service
 then moves the master's target worker count (``Master.target``; the master's
 ``_manage`` forks up to it) from what it samples every ``period`` seconds
-(at most 1 s, uWSGI's master cycle; a third of ``cheaper-overload`` when that
-is shorter):
+(a third of ``cheaper-overload``, from 0.1 s to 1 s, uWSGI's master cycle;
+a sample reads the scoreboard, about 3 us, so the cost is the master's wake-up):
 
 - *overloaded*: no current worker has a free core (every request thread is in
-  a request, read from the scoreboard), or connections wait in a listen queue
-  (``stats.socket_queue``: what an async worker at its concurrency limit, or
-  a burst faster than the sampling, leaves there). As in uWSGI's ``spare``
-  algorithm (core/master_utils.c) an overloaded sample adds one to a counter
-  and a calm one takes one off, so a pool busy most of the time still grows;
-  once the counter reaches ``cheaper-overload`` seconds' worth of samples,
-  ``cheaper-step`` more workers are started (up to M) and it starts over.
+  a request, read from the scoreboard), or none is idle and connections wait
+  in a listen queue (``stats.socket_queue``: what workers with a free thread
+  but a slow accept, or an async worker at its concurrency limit, leave
+  there); with an idle worker the queue is not read (it accepts at once).
+  As in uWSGI's ``spare`` algorithm (core/master_utils.c) an overloaded
+  sample adds one to a counter and a calm one takes one off, so a pool busy
+  most of the time still grows; once the counter reaches ``cheaper-overload``
+  seconds' worth of samples (at least 3), ``cheaper-step`` more workers are
+  started (up to M) and it starts over.
 - *calm*: the counter is at 0 and at least two workers have a free core.
   After ``cheaper-overload`` seconds of calm (and at least that long after the
   last change), one worker with no request running -- the highest id, which
@@ -42,6 +44,9 @@ alert" is what the listen-queue condition here does on every sample;
 ``backlog`` grows on the listen queue alone, which spare also does. An
 unknown name falls back to spare with a warning, as uWSGI does.
 
+SIGTTIN and SIGTTOU still move the target by one; the samples then move it by
+load again, within cheaper..processes.
+
 The stats document (stats.py) lists every worker id up to M, the ones not
 running with uWSGI's status ``cheap``, and this service's ``cheaper`` object
 (``running``, ``target``, ``min``, ``max``, ...).
@@ -56,6 +61,7 @@ from .servicebase import MasterService
 from .stats import socket_queue
 
 SAMPLE_MAX = 1.0  # seconds between samples at most
+SAMPLE_MIN = 0.1  # and at least (the master's loop turn with harakiri on)
 MAPPED_ALGOS = {"busyness", "spare2", "backlog"}
 
 
@@ -97,7 +103,7 @@ class Cheaper(MasterService):
         self.minimum, self.maximum, self.step = minimum, maximum, step
         self.overload = overload  # seconds
         self.rss_soft, self.rss_hard = rss_soft, rss_hard  # bytes, 0: off
-        self.period = min(SAMPLE_MAX, overload / 3)
+        self.period = min(SAMPLE_MAX, max(SAMPLE_MIN, overload / 3))
         self.needed = max(1, round(overload / self.period))  # net overloaded samples
         self.overloaded = 0  # uWSGI's overload_count
         self.calm_since: float | None = None  # monotonic
@@ -148,7 +154,10 @@ class Cheaper(MasterService):
         busy = {w.pid: [bool(c.busy_since) for c in w.cores()] for w in current}
         free = [w for w in current if not all(busy[w.pid])]
         idle = [w for w in free if not any(busy[w.pid])]
-        queued = 0 if not free else sum(socket_queue(l.sock)[0] for l in self.master.listeners)
+        # A worker with no request running takes the next connection at once, so
+        # the queue is only read when none is idle (and not when all are full).
+        queued = 0 if idle or not free else sum(socket_queue(l.sock)[0]
+                                                for l in self.master.listeners)
         hot = not free or queued > 0
         if hot:
             self.overloaded += 1
