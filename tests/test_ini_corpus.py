@@ -204,10 +204,10 @@ STILL_WARNED = {
     "004": {"disable-write-exception", "max-fd", "hook-pre-app", "attach-daemon"},
     "005": {"attach-daemon"},
     "006": {"guid"},  # a typo: not an option
-    "012": {"cheaper", "auto-procname", "procname-prefix", "ignore-sigpipe",
+    "012": {"auto-procname", "procname-prefix", "ignore-sigpipe",
             "ignore-write-errors", "disable-write-exception", "logger", "log-route",
             "log-encoder"},
-    "013": {"cheaper", "log-master"},
+    "013": {"log-master"},
     "014": set(),
     "016": {"hook-master-start"},
     "017": {"no-orphans", "max-worker-lifetime", "logger", "log-route", "log-encoder",
@@ -278,6 +278,8 @@ def rewrite(path: Path, workdir: Path) -> tuple[str, list[str], list[str]]:
             line = "stats = 127.0.0.1:%d" % free_port()
         elif key in ("processes", "workers"):
             line = "%s = 2" % key
+        elif key == "cheaper" and value.isdigit():
+            line = "cheaper = %d" % min(int(value), 1)  # lower than processes, as it must be
         elif key == "module":
             line = "module = corpus_standin"  # the file's callable = picks the name
         elif key in CRON_KEYS:  # the file's command is not here: a stub that says so
@@ -340,3 +342,36 @@ def test_corpus_http_file_starts_and_serves(path, factories, tmp_path):
     for key in keys_in(path):
         if key.startswith("http"):
             assert key not in UNSUPPORTED and "'%s'" % key not in log, (key, log)
+
+
+# -- the files that use cheaper options start without a warning for them ----------------
+
+# What each file's cheaper lines amount to, as the start-up log says it (uWSGI's
+# rules: "cheaper = true" reads as 0, which is off; cheaper-initial needs cheaper).
+CHEAPER_LINES = {
+    "012": "cheaper mode is off: cheaper = 0; all 2 processes run",
+    "013": "cheaper mode: 1 to 2 workers (cheaper-initial 1, step 1, overload 3s)",
+    "019": "cheaper mode is off: cheaper-initial without cheaper = N; all 2 processes run",
+}
+
+
+@pytest.mark.parametrize("name", sorted(CHEAPER_LINES))
+def test_corpus_cheaper_files_start_without_a_cheaper_warning(name, factories, tmp_path):
+    path = next(p for p in FILES if p.name.startswith(name))
+    workdir = tmp_path / "srv"
+    workdir.mkdir()
+    text, http, uwsgi = rewrite(path, workdir)
+    # 019 names its chdir and module in its [base] section, which rewrite() keeps.
+    text = text.replace("chdir = /seed", "chdir = %s" % workdir).replace(
+        "module=config.wsgi:application", "module = corpus_standin")
+    (workdir / "corpus_standin.py").write_text(STANDIN % path.name)
+    ini = workdir / path.name
+    ini.write_text(text)
+    server = factories.uwsgigw("--ini", str(ini), socket=(http + uwsgi)[0],
+                               env={"PYTHONPATH": str(workdir)}, cwd=str(workdir))
+    log = server.log_text()
+    assert CHEAPER_LINES[name] in log, log
+    warned = [line.replace(str(tmp_path), "") for line in log.splitlines() if "WARNING" in line]
+    assert warned and not [line for line in warned if "cheaper" in line], warned
+    workers = 1 if name == "013" else 2
+    assert "ready to accept requests: %d worker%s" % (workers, "s" * (workers > 1)) in log

@@ -36,6 +36,7 @@ TEXT, PATH, ANY, MODE, CHOICE, SOCKET = "text", "path", "any", "mode", "choice",
 KEYVALUE, MOUNT, OWNER, PLUGIN = "keyvalue", "mount", "owner", "plugin"
 NETWORKS = "networks"
 CRON, CRON2 = "cron", "cron2"
+COUNT_OR_WORD = "count-or-word"
 BOOL_OR_ADDRESS = "bool-or-address"
 
 README_START = "<!-- settings:start -->"
@@ -110,6 +111,14 @@ def _bool_or_address(opt: Option, text: str, warn: optypes.Warn) -> str | None:
     return "on"
 
 
+def _count_or_word(opt: Option, text: str, warn: optypes.Warn) -> int:
+    """A number, or a boolean word read as 0 the way uWSGI's strtol reads it
+    (``cheaper = true``: cheaper mode off); the master logs what it amounts to."""
+    if text.strip().lower() in optypes.BOOL_WORDS:
+        return 0
+    return optypes.parse_int(text, warn, minimum=opt.minimum)
+
+
 def _int(what: str, example: str) -> Callable[[Option, str, optypes.Warn], int]:
     return lambda o, t, w: optypes.parse_int(t, w, minimum=o.minimum, what=what,
                                              example=example)
@@ -137,6 +146,7 @@ _PARSERS: dict[str, Callable[[Option, str, optypes.Warn], Any]] = {
     **options_static.PARSERS,
     CRON: lambda o, t, w: cronspec.canonical(cronspec.parse_cron(t), CRON),
     CRON2: lambda o, t, w: cronspec.canonical(cronspec.parse_cron2(t, w), CRON2),
+    COUNT_OR_WORD: _count_or_word,
 }
 
 SOCKETS, APP, PROCS, REQS, HTTP, LOGS, RECYCLE, CONF, STATIC = (
@@ -225,6 +235,27 @@ OPTIONS: list[Option] = [
     Option("async-concurrency", INT, 1000, "async worker: requests in flight per worker; "
            "at the limit it stops accepting and connections wait in the listen queue",
            PROCS, minimum=1, metavar="N"),
+    Option("cheaper", COUNT_OR_WORD, 0, "adaptive process spawning: run at least N workers and up to "
+           "processes, growing by cheaper-step when every worker is busy or connections wait "
+           "in the listen queue, retiring idle ones (gracefully) back to N; must be lower "
+           "than processes; 0: off. As in uWSGI, a word such as true reads as 0 (off)",
+           PROCS, metavar="N"),
+    Option("cheaper-initial", INT, 0, "cheaper mode: workers started at boot, from cheaper "
+           "to processes (0: cheaper)", PROCS, metavar="N"),
+    Option("cheaper-step", INT, 1, "cheaper mode: workers added at each overload", PROCS,
+           minimum=1, metavar="N"),
+    Option("cheaper-overload", SECONDS, 3.0, "cheaper mode: seconds the pool must be "
+           "overloaded before it grows, and idle before each worker it retires", PROCS,
+           metavar="SECONDS"),
+    Option("cheaper-algo", TEXT, "spare", "cheaper mode: the algorithm; spare (uWSGI's "
+           "default, here also watching the listen queue); busyness, spare2 and backlog "
+           "run as spare (logged at start-up)", PROCS, metavar="spare"),
+    Option("cheaper-rss-limit-soft", SIZE, 0, "cheaper mode: add no worker while the "
+           "workers' resident memory adds up to this many bytes (0: off)", PROCS,
+           metavar="BYTES"),
+    Option("cheaper-rss-limit-hard", SIZE, 0, "cheaper mode: above this many bytes of "
+           "resident memory in all, retire an idle worker (down to one; 0: off)", PROCS,
+           metavar="BYTES"),
     Option("thunder-lock", BOOL, False, "serialize accept()", PROCS, status=MAPPED,
            maps_to="the kernel already wakes one worker per connection"),
     Option("die-on-term", BOOL, False, "exit on SIGTERM instead of reloading", PROCS,

@@ -450,8 +450,28 @@ def _finish(values: dict[str, Any], sources: dict[str, list[str]],
         problems.warn("%s: chmod-socket = %s lets every local user connect, and whoever "
                       "connects can forge REMOTE_ADDR; prefer 660 with nginx in the group"
                       % (sources["chmod_socket"][-1], values["chmod_socket"]))
+    _check_cheaper(values, sources, problems)
     # --check: preflight.py predicts the rest, as errors where start-up would stop.
     _check_paths(values, sources, problems, only="pythonpath" if check else None)
+
+
+def _check_cheaper(values: dict[str, Any], sources: dict[str, list[str]],
+                   problems: _Problems) -> None:
+    """uWSGI's rules (core/init.c): cheaper must be lower than processes (an
+    error); cheaper-initial outside cheaper..processes is moved into it (a
+    warning)."""
+    cheaper, initial, processes = values["cheaper"], values["cheaper_initial"], \
+        values["processes"]
+    if cheaper and cheaper >= processes:
+        problems.error("%s: cheaper = %d: must be lower than processes (%d): cheaper is "
+                       "the fewest workers, processes the most" % (
+                           sources["cheaper"][-1], cheaper, processes))
+    elif cheaper and initial and not cheaper <= initial <= processes:
+        fixed = min(max(initial, cheaper), processes)
+        problems.warn("%s: cheaper-initial = %d: must be from cheaper (%d) to processes "
+                      "(%d); starting %d workers" % (sources["cheaper_initial"][-1], initial,
+                                                     cheaper, processes, fixed))
+        values["cheaper_initial"] = fixed
 
 
 # -- entry points --------------------------------------------------------------

@@ -94,14 +94,17 @@ _GROUPS: list[tuple[str, str]] = [
         reload-on-exception-type reload-on-exception-value
         reload-on-exception-repr reload-on-fd brutal-reload-on-fd
     """),
-    ("uwsgigw runs a fixed pool of processes; set processes = N (SIGTTIN and "
-     "SIGTTOU add or remove one at run time)", """
-        cheaper cheaper-initial cheaper-algo cheaper-step cheaper-overload
-        cheaper-rss-limit-soft cheaper-rss-limit-hard cheaper-busyness-max
-        cheaper-busyness-min cheaper-busyness-multiplier
+    ("uwsgigw's cheaper mode runs the spare algorithm (cheaper-algo busyness and spare2 "
+     "run as spare), which grows on busy workers and on a waiting listen queue; tune "
+     "cheaper-overload and cheaper-step instead", """
+        cheaper-busyness-max cheaper-busyness-min cheaper-busyness-multiplier
         cheaper-busyness-penalty cheaper-busyness-verbose!
         cheaper-busyness-backlog-alert cheaper-busyness-backlog-multiplier
-        cheaper-busyness-backlog-step cheaper-busyness-backlog-nonzero
+        cheaper-busyness-backlog-step cheaper-busyness-backlog-nonzero cheaper-idle
+        cheaper-algo-list! cheaper-algos-list! cheaper-list!
+    """),
+    ("uwsgigw keeps at least cheaper = N workers running (cheaper = 1 for the "
+     "smallest pool); SIGTTIN and SIGTTOU add or remove one at run time", """
         cheap! idle die-on-idle! vassal-sos vassal-sos-backlog
     """),
     ("recycle workers with max-requests, reload-on-rss or reload-on-as", """

@@ -468,7 +468,7 @@ _LEVELS = {"info": log.info, "warning": log.warning, "error": log.error}
 def event(kind: str, msg: str, level: str = "info", **fields: Any) -> None:
     """A master event: the text line, or with log-json a JSON object.
 
-    ``kind`` is spawn, death, harakiri, recycle, reload or cron; ``fields`` are
+    ``kind`` is spawn, death, harakiri, recycle, reload, cron or cheaper; ``fields`` are
     JSON scalars (worker, worker_pid, reason, ...).
     """
     if not json_mode:

@@ -37,6 +37,7 @@ from ..config import cronspec
 from ..config.cronspec import CronSpec
 from ..observe.reqlog import event
 from .cronsched import CLOCK_ENV, Clock, Schedule, ShiftedClock, Step
+from .servicebase import MasterService
 from .workerproc import describe_status
 
 CATCH_UP = 5  # minutes: a shorter gap runs a missed job once, late
@@ -92,9 +93,8 @@ class Pipe:
     buf: bytes = b""
 
 
-class CronService:
-    """The cron jobs as a master service: services.MasterService's hooks,
-    written out (services.py imports this module, so it cannot import that)."""
+class CronService(MasterService):
+    """The cron jobs as a master service (servicebase.MasterService's hooks)."""
 
     name = "crons"
 

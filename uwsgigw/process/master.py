@@ -524,13 +524,11 @@ class Master:
             return
         if self.spawn_disabled or now < self.next_spawn:
             return
-        used = {w.id for w in current}
-        for worker_id in range(1, self.target + 1):
-            if worker_id not in used:
-                if self.spawn(worker_id) is None:
-                    return
-                if self.boot_failures:
-                    return  # one at a time while backing off
+        used = {w.id for w in current}  # the lowest free ids (cheaper.py retires any)
+        for worker_id in [i for i in range(1, 2 * self.target + 1) if i not in used][
+                :self.target - len(current)]:
+            if self.spawn(worker_id) is None or self.boot_failures:
+                return  # one at a time while backing off
 
     def _check_generation(self) -> None:
         current = [w for w in self.workers.values()

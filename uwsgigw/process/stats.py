@@ -128,7 +128,7 @@ def _pick(procs: list, generation: int):
                                      w.generation, w.spawned))
 
 
-def _worker(master, wid: int, procs: list) -> dict:
+def _worker(master, wid: int, procs: list, cheap: bool = False) -> dict:
     shown = _pick(procs, master.generation)
     requests, exceptions, tx, rt_total = master.carried.get(wid, (0, 0, 0, 0.0, 0))[:4]
     for w in procs:
@@ -140,7 +140,8 @@ def _worker(master, wid: int, procs: list) -> dict:
     respawns, harakiris = master.counts.get(wid, (0, 0))[:2]
     entry = {"id": wid, "pid": 0, "accepting": 0, "requests": requests,
              "delta_requests": 0, "exceptions": exceptions, "harakiri_count": harakiris,
-             "signals": 0, "signal_queue": 0, "status": "idle", "rss": 0, "vsz": 0,
+             "signals": 0, "signal_queue": 0, "status": "cheap" if cheap else "idle",
+             "rss": 0, "vsz": 0,
              "running_time": int(rt_total * 1e6), "last_spawn": 0,
              "respawn_count": respawns + (1 if shown else 0), "tx": tx, "avg_rt": 0,
              "apps": [], "cores": []}
@@ -181,7 +182,9 @@ def snapshot(master, errors: int = 0) -> dict:
     by_id: dict[int, list] = {}
     for w in list(master.workers.values()):
         by_id.setdefault(w.id, []).append(w)
-    ids = sorted(set(range(1, master.target + 1)) | set(by_id))
+    extra = master.services.stats()  # e.g. uWSGI's "daemons" list (services.py)
+    cheaper = extra.get("cheaper") or {}  # cheaper.py: ids up to processes, "cheap" if idle
+    ids = sorted(set(range(1, max(master.target, cheaper.get("max", 0)) + 1)) | set(by_id))
     try:
         cwd = os.getcwd()
     except OSError:
@@ -190,9 +193,9 @@ def snapshot(master, errors: int = 0) -> dict:
         "version": __version__, "listen_queue": backlog_now, "listen_queue_errors": errors,
         "signal_queue": 0, "load": backlog_now, "pid": os.getpid(), "uid": os.getuid(),
         "gid": os.getgid(), "cwd": cwd, "locks": [], "sockets": sockets,
-        "workers": [_worker(master, wid, by_id.get(wid, [])) for wid in ids],
+        "workers": [_worker(master, wid, by_id.get(wid, []), bool(cheaper)) for wid in ids],
     }
-    doc.update(master.services.stats())  # e.g. uWSGI's "daemons" list (services.py)
+    doc.update(extra)
     return doc
 
 
@@ -256,6 +259,8 @@ def prometheus_text(doc: dict) -> str:
     family("uwsgi_signal_queue_length", "gauge", "Length of signal queue.",
            [((), doc["signal_queue"])])
     family("uwsgi_workers", "gauge", "Number of workers.", [((), len(workers))])
+    family("uwsgigw_workers_running", "gauge", "Worker processes running (cheaper mode: "
+           "between cheaper and processes).", [((), sum(1 for w in workers if w["pid"]))])
     seen, sockets = set(), []
     for s in doc["sockets"]:  # one series per (name, proto), the first wins
         if (s["name"], s["proto"]) not in seen:
