@@ -209,7 +209,7 @@ STILL_WARNED = {
     "013": {"cheaper", "log-master"},
     "014": set(),
     "016": {"hook-master-start"},
-    "017": {"no-orphans", "max-worker-lifetime", "logger", "log-route", "log-encoder",
+    "017": {"no-orphans", "logger", "log-route", "log-encoder",
             "logger-req", "log-req-encoder"},
     "020": {"exec-pre", "attach-daemon", "gevent", "gevent-early-monkey-patch",
             "import", "log-master", "logformat-strftime", "log-date", "log-buffering"},
