@@ -411,3 +411,44 @@ def test_bad_touch_values_are_named_at_start_up(tmp_path):
         load_config(["--socket", "127.0.0.1:%d" % free_port(), "--module", APP,
                      "--max-worker-lifetime", "an hour"], {})
     assert "max-worker-lifetime" in str(err.value.messages)
+
+
+def test_sighup_during_a_chain_step_kills_no_worker(uwsgigw_factory, tmp_path):
+    """A reload while a replacement boots: the worker waiting for it crosses the
+    re-exec as a serving one (not killed for a deadline it never had)."""
+    import signal
+    server = uwsgigw_factory(*slow_boot_app(tmp_path, 1.0), "--master", "--processes", "2")
+    before = wait_workers(server, 2)
+    poll(lambda: raw_get(server.socket, "/").status == 200, 10, "accepting")
+    load = Load(server.socket, "/", clients=2)
+    try:
+        load.wait_for(5)
+        mark = server.log_mark()
+        os.kill(server.pid, signal.SIGURG)
+        server.wait_for_log("chain reload; starting its replacement first", since=mark)
+        os.kill(server.pid, signal.SIGHUP)
+        server.wait_for_log("reloaded in", since=mark, timeout=30)
+        poll(lambda: len(children(server.pid)) == 2 and not children(server.pid) & before,
+             20, "old workers gone")
+        load.wait_for(5)
+    finally:
+        load.stop()
+    log = server.log_since(mark)
+    assert load.failed == [], load.failed[:5]
+    assert "killed by signal 9" not in log and "did not stop within" not in log, log
+    assert "chain reload complete" not in log  # the reload replaced them all
+
+
+def test_sigterm_during_a_chain_step_stops_gracefully(uwsgigw_factory, tmp_path):
+    import signal
+
+    from test_master_support import exit_status
+    server = uwsgigw_factory(*slow_boot_app(tmp_path, 1.0), "--master", "--processes", "2")
+    wait_workers(server, 2)
+    mark = server.log_mark()
+    os.kill(server.pid, signal.SIGURG)
+    server.wait_for_log("chain reload; starting its replacement first", since=mark)
+    os.kill(server.pid, signal.SIGTERM)
+    assert exit_status(server) == 0
+    log = server.log_since(mark)
+    assert "killed by signal 9" not in log and "exited (shutdown" in log, log
