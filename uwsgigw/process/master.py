@@ -17,7 +17,9 @@ new worker accepts sends the old ones SIGTERM; they finish their requests
 and exit. Requests queue in the shared listen backlog in between, so none
 fail. A fresh image also keeps the master's RSS and fd count flat however
 often it reloads. If the new app does not load, the old workers keep serving.
-What one image hands the next is handover.py's.
+What one image hands the next is handover.py's; reload.py does the re-exec.
+A chain reload (SIGURG) replaces the workers one at a time (chain.py); the
+jobs beside the workers (watched files, worker lifetimes, ...) are services.py's.
 """
 
 from __future__ import annotations
