@@ -255,7 +255,8 @@ def test_chain_reload_keeps_workers_accepting_and_replaces_every_one(uwsgigw_fac
     log = server.log_since(mark)
     assert load.failed == [], load.failed[:5]
     assert accepting_seen and min(accepting_seen) >= 2, accepting_seen  # never below 3 - 1
-    assert most_processes <= 4  # one replacement at a time
+    # one replacement at a time (plus old workers still finishing after SIGTERM)
+    assert most_processes <= 5
     after = wait_workers(server, 3)
     assert not after & before  # every worker pid changed
     # each old worker stops only after its replacement accepts, one worker at a time
@@ -269,6 +270,9 @@ def test_chain_reload_keeps_workers_accepting_and_replaces_every_one(uwsgigw_fac
     starts = [log.index("worker %d (pid %d): chain reload; starting its replacement first"
                         % (w, p)) for w, p in _ids(log, before)]
     assert starts == sorted(starts) and len(starts) == 3
+    accepted = [log.index("accepts: worker %d (pid" % w) for w in (1, 2, 3)]
+    # worker 2's turn begins only once worker 1's replacement accepts, and so on
+    assert starts[0] < accepted[0] < starts[1] < accepted[1] < starts[2] < accepted[2]
 
 
 def _ids(log: str, pids: set[int]) -> list[tuple[int, int]]:
@@ -452,3 +456,20 @@ def test_sigterm_during_a_chain_step_stops_gracefully(uwsgigw_factory, tmp_path)
     assert exit_status(server) == 0
     log = server.log_since(mark)
     assert "killed by signal 9" not in log and "exited (shutdown" in log, log
+
+
+def test_sigttou_during_a_chain_step_leaves_the_smaller_pool(uwsgigw_factory, tmp_path):
+    import signal
+    server = uwsgigw_factory(*slow_boot_app(tmp_path, 1.0), "--master", "--processes", "2")
+    wait_workers(server, 2)
+    mark = server.log_mark()
+    os.kill(server.pid, signal.SIGURG)
+    server.wait_for_log("worker 2 (pid", "chain reload; starting its replacement first",
+                        "spawned worker 2", since=mark, timeout=20)
+    poll(lambda: server.log_since(mark).count("starting its replacement first") == 2, 20,
+         "worker 2's turn")
+    os.kill(server.pid, signal.SIGTTOU)
+    server.wait_for_log("chain reload complete", since=mark, timeout=20)
+    wait_workers(server, 1, timeout=20)
+    assert raw_get(server.socket, "/").status == 200
+    assert "killed by signal 9" not in server.log_since(mark)

@@ -83,6 +83,10 @@ class ChainReload(MasterService):
                      % (why, len(self.queue) + bool(self.step),
                         "" if len(self.queue) + bool(self.step) == 1 else "s"))
             return
+        if m.spawn_disabled:
+            log.warning("%s: no chain reload: %s (fix it and send SIGHUP)"
+                        % (why, m.spawn_disabled))
+            return
         if not m.ready or self._reloading():
             log.info("%s: the workers are still starting; chain reload once they accept"
                      % why)
@@ -172,6 +176,11 @@ class ChainReload(MasterService):
         """Drive the step: True once it is over (done or given up)."""
         m, step = self.master, self.step
         old, new = step.old, self._replacement(step)
+        if step.worker_id > m.target:  # the pool shrank past it meanwhile (SIGTTOU)
+            if old.pid in m.workers and not old.kill_at:
+                m._retire(old, step.reason, m.worker_mercy)
+            self.step = None
+            return True
         if new is not None and new.booted and new.slot.state == ACCEPTING:
             if old.pid in m.workers and not old.kill_at:
                 m._retire(old, step.reason, m.worker_mercy)
