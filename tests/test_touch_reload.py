@@ -141,11 +141,12 @@ def test_touch_reload_fires_when_the_file_appears_and_disappears(uwsgigw_factory
 
 
 def test_touch_reload_repeatable_and_first_of_several_wins(uwsgigw_factory, tmp_path):
-    a, b, chainfile = tmp_path / "a", tmp_path / "b", tmp_path / "c"
-    for f in (a, b, chainfile):
+    a, b = tmp_path / "a", tmp_path / "b"
+    for f in (a, b):
         f.write_text("")
+    # a is watched by touch-reload and touch-chain-reload: one touch fires both at once
     server = uwsgigw_factory("--module", APP, "--master", "--touch-reload", str(a),
-                             "--touch-reload", str(b), "--touch-chain-reload", str(chainfile))
+                             "--touch-reload", str(b), "--touch-chain-reload", str(a))
     wait_workers(server, 1)
     mark = server.log_mark()
     touch(b)
@@ -153,9 +154,8 @@ def test_touch_reload_repeatable_and_first_of_several_wins(uwsgigw_factory, tmp_
     # touch-reload and touch-chain-reload at once: the full reload wins (as in uWSGI)
     mark = server.log_mark()
     touch(a)
-    touch(chainfile)
-    server.wait_for_log("reloaded in", since=mark)
-    time.sleep(1.5)
+    server.wait_for_log("touch-reload: %s was modified" % a, "reloaded in", since=mark)
+    time.sleep(2.5)  # the new image saw the same state: no chain reload afterwards either
     assert "chain reload" not in server.log_since(mark)
 
 
@@ -252,7 +252,9 @@ def test_chain_reload_keeps_workers_accepting_and_replaces_every_one(uwsgigw_fac
         load.wait_for(10)
     finally:
         load.stop()
-    log = server.log_since(mark)
+    log = server.wait_for_log(*["worker %d (pid %d) exited (chain reload" % (w, p)
+                                for w, p in _ids(server.log_since(mark), before)],
+                              since=mark)
     assert load.failed == [], load.failed[:5]
     assert accepting_seen and min(accepting_seen) >= 2, accepting_seen  # never below 3 - 1
     # one replacement at a time (plus old workers still finishing after SIGTERM)
@@ -311,6 +313,7 @@ def test_chain_reload_of_a_single_worker_with_lazy_apps_loads_new_code(uwsgigw_f
         load.wait_for(10)
     finally:
         load.stop()
+    log = server.wait_for_log("worker 1 (pid %d) exited (chain reload" % first, since=mark)
     assert load.failed == [], load.failed[:5]
     assert load.slowest < 1.0, load.slowest  # a gap would have cost the 1.5 s import
     assert "each new worker imports the app afresh (lazy-apps)" in log
