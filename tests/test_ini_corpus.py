@@ -210,7 +210,7 @@ STILL_WARNED = {
     "013": {"log-master"},
     "014": set(),
     "016": {"hook-master-start"},
-    "017": {"no-orphans", "max-worker-lifetime", "logger", "log-route", "log-encoder",
+    "017": {"no-orphans", "logger", "log-route", "log-encoder",
             "logger-req", "log-req-encoder"},
     "020": {"exec-pre", "attach-daemon", "gevent", "gevent-early-monkey-patch",
             "import", "log-master", "logformat-strftime", "log-date", "log-buffering"},
@@ -375,3 +375,54 @@ def test_corpus_cheaper_files_start_without_a_cheaper_warning(name, factories, t
     assert warned and not [line for line in warned if "cheaper" in line], warned
     workers = 1 if name == "013" else 2
     assert "ready to accept requests: %d worker%s" % (workers, "s" * (workers > 1)) in log
+
+
+# -- the files that watch files or limit worker lifetimes start without a warning for it --
+
+LIFETIME_KEYS = {"touch-reload", "max-worker-lifetime", "max-worker-lifetime-delta",
+                 "min-worker-lifetime", "touch-chain-reload", "touch-workers-reload",
+                 "touch-logreopen"}
+RELOAD_FILES = [p for p in FILES if p.name[:3] in ("010", "023", "025")]
+
+
+@pytest.mark.parametrize("path", RELOAD_FILES, ids=[p.name[:3] for p in RELOAD_FILES])
+def test_corpus_reload_and_lifetime_files_start_without_a_warning_for_them(path, factories,
+                                                                          tmp_path):
+    """010 and 025 (touch-reload), 023 (max-worker-lifetime; 017 is among the
+    HTTP files above): rewritten for this machine, each starts, serves on its
+    uwsgi socket, names none of those keys in a warning, and a touched file
+    reloads it."""
+    from uwsgigw import healthcheck
+    from uwsgigw.devnginx import free_port
+
+    assert keys_in(path) & LIFETIME_KEYS
+    workdir = tmp_path / "srv"
+    workdir.mkdir()
+    text, _, uwsgi = rewrite(path, workdir)
+    args = []
+    if not uwsgi:  # 010 has no socket of its own (its vassal host adds one)
+        uwsgi = ["127.0.0.1:%d" % free_port()]
+        args = ["--socket", uwsgi[0]]
+    (workdir / "corpus_standin.py").write_text(STANDIN % path.name)
+    ini = workdir / path.name
+    ini.write_text(text)
+    server = factories.uwsgigw("--ini", str(ini), *args, socket=uwsgi[0],
+                               env={"PYTHONPATH": str(workdir)}, cwd=str(workdir))
+    resp = healthcheck.request(uwsgi[0], target="/corpus")
+    assert resp.status == 200 and json.loads(resp.body)["file"] == path.name
+    log = server.log_text()
+    for line in log.splitlines():
+        if "WARNING" in line:
+            assert not any("'%s'" % key in line for key in LIFETIME_KEYS), line
+    if "touch-reload" not in keys_in(path):
+        return
+    # 010: touch-reload = %p (the INI file itself); 025: a path relative to the cwd
+    watched = ini if path.name.startswith("010") else workdir / "etc/lava-server/uwsgi.reload"
+    watched.parent.mkdir(parents=True, exist_ok=True)
+    mark = server.log_mark()
+    watched.touch()
+    server.wait_for_log("touch-reload: %s was" % (watched if watched == ini else
+                                                  "etc/lava-server/uwsgi.reload"),
+                        "reloaded in", since=mark, timeout=20)
+    resp = healthcheck.request(uwsgi[0], target="/corpus")
+    assert resp.status == 200

@@ -100,7 +100,7 @@ def test_mapped_options_say_what_they_map_to():
     ("https-socket", "http-socket = ADDRESS and proxy_pass"),
     ("check-static-docroot", "serve these from nginx with a location block"),
     ("attach-daemon", "run it as its own systemd unit"),
-    ("legion-cron", "cron = on one host"), ("touch-reload", "SIGHUP"),
+    ("legion-cron", "cron = on one host"), ("touch-mules-reload", "SIGHUP"),
 ])
 def test_unsupported_options_say_what_to_do_instead(name, advice):
     assert advice in UNSUPPORTED[name].advice

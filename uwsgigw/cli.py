@@ -10,7 +10,8 @@ option" with the closest name and exit code 78.
 
 Besides the options: ``--check`` (predict start-up, exit 0 or 1; preflight.py),
 ``--print-config``, ``--version``, ``--reload PIDFILE`` (SIGHUP), ``--stop
-PIDFILE`` (SIGTERM).
+PIDFILE`` (SIGTERM), ``--chain-reload PIDFILE`` (SIGURG: process/chain.py says
+why that signal).
 ``uwsgigw healthcheck ADDRESS [PATH] ...`` is the client mode (healthcheck.py).
 """
 
@@ -35,7 +36,7 @@ from .config.settings import (
 )
 from .config.uwsgi_compat import UNSUPPORTED
 
-_OWN_FLAGS = {"check", "print-config", "version", "reload", "stop", "help"}
+_OWN_FLAGS = {"check", "print-config", "version", "reload", "stop", "chain-reload", "help"}
 _EPILOG = ("Every option can also be set in the [uwsgi] section of an INI file "
            "(name = value) or as UWSGIGW_<NAME> in the environment; the command line "
            "wins over both. uWSGI options uwsgigw does not support are accepted with "
@@ -53,6 +54,7 @@ class Invocation:
     version: bool = False
     reload: str | None = None
     stop: str | None = None
+    chain_reload: str | None = None
     warnings: list[str] = field(default_factory=list)
     listeners: list[str] = field(default_factory=list)
 
@@ -143,6 +145,11 @@ def build_command() -> click.Command:
                      "uwsgigw whose master pid is in PIDFILE (SIGHUP), and exit"),
         click.Option(["--stop"], metavar="PIDFILE", help="gracefully stop the uwsgigw "
                      "whose master pid is in PIDFILE (SIGTERM), and exit"),
+        click.Option(["--chain-reload"], metavar="PIDFILE", help="chain reload the "
+                     "uwsgigw whose master pid is in PIDFILE (SIGURG): its workers are "
+                     "replaced one at a time, each old one stopping once its replacement "
+                     "accepts (they import the app afresh only with lazy-apps; --reload "
+                     "reloads the code), and exit"),
         click.Argument(["configs"], nargs=-1, metavar="[FILE.ini]..."),
     ]
     taken = set(BY_NAME) | _OWN_FLAGS
@@ -167,7 +174,7 @@ def invocation_from_params(params: dict[str, Any]) -> Invocation:
     inv = Invocation(values, check=bool(params.get("check")),
                      print_config=bool(params.get("print_config")),
                      version=bool(params.get("version")), reload=params.get("reload"),
-                     stop=params.get("stop"))
+                     stop=params.get("stop"), chain_reload=params.get("chain_reload"))
     for name, info in sorted(UNSUPPORTED.items()):
         given = params.get("x_" + name.replace("-", "_"))
         if not given:
@@ -210,7 +217,8 @@ def _fail(messages: list[str], code: int) -> NoReturn:
 
 
 def signal_pidfile(path: str, signum: int) -> int:
-    """--reload/--stop: send ``signum`` to the pid in ``path``; -> exit code."""
+    """--reload/--stop/--chain-reload: send ``signum`` to the pid in ``path``;
+    -> exit code."""
     name = signal.Signals(signum).name
     try:
         with open(path) as f:
@@ -279,9 +287,10 @@ def _report_check(cfg: Config) -> NoReturn:
 
 def _run(**params: Any) -> None:
     inv = invocation_from_params(params)
-    if inv.reload or inv.stop:
-        sys.exit(signal_pidfile(inv.reload or inv.stop,
-                                signal.SIGHUP if inv.reload else signal.SIGTERM))
+    if inv.reload or inv.stop or inv.chain_reload:
+        sys.exit(signal_pidfile(inv.reload or inv.stop or inv.chain_reload,
+                                signal.SIGHUP if inv.reload else signal.SIGTERM if inv.stop
+                                else signal.SIGURG))
     if inv.version:
         _version(inv)
     try:

@@ -361,6 +361,9 @@ OPTIONS: list[Option] = [
     # -- logging -------------------------------------------------------------
     Option("logto", PATH, None, "write the log to this file instead of stderr", LOGS,
            check="parent", metavar="FILE"),
+    Option("touch-logreopen", PATH, [], "reopen the log file (as SIGUSR1 does) when "
+           "FILE is modified, created or removed; repeatable", LOGS, multi=True,
+           metavar="FILE"),
     Option("disable-logging", BOOL, False, "do not log requests (errors still are)",
            LOGS, short="L"),
     Option("log-format", ANY, None, "request log line with uWSGI's %(var) "
@@ -402,6 +405,28 @@ OPTIONS: list[Option] = [
            metavar="SECONDS"),
     Option("reload-mercy", INT, 60, "seconds the master waits for all workers "
            "during a reload or stop", RECYCLE, metavar="SECONDS"),
+    Option("max-worker-lifetime", INT, 0, "recycle a worker gracefully after it has "
+           "run this many seconds; its replacement starts first and the old one stops "
+           "once the new one accepts, one worker at a time (0: never)", RECYCLE,
+           metavar="SECONDS"),
+    Option("max-worker-lifetime-delta", INT, 0, "add (worker id - 1) * this to each "
+           "worker's max-worker-lifetime, as uWSGI does, so they do not all recycle at "
+           "once", RECYCLE, metavar="SECONDS"),
+    Option("min-worker-lifetime", INT, 0, "a worker recycles for max-requests, "
+           "reload-on-rss or reload-on-as only once it has run this many seconds "
+           "(uWSGI's default is 10; 0: at once)", RECYCLE, metavar="SECONDS"),
+    Option("touch-reload", PATH, [], "gracefully reload (as SIGHUP does: a fresh master "
+           "image, the app imported again) when FILE is modified, created or removed; "
+           "checked once a second; repeatable", RECYCLE, multi=True, metavar="FILE"),
+    Option("touch-chain-reload", PATH, [], "chain reload when FILE is modified, created "
+           "or removed: the workers are replaced one at a time, each old one stopping "
+           "once its replacement accepts (as uwsgigw --chain-reload PIDFILE does; the new "
+           "workers import the app afresh only with lazy-apps); repeatable", RECYCLE,
+           multi=True, metavar="FILE"),
+    Option("touch-workers-reload", PATH, [], "reload only the workers when FILE is "
+           "modified, created or removed: a new generation forked from the master (the app "
+           "is imported again only with lazy-apps); repeatable", RECYCLE, multi=True,
+           metavar="FILE"),
     # -- configuration -------------------------------------------------------
     Option("ini", TEXT, [], "load options from FILE or FILE:SECTION (default section "
            "[uwsgi]); repeatable, later files win", CONF, multi=True,

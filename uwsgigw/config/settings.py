@@ -94,11 +94,13 @@ class Config:
     @property
     def runs_master(self) -> bool:
         """A master runs with master = true, several workers, or any feature
-        only a master provides: harakiri, recycling and the stats server
-        (stats.py; as in uWSGI, stats implies master) and cron jobs."""
+        only a master provides: harakiri, recycling, watched (touch-*) files,
+        cron jobs and the stats server (stats.py; as in uWSGI, stats implies master)."""
         return bool(self.master or self.processes > 1 or self.harakiri or self.max_requests
                     or self.reload_on_rss or self.reload_on_as or self.stats
-                    or self.stats_http not in (None, "on")
+                    or self.stats_http not in (None, "on") or self.max_worker_lifetime
+                    or self.touch_reload or self.touch_chain_reload
+                    or self.touch_workers_reload or self.touch_logreopen
                     or self.cron or self.unique_cron or self.cron2)
 
     def or_default(self, attr: str) -> Any:
@@ -451,6 +453,15 @@ def _finish(values: dict[str, Any], sources: dict[str, list[str]],
                       "connects can forge REMOTE_ADDR; prefer 660 with nginx in the group"
                       % (sources["chmod_socket"][-1], values["chmod_socket"]))
     _check_cheaper(values, sources, problems)
+    if values["max_worker_lifetime"] and \
+            values["min_worker_lifetime"] >= values["max_worker_lifetime"]:
+        # uWSGI refuses to start; the recycling limits still make sense without it.
+        problems.warn("%s: min-worker-lifetime = %d is not lower than max-worker-lifetime "
+                      "= %d (uWSGI refuses to start with this); min-worker-lifetime is "
+                      "ignored" % (sources["min_worker_lifetime"][-1],
+                                   values["min_worker_lifetime"],
+                                   values["max_worker_lifetime"]))
+        values["min_worker_lifetime"] = 0
     # --check: preflight.py predicts the rest, as errors where start-up would stop.
     _check_paths(values, sources, problems, only="pythonpath" if check else None)
 

@@ -83,11 +83,11 @@ _GROUPS: list[tuple[str, str]] = [
         log-backupname log-reopen! log-truncate! logto2 log-syslog log-socket
         log-micros! log-zero! log-big log-sendfile log-ioerror
         log-x-forwarded-for! logfile-chown! logfile-chmod touch-logrotate
-        touch-logreopen log-alarm alarm-log not-log-alarm
+        log-alarm alarm-log not-log-alarm
     """),
     ("reload with SIGHUP (uwsgigw --reload PIDFILE) from your deploy script or "
      "a systemd .path unit", """
-        touch-reload touch-workers-reload touch-chain-reload touch-mules-reload
+        touch-mules-reload
         touch-spoolers-reload touch-exec touch-signal fs-reload fs-brutal-reload
         fs-signal py-autoreload py-auto-reload python-autoreload
         python-auto-reload py-auto-reload-ignore reload-on-exception!
@@ -108,7 +108,6 @@ _GROUPS: list[tuple[str, str]] = [
         cheap! idle die-on-idle! vassal-sos vassal-sos-backlog
     """),
     ("recycle workers with max-requests, reload-on-rss or reload-on-as", """
-        max-worker-lifetime max-worker-lifetime-delta min-worker-lifetime
         evil-reload-on-rss evil-reload-on-as mem-collector-freq
         reload-on-exception-limit
     """),

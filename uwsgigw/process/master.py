@@ -17,7 +17,9 @@ new worker accepts sends the old ones SIGTERM; they finish their requests
 and exit. Requests queue in the shared listen backlog in between, so none
 fail. A fresh image also keeps the master's RSS and fd count flat however
 often it reloads. If the new app does not load, the old workers keep serving.
-What one image hands the next is handover.py's.
+What one image hands the next is handover.py's; reload.py does the re-exec.
+A chain reload (SIGURG) replaces the workers one at a time (chain.py); the
+jobs beside the workers (watched files, worker lifetimes, ...) are services.py's.
 """
 
 from __future__ import annotations
@@ -26,7 +28,6 @@ import gc
 import os
 import select
 import signal
-import sys
 import time
 
 from .. import exitcodes, log
@@ -34,8 +35,8 @@ from ..config.settings import Config
 from ..observe import reqlog
 from ..observe.reqlog import event
 from ..observe.scoreboard import ACCEPTING, BOOTING, STOPPING, Scoreboard
-from . import services, vacuum
-from .handover import HandedBoard, HandedListener, Handover
+from . import chain, reload, services
+from .handover import Handover
 from .harakiri import Harakiri
 from .recycle import Limits
 from .stats import StatsServer
@@ -45,8 +46,9 @@ from .workerproc import WorkerProc, describe_status
 
 IMMEDIATE_STOP_WAIT = 1.0  # after SIGINT/SIGQUIT, SIGKILL what is left
 BOOT_FAILURES_MAX = 5  # consecutive workers dying at boot before giving up
+# SIGURG: chain reload (chain.py says why that signal).
 SIGNALS = [signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGTTIN,
-           signal.SIGTTOU, signal.SIGUSR1, signal.SIGUSR2, signal.SIGCHLD]
+           signal.SIGTTOU, signal.SIGUSR1, signal.SIGUSR2, signal.SIGURG, signal.SIGCHLD]
 
 
 class Master:
@@ -267,6 +269,9 @@ class Master:
         log.info("SIGUSR1: log reopened (master and workers)")
         for w in self.workers.values():
             self.kill(w, signal.SIGUSR1)
+
+    def handle_urg(self) -> None:
+        chain.request(self, "SIGURG (uwsgigw --chain-reload)")
 
     def handle_usr2(self) -> None:
         lines = ["SIGUSR2: %d workers, generation %d; each dumps its threads" % (
@@ -556,39 +561,12 @@ class Master:
             self.reload_pending = False
             self.reexec()
 
-    # -- reload ------------------------------------------------------------------
+    # -- reload (reload.py) -------------------------------------------------------
 
     def reexec(self) -> None:
         """Replace this image with a fresh one that adopts sockets and workers."""
-        event("reload", "SIGHUP: graceful reload: starting a fresh master image (same pid); "
-              "the current workers keep serving until the new ones accept",
-              phase="start", generation=self.generation + 1)
-        self.notifier.reloading()
-        key = {id(b): str(i) for i, b in enumerate(self.boards)}
-        now = time.monotonic()
-        handover = Handover(
-            generation=self.generation,
-            listeners=[HandedListener(l.fileno(), l.path, l.spec, l.protocol)
-                       for l in self.listeners],
-            boards={key[id(b)]: HandedBoard(*b.describe()) for b in self.boards},
-            workers=[w.handed(key[id(w.board)], now) for w in self.workers.values()
-                     if not w.killed_for],
-            counts=self.counts, carried=self.carried, vacuum=vacuum.state(),
-            services=self.services.hand_over())
-        try:
-            handover.exec(block=SIGNALS)  # returns only if it failed
-        except OSError as exc:
-            self.reload_workers("cannot re-execute %s: %s" % (sys.executable, exc))
+        reload.reexec(self, SIGNALS)
 
-    def reload_workers(self, why: str) -> None:
-        """Fallback reload without re-exec: a new generation of workers forked
-        from this master, then the old ones retire. With lazy-apps they import
-        the app afresh; otherwise they run the app this master loaded."""
-        log.warning("%s; reloading the workers only%s" % (why, "" if self.lazy else
-                    " (the app loaded in the master is not re-imported: use "
-                    "lazy-apps, or let the uid/gid user execute the interpreter)"))
-        self.generation += 1
-        self.ready = False
-        self.spawn_disabled = ""
-        self.boot_failures = 0
-        self.reload_started = time.monotonic()
+    def reload_workers(self, why: str, fallback: bool = True) -> None:
+        """A new generation of workers forked from this master (see reload.py)."""
+        reload.reload_workers(self, why, fallback)

@@ -1,4 +1,5 @@
-"""Recycling a worker: uWSGI's max-requests, reload-on-rss and reload-on-as.
+"""Recycling a worker: uWSGI's max-requests, reload-on-rss and reload-on-as
+(and min-worker-lifetime, which holds them back in a young worker).
 
 A worker checks its limits after each request and, past one, stops itself
 gracefully (``WorkerBase._check_limits``); the master sees it stopping and
@@ -23,6 +24,7 @@ class Limits:
     max_requests: int = 0
     rss: int = 0  # bytes
     address_space: int = 0  # bytes
+    min_lifetime: int = 0  # seconds a worker runs before any of the above recycles it
 
     def __bool__(self) -> bool:
         return bool(self.max_requests or self.rss or self.address_space)
@@ -39,7 +41,13 @@ class Limits:
         if max_requests:
             max_requests += worker_id * cfg.max_requests_delta
         return cls(max_requests=max_requests, rss=cfg.reload_on_rss << 20,
-                   address_space=cfg.reload_on_as << 20)
+                   address_space=cfg.reload_on_as << 20,
+                   min_lifetime=cfg.min_worker_lifetime)
+
+    def too_young(self, age: float) -> bool:
+        """min-worker-lifetime: a worker that has run ``age`` seconds may not recycle
+        yet (uWSGI checks it for max-requests, reload-on-rss and reload-on-as)."""
+        return age < self.min_lifetime
 
     def exceeded(self, requests: int, rss: int = 0, vsz: int = 0) -> str | None:
         """Why a worker that has served ``requests`` and uses ``rss`` resident and

@@ -66,6 +66,7 @@ class WorkerBase:
         self.limits = limits or Limits()
         self.verbose_dump = verbose_dump
         self.stopping = False
+        self.started = time.monotonic()  # min-worker-lifetime counts from here
 
     def name(self) -> str:
         return "worker %d (pid %d)" % (self.ctx.worker_id, os.getpid())
@@ -134,7 +135,8 @@ class WorkerBase:
             if mem is not None:
                 self.slot.rss, self.slot.vsz = rss, vsz = mem
         reason = limits.exceeded(sum(c.requests for c in self.ctx.cores), rss, vsz)
-        if reason and not self.stopping:
+        if reason and not self.stopping and \
+                not limits.too_young(time.monotonic() - self.started):
             log.info("%s recycling: %s" % (self.name(), reason))
             self.slot.stopping_since = time.time()
             self.stop()

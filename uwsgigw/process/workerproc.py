@@ -38,10 +38,12 @@ class WorkerProc:
         return "worker %d (pid %d)" % (self.id, self.pid)
 
     def handed(self, board_key: str, now: float) -> HandedWorker:
-        """For the next image; a retiring worker keeps what is left of its mercy."""
+        """For the next image; a retiring worker keeps what is left of its mercy.
+        One only marked as leaving (chain.py: its replacement is starting, it was
+        not told to stop) crosses as a serving worker of its generation."""
         return HandedWorker(self.pid, self.id, self.index, self.generation, board_key,
-                            self.retiring, max(0.0, self.kill_at - now) if self.kill_at
-                            else 0.0)
+                            self.retiring if self.kill_at else "",
+                            max(0.0, self.kill_at - now) if self.kill_at else 0.0)
 
     @classmethod
     def adopted(cls, handed: HandedWorker, board: Scoreboard, now: float) -> WorkerProc:
