@@ -72,6 +72,7 @@ def server(request, module_factories, tree):
         "--static-index", "index.html", "--static-gzip-all",
         "--static-expires-uri", r"\.css$ 3600", http=http)
     srv.http = http
+    srv.kind = request.param
     return srv
 
 
@@ -210,26 +211,35 @@ HTTP_DRIVERS = [name for name, (_, http) in DRIVERS.items() if http]
 
 
 @pytest.mark.parametrize("server", HTTP_DRIVERS, indirect=True)
-def test_a_slow_download_does_not_hold_the_worker(server):
-    """One worker: a client that takes the 5 MB file slowly does not keep
-    another from being answered (on uwsgi sockets nginx takes the file at
-    once; the HTTP listener needs this itself)."""
+def test_slow_downloads_do_not_hold_the_workers_threads(server):
+    """One worker: as many clients as it has threads take the 5 MB file
+    slowly, and another client is still answered: a slow download costs a
+    descriptor, not a thread (on uwsgi sockets nginx takes the file at once;
+    the HTTP listener needs this itself)."""
     port = int(server.socket.rpartition(":")[2])
-    slow = socket.socket()
-    slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    slow.settimeout(10)
-    slow.connect(("127.0.0.1", port))
+    threads = int(DRIVERS[server.kind][0][DRIVERS[server.kind][0].index("--threads") + 1]) \
+        if "--threads" in DRIVERS[server.kind][0] else 1
+    slow, heads = [], []
     try:
-        slow.sendall(b"GET /static/big.bin HTTP/1.1\r\nHost: t\r\n\r\n")
-        raw = slow.recv(4096)
-        assert raw.startswith(b"HTTP/1.1 200")
-        # Answered before socket-timeout (5 s) could free a blocked worker
-        # by cutting the slow client ...
+        for _ in range(threads):
+            s = socket.socket()
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            s.settimeout(10)
+            s.connect(("127.0.0.1", port))
+            s.sendall(b"GET /static/big.bin HTTP/1.1\r\nHost: t\r\n\r\n")
+            slow.append(s)
+        for s in slow:
+            heads.append(s.recv(4096))
+            assert heads[-1].startswith(b"HTTP/1.1 200")
+        # Answered before socket-timeout (5 s) could free a blocked thread by
+        # cutting a slow client ...
         assert fetch(port, "/static/a.txt", timeout=4).status == 200
-        # ... which then still gets its whole file.
-        while len(raw.partition(b"\r\n\r\n")[2]) < BIG:
-            chunk = slow.recv(1 << 20)
-            assert chunk, "the download was cut"
-            raw += chunk
+        # ... and the slow ones still get their whole file.
+        for s, raw in zip(slow, heads):
+            while len(raw.partition(b"\r\n\r\n")[2]) < BIG:
+                chunk = s.recv(1 << 20)
+                assert chunk, "the download was cut"
+                raw += chunk
     finally:
-        slow.close()
+        for s in slow:
+            s.close()

@@ -12,10 +12,11 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import nginx_vars, uwsgi_connect
+from conftest import nginx_vars, uwsgi_connect, wait_until
 from framed_client import fetch
 from packet_builder import build_packet
 from soak.procinfo import kb, reset_peak_rss, wait_children
+from test_stats import read_stats
 
 from uwsgigw.devnginx import default_nginx_dir
 
@@ -130,3 +131,21 @@ def test_four_concurrent_big_downloads_keep_the_worker_small(factories, assets, 
     assert len(sizes) == 4 and all(size > BIG for size in sizes)  # the body and its head
     growth = kb(pid, "VmHWM") - base
     assert growth <= 4 * 1024, "peak RSS grew by %d kB" % growth
+
+
+def test_static_hits_are_requests_in_the_stats(factories, assets, tmp_path):
+    """Counted like any request: the stats' requests and tx grow by the hits."""
+    stats = str(tmp_path / "stats.sock")
+    srv = _server(factories, assets, "--stats", stats)
+    nginx = factories.nginx(srv.socket)
+
+    def counters():
+        doc = read_stats(stats)
+        return (sum(w["requests"] for w in doc["workers"]),
+                sum(w["tx"] for w in doc["workers"]))
+
+    requests, tx = counters()
+    for _ in range(3):
+        assert fetch(nginx.port, "/assets/a.txt").body == A_TXT
+    wait_until(lambda: counters()[0] == requests + 3, timeout=5)
+    assert counters()[1] >= tx + 3 * len(A_TXT)

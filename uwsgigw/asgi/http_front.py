@@ -68,18 +68,16 @@ class HttpHooks(request.FailureTurns):
     the rare turns of a request, answered in HTTP through the exchange
     itself, so C frames them like any response."""
 
-    def __init__(self, worker, offloads: bool = False) -> None:
+    def __init__(self, worker) -> None:
         self.worker = worker
         self.env: dict | None = None
-        self.offloads = offloads  # on the loop's thread: a slow file goes to the loop
         self.offload: Offload | None = None  # what send_file left for the loop
 
     def _count_exception(self) -> None:
         self.worker.count_exception()
 
     def send_file(self, exchange, wrapper) -> None:
-        self.offload = send_file(exchange, wrapper, self.offloads,
-                                 request.describe(self.env) if self.offloads else "")
+        self.offload = send_file(exchange, wrapper, request.describe(self.env))
 
     @staticmethod
     def _fail(exchange, failure: request.Failure) -> None:
@@ -123,7 +121,7 @@ class HttpFront:
         # more, in the pool, each thread with a Core of its own (its hooks
         # hold the request's env) counting on the same slot (under the GIL).
         self.inline = not self.asgi and worker.threads == 1
-        self.hooks = HttpHooks(worker, offloads=self.inline)
+        self.hooks = HttpHooks(worker)
         core = fastpath.Core(self.hooks, settings)
         self.serve = core.serve_http if self.inline else core.read_http
         self._settings = settings
@@ -138,14 +136,18 @@ class HttpFront:
         served = sum(core.requests for core in self.ctx.cores)
         return max(1, self.worker.limits.max_requests - served)
 
-    def run_in_thread(self, fd: int, head: tuple, started: float) -> bool:
+    def run_in_thread(self, fd: int, head: tuple, started: float) -> tuple:
         """In a pool thread: run the WSGI app for ``head`` (read_http's) and
-        answer it; True when the connection may carry the next request."""
-        run = getattr(self._local, "run", None)
+        answer it; (True when the connection may carry the next request, the
+        Offload of a file body the socket did not take at once, or None)."""
+        local = self._local
+        run = getattr(local, "run", None)
         if run is None:
-            run = self._local.run = self.ctx.fastpath.Core(HttpHooks(self.worker),
-                                                           self._settings).run_http
-        return run(fd, head, started)
+            local.hooks = HttpHooks(self.worker)
+            run = local.run = self.ctx.fastpath.Core(local.hooks, self._settings).run_http
+        keep = run(fd, head, started)
+        offload, local.hooks.offload = local.hooks.offload, None
+        return keep, offload
 
     def adopt(self, conn: socket.socket, listener, served: bool = False,
               origin: tuple | None = None) -> None:
@@ -375,7 +377,12 @@ class FrontConnection:
             log.error("internal error while serving an HTTP connection: %s: %s"
                       % (type(exc).__name__, exc))
         else:
-            reusable = future.result()
+            reusable, offload = future.result()
+            if offload is not None and not self.closed:
+                self._start_offload(offload)  # the thread is free; the loop sends the rest
+                return
+            if offload is not None:
+                offload.close()
         if self.worker.limits:
             self.worker._check_limits()
         self._answered(reusable)

@@ -3,25 +3,23 @@ of a slow download sent from the event loop.
 
 A static file (cycle/static_app.py) or an app's FileWrapper answered on the
 HTTP listener's C path goes out with ``sendfile()`` as far as the socket
-takes it at once. On the inline path (WSGI, one thread: the app runs on the
-loop's thread) the rest of a file the client is slow to take is then an
+takes it at once. The rest of a file the client is slow to take is then an
 :class:`Offload`: the loop writes it as the socket drains, while the worker
-serves other connections -- a slow downloader costs a descriptor, not the
-worker (what uWSGI's ``offload-threads`` are for). Pool threads
-(``threads > 1``) wait for the socket in the thread instead, bounded by
-``socket-timeout``.
+(the loop's thread with ``threads = 1``, the pool thread with more) serves
+other requests -- a slow downloader costs a descriptor, not a thread (what
+uWSGI's ``offload-threads`` are for). The loop cuts a download that makes no
+progress for ``socket-timeout``.
 
 The exchange is told the body is complete when the rest is handed over
 (``body_sent``, ``tx``: the request log counts the bytes it planned to
 send, as uWSGI logs an offloaded transfer), and ``offloaded`` makes
-``Core.serve_http`` stop its batch until the file has gone out.
+``Core.serve_http`` stop its batch until the file has gone out (a pool
+thread returns it to the loop with its answer: http_front.run_in_thread).
 """
 
 from __future__ import annotations
 
 import os
-import select
-import socket
 
 from .. import log
 from ..cycle.response import sendfile_fd
@@ -30,11 +28,11 @@ _BODY_LENGTH = 0  # exchange.mode: Content-Length framing (csrc/fastpath.h FP_BO
 _CHUNK = 1 << 20
 
 
-def send_file(exchange, wrapper, offload: bool, what: str = "") -> Offload | None:
+def send_file(exchange, wrapper, what: str = "") -> Offload | None:
     """Send ``wrapper``'s file as ``exchange``'s body (the C Exchange of an
     HTTP connection with a non-blocking socket). Returns an Offload holding
-    the rest when ``offload`` and the socket would block, else None once
-    all went out; ``what``: ``METHOD URI``, for its log line. Raises OSError when the client is gone (the request's
+    the rest when the socket would block, else None once all went out;
+    ``what``: ``METHOD URI``, for its log line. Raises OSError when the client is gone (the request's
     failure turns handle it as for any write)."""
     fd = sendfile_fd(wrapper)
     if fd is None or exchange.head_only:
@@ -54,14 +52,11 @@ def send_file(exchange, wrapper, offload: bool, what: str = "") -> Offload | Non
         try:
             sent = os.sendfile(out, fd, offset, min(left, _CHUNK))
         except BlockingIOError:
-            if offload:
-                exchange.body_sent += left
-                exchange.tx += left
-                exchange.offloaded = True
-                exchange.finish()
-                return Offload(os.dup(fd), offset, left, exchange, what)
-            _wait_writable(out, exchange.timeout)
-            continue
+            exchange.body_sent += left
+            exchange.tx += left
+            exchange.offloaded = True
+            exchange.finish()
+            return Offload(os.dup(fd), offset, left, exchange, what)
         if sent == 0:
             break  # the file shrank under us: the short body shows the cut
         offset += sent
@@ -70,13 +65,6 @@ def send_file(exchange, wrapper, offload: bool, what: str = "") -> Offload | Non
         exchange.tx += sent
     exchange.finish()
     return None
-
-
-def _wait_writable(fd: int, timeout: float) -> None:
-    poller = select.poll()
-    poller.register(fd, select.POLLOUT)
-    if not poller.poll(timeout * 1000):
-        raise socket.timeout("sendfile: no progress in %gs (socket-timeout)" % timeout)
 
 
 class Offload:

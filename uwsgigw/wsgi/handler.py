@@ -35,6 +35,8 @@ from ..cycle.response import (
     sendfile_fd,
     simple_response,
 )
+from ..cycle.static import StaticFiles
+from ..cycle.static_app import static_picker
 from ..observe import reqlog
 from ..observe.record import RequestRecord, SharedCounter, account
 from ..observe.scoreboard import REQ_SIZE, CoreSlot
@@ -138,12 +140,12 @@ class WorkerContext:
 
 def _picker(cfg: Config, apps: AppTable):
     """environ -> the app to run: app.py's picker, with the static maps in
-    front when static-map (or static-map2, check-static) is set."""
-    from ..cycle.static import StaticFiles  # start-up only
+    front when static-map (or static-map2, check-static) is set. (Their
+    modules are imported with this one, not here: a reload's fresh image
+    builds the context after dropping uid, and may not read the stdlib then.)"""
     static = StaticFiles.from_config(cfg)
     if static is None:
         return apps.picker()
-    from ..cycle.static_app import static_picker
     return static_picker(apps.picker(), static, cfg.file_serve_mode or "")
 
 
