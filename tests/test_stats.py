@@ -274,6 +274,9 @@ def test_counters_survive_a_respawn_and_a_reload(uwsgigw_factory):
     wait_until(lambda: read_stats(server.stats)["workers"][0]["pid"] not in (0, old_pid), 10,
                what="respawned worker")
     raw_get(server.socket, "/")
+    # (a request is counted just after its answer went out)
+    wait_until(lambda: read_stats(server.stats)["workers"][0]["requests"] == 4, 5,
+               what="the request counted")
     w = read_stats(server.stats)["workers"][0]
     assert (w["requests"], w["delta_requests"], w["respawn_count"]) == (4, 1, 2)
     mark = server.log_mark()
@@ -282,6 +285,8 @@ def test_counters_survive_a_respawn_and_a_reload(uwsgigw_factory):
     wait_until(lambda: all(w["accepting"] for w in read_stats(server.stats)["workers"]),
                10, what="stats back")
     raw_get(server.socket, "/")
+    wait_until(lambda: read_stats(server.stats)["workers"][0]["requests"] == 5, 5,
+               what="the request counted")
     w = read_stats(server.stats)["workers"][0]
     assert w["requests"] == 5 and w["delta_requests"] == 1
 
@@ -316,10 +321,18 @@ def test_stats_http_json_and_metrics(uwsgigw_factory):
                   proto="uwsgi") == 1024
     for _ in range(5):
         raw_get(server.socket, "/")
+    expected = 5 + sum(metric(before, "uwsgi_worker_requests_total", worker_id=i)
+                       for i in (1, 2))
+
+    def requests_now():
+        after = parse_prometheus(http_get(server.http_port, "/metrics")[2].decode())
+        return sum(metric(after, "uwsgi_worker_requests_total", worker_id=i) for i in (1, 2))
+
+    # (a request is counted just after its answer went out)
+    wait_until(lambda: requests_now() == expected, 5, what="the requests counted")
     after = parse_prometheus(http_get(server.http_port, "/metrics")[2].decode())
     total = sum(metric(after, "uwsgi_worker_requests_total", worker_id=i) for i in (1, 2))
-    assert total == 5 + sum(metric(before, "uwsgi_worker_requests_total", worker_id=i)
-                            for i in (1, 2))
+    assert total == expected
     assert sum(metric(after, "uwsgi_worker_transmitted_bytes_total", worker_id=i)
                for i in (1, 2)) > sum(metric(before, "uwsgi_worker_transmitted_bytes_total",
                                              worker_id=i) for i in (1, 2))
