@@ -186,7 +186,7 @@ class Master:
         return max(timeout, 0.005)
 
     def _sleep(self, timeout: float) -> None:
-        reads, writes = [self._wake_r], []
+        reads, writes = [self._wake_r] + self.services.fds(), []  # services: their pipes
         if self.stats is not None:  # stats.py: non-blocking, served from this loop
             more, writes = self.stats.fds()
             reads += more
@@ -200,6 +200,7 @@ class Master:
                     pass
             except BlockingIOError:
                 pass
+        self.services.readable(ready)
         if self.stats is not None and (len(ready) > (self._wake_r in ready) or writable):
             try:
                 self.stats.handle(ready, writable)

@@ -12,6 +12,9 @@ Points in the master's life, in order:
   (the JSON value :meth:`MasterService.hand_over` returned), before the loop;
 - ``tick(now)``: every loop turn (``now``: ``time.monotonic()`` seconds);
   ``deadline(now)`` bounds the loop's sleep so the next tick comes in time;
+- ``fds()``: descriptors the loop's sleep also waits on (readable), e.g. the
+  pipes children write their output to; ``readable(fds)``: those of them
+  that are readable now (read without blocking: they are O_NONBLOCK);
 - ``reaped(pid, status)``: a child that is not a worker exited
   (``os.waitpid`` status); True if the service owned it;
 - ``generation_ready(reloaded)``: a generation of workers all accept, at the
@@ -49,6 +52,12 @@ class MasterService:
     def reaped(self, pid: int, status: int) -> bool:
         return False
 
+    def fds(self) -> list[int]:
+        return []
+
+    def readable(self, fds: list[int]) -> None:
+        pass
+
     def generation_ready(self, reloaded: bool) -> None:
         pass
 
@@ -77,7 +86,8 @@ def build(cfg, master) -> list[MasterService]:
 
 def _factories() -> list:
     """Each module's ``from_config(cfg, master) -> MasterService | None``."""
-    return []
+    from . import daemons
+    return [daemons.from_config]
 
 
 class Services:
@@ -121,6 +131,20 @@ class Services:
             except Exception:
                 log.exception("internal error in the master's %s (reaped)" % service.name)
         return False
+
+    def fds(self) -> list[int]:
+        return [fd for fds in self._each("fds") if fds for fd in fds]
+
+    def readable(self, ready: list[int]) -> None:
+        """Give each service the ready descriptors it asked to wait on."""
+        for service, fds in zip(self.items, self._each("fds")):
+            mine = [fd for fd in (fds or ()) if fd in ready]
+            if mine:
+                try:
+                    service.readable(mine)
+                except Exception:
+                    log.exception("internal error in the master's %s (readable)"
+                                  % service.name)
 
     def generation_ready(self, reloaded: bool) -> None:
         self._each("generation_ready", reloaded)
