@@ -1,0 +1,306 @@
+"""Attached daemons (process/daemons.py) with the real master: output in the log,
+restarts with back-off, stop with mercy and no orphan, reloads, stats."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import time
+
+import pytest
+from test_master_support import APP, exit_status, poll
+
+from uwsgigw.config import daemonspec
+from uwsgigw.config.optypes import BadValue
+
+MARKER = "_UWSGIGW_DAEMON"
+STARTED = re.compile(r'(?:started|restarted) daemon (\d+) ".*" \(pid (\d+)\)$', re.M)
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def marked(master_pid: int) -> set[int]:
+    """Live processes whose environment carries the daemons' marker of this master."""
+    found = set()
+    needle = ("%s=%d:" % (MARKER, master_pid)).encode()
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open("/proc/%s/environ" % name, "rb") as f:
+                env = f.read()
+            with open("/proc/%s/stat" % name, "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        if stat[stat.rfind(b")") + 2:][:1] != b"Z" and any(
+                item.startswith(needle) for item in env.split(b"\0")):
+            found.add(int(name))
+    return found
+
+
+def gone(pid: int) -> bool:
+    try:
+        with open("/proc/%d/stat" % pid, "rb") as f:
+            stat = f.read()
+    except OSError:
+        return True
+    return stat[stat.rfind(b")") + 2:][:1] == b"Z"
+
+
+def ppid_of(pid: int) -> int:
+    with open("/proc/%d/status" % pid) as f:
+        return int(next(line for line in f if line.startswith("PPid:")).split()[1])
+
+
+def daemon_pids(log: str) -> dict[int, list[int]]:
+    """daemon number -> the pids it was started with, in order."""
+    pids: dict[int, list[int]] = {}
+    for number, pid in STARTED.findall(log):
+        pids.setdefault(int(number), []).append(int(pid))
+    return pids
+
+
+@pytest.fixture
+def server(uwsgigw_factory, tmp_path):
+    """Start ``uwsgigw --master`` with the test app and these daemon options,
+    from tmp_path; whatever carries its daemons' marker is killed at the end."""
+    started = []
+
+    def start(*args, **kw):
+        srv = uwsgigw_factory("--module", APP, "--master", "--chdir", str(tmp_path), *args,
+                              cwd=str(tmp_path), **kw)
+        started.append(srv.pid)
+        return srv
+
+    yield start
+    for pid in started:
+        for left in marked(pid):
+            try:
+                os.kill(left, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def read_pid(path, timeout: float = 10.0) -> int:
+    return poll(lambda: path.exists() and path.read_text().strip().isdigit()
+                and int(path.read_text()), timeout, what="pid in %s" % path)
+
+
+# -- output, directory, restarts ------------------------------------------------------
+
+def test_output_goes_to_the_log_with_a_prefix_naming_the_daemon(server, tmp_path):
+    srv = server("--attach-daemon", "echo out-line; echo err-line >&2; pwd; exec sleep 300",
+                 "--attach-daemon",
+                 "printf 'no newline at the end'; exec sleep 300 >/dev/null 2>&1")
+    log = srv.wait_for_log("] out-line", "] err-line", "] no newline at the end")
+    assert re.search(r"INFO \[daemon 1 echo out-line; echo [^\]]*\] out-line", log), log
+    assert re.search(r"INFO \[daemon 1 [^\]]*\] err-line", log)
+    assert "] %s\n" % tmp_path in log  # /bin/sh -c, from the server's chdir
+    # an unfinished line is logged when the pipe closes
+    assert re.search(r"\[daemon 2 printf 'no newline [^\]]*\] no newline at the end", log)
+    # started once the workers accept, not before
+    assert log.index("ready to accept requests") < log.index('started daemon 1 "')
+
+
+def test_a_daemon_that_keeps_dying_is_restarted_slower_and_slower(server):
+    srv = server("--attach-daemon", "echo run; exit 3")
+    started = time.monotonic()
+    log = srv.wait_for_log("starting it again in 1s", "starting it again in 2s",
+                           "starting it again in 4s", timeout=15)
+    assert time.monotonic() - started >= 3  # 1 s, then 2 s between the starts
+    assert re.search(r'daemon 1 "echo run; exit 3" \(pid \d+\) exit code 3 after 0\.\ds', log)
+    runs = log.count("] run\n")
+    assert 3 <= runs <= 4, log  # no tight loop
+    assert srv.alive()
+
+
+def test_a_daemon_that_ran_a_while_is_restarted_at_once(server, tmp_path):
+    # (its runtime is not measured here: one that runs >= 10 s is not backed off,
+    # which this test shows through the first, prompt restart of a quick exit)
+    srv = server("--attach-daemon", "echo tick; exec sleep 300")
+    (pid,) = daemon_pids(srv.wait_for_log("] tick"))[1]
+    os.kill(pid, signal.SIGKILL)
+    log = srv.wait_for_log("killed by signal 9 (SIGKILL)", "starting it again in 1s")
+    poll(lambda: len(daemon_pids(srv.log_text())[1]) == 2, 5, what="a second start")
+    assert srv.log_text().count("] tick\n") == 2, log
+
+
+# -- stop ----------------------------------------------------------------------------
+
+def test_stop_kills_a_daemon_that_ignores_term_after_reload_mercy(server):
+    srv = server("--reload-mercy", "1", "--attach-daemon",
+                 "trap '' TERM; echo stubborn; while :; do sleep 0.1; done")
+    (pid,) = daemon_pids(srv.wait_for_log("] stubborn"))[1]
+    started = time.monotonic()
+    os.kill(srv.pid, signal.SIGTERM)
+    assert exit_status(srv) == 0
+    assert 1.0 <= time.monotonic() - started < 5
+    log = srv.log_text()
+    assert 'daemon 1 "trap' in log and "did not stop within 1s; killing it" in log
+    assert "killed by signal 9 (SIGKILL)" in log
+    assert gone(pid) and not marked(srv.pid)
+
+
+def test_no_orphan_after_stop_even_when_the_daemon_calls_setsid(server, tmp_path):
+    escaped = tmp_path / "escaped.pid"
+    srv = server("--reload-mercy", "1", "--attach-daemon",
+                 "setsid sh -c 'echo $$ > %s; trap \"\" TERM; while :; do sleep 0.1; done' & "
+                 "echo parent; exec sleep 300" % escaped)
+    srv.wait_for_log("] parent")
+    runaway = read_pid(escaped)
+    (daemon,) = daemon_pids(srv.log_text())[1]
+    assert os.getsid(runaway) == runaway != os.getsid(daemon)  # out of the daemon's group
+    os.kill(srv.pid, signal.SIGTERM)
+    assert exit_status(srv) == 0
+    assert gone(runaway) and gone(daemon)
+    assert not marked(srv.pid)
+    assert "pid %d (left by an attached daemon) did not stop; killing it" % runaway \
+        in srv.log_text()
+
+
+def test_what_a_dead_daemon_left_running_is_stopped_before_it_starts_again(server, tmp_path):
+    left = tmp_path / "left.pid"
+    srv = server("--attach-daemon",
+                 "setsid sh -c 'echo $$ > %s; exec sleep 300' & echo parent; sleep 0.3" % left)
+    srv.wait_for_log("] parent")
+    first = read_pid(left)
+    srv.wait_for_log("left 1 process running (pid %d): sending signal 15" % first)
+    poll(lambda: gone(first), 5, what="the left-over process gone")
+
+
+def test_an_orphan_landing_on_the_master_is_reaped(server, tmp_path):
+    orphan = tmp_path / "orphan.pid"
+    # The subshell forks a sleep and exits: the sleep's parent is gone, so it is
+    # reparented to the master (a child subreaper, as PID 1 would be), which must
+    # reap it when it exits, leaving no zombie.
+    srv = server("--attach-daemon", "(sleep 1.5 & echo $! > %s); echo forked; exec sleep 300"
+                 % orphan)
+    srv.wait_for_log("] forked")
+    pid = read_pid(orphan)
+    assert ppid_of(pid) == srv.pid
+    poll(lambda: not os.path.exists("/proc/%d" % pid), 10, what="the orphan reaped")
+    assert srv.alive()
+
+
+def test_a_control_daemon_stops_the_server(server):
+    srv = server("--attach-daemon2", "cmd=echo controlling; sleep 0.5,control=1")
+    assert exit_status(srv) == 0
+    log = srv.log_text()
+    assert "it is a control daemon: stopping the server" in log
+    assert "SIGTERM: graceful stop" in log
+
+
+# -- reloads ---------------------------------------------------------------------------
+
+def test_reload_restarts_attach_daemon_signals_reloadsignal_keeps_smart(server, tmp_path):
+    smart_pidfile = tmp_path / "smart.pid"
+    srv = server(
+        "--attach-daemon", "echo plain; exec sleep 300",
+        "--attach-daemon2", "cmd=trap 'echo got-usr1' USR1; echo signalled; "
+        "while :; do sleep 0.1; done,reloadsignal=USR1",
+        "--smart-attach-daemon", "%s sh -c 'sleep 300 & echo $! > %s'" % (
+            smart_pidfile, smart_pidfile))
+    srv.wait_for_log("] plain", "] signalled")
+    smart = read_pid(smart_pidfile)
+    before = daemon_pids(srv.log_text())
+    mark = srv.log_mark()
+    os.kill(srv.pid, signal.SIGHUP)
+    log = srv.wait_for_log("reloaded in", "reload: restarting it to run the deployed code",
+                           "] got-usr1", since=mark, timeout=20)
+    log = srv.wait_for_log("restarted daemon 1", "] plain", since=mark)
+    after = daemon_pids(log)
+    assert after[1][0] != before[1][0] and gone(before[1][0])
+    assert "reload: sending it signal 10" in log
+    assert 2 not in after and not gone(before[2][0])  # same process: it got USR1
+    assert 3 not in after and not gone(smart) and read_pid(smart_pidfile) == smart
+    assert ppid_of(smart) == srv.pid  # its launcher exited: the subreaper adopted it
+    os.kill(srv.pid, signal.SIGTERM)
+    assert exit_status(srv) == 0
+    assert gone(smart) and not marked(srv.pid)
+
+
+def test_touch_restarts_the_daemon(server, tmp_path):
+    touched = tmp_path / "restart-me"
+    touched.write_text("")
+    srv = server("--attach-daemon2", "cmd=echo touchable; exec sleep 300,touch=%s" % touched)
+    srv.wait_for_log("] touchable")
+    (first,) = daemon_pids(srv.log_text())[1]
+    time.sleep(1.1)  # mtime granularity, and the once-a-second check sees the old mtime
+    os.utime(touched)
+    srv.wait_for_log("%s has been touched: restarting" % touched, "restarted daemon 1")
+    assert gone(first)
+
+
+def test_smart_attach_daemon2_writes_its_pidfile_and_respawns(server, tmp_path):
+    pidfile = tmp_path / "s2.pid"
+    srv = server("--smart-attach-daemon2", "%s sleep 300" % pidfile)
+    first = read_pid(pidfile)
+    assert ppid_of(first) == srv.pid
+    os.kill(first, signal.SIGKILL)
+    poll(lambda: read_pid(pidfile) != first, 10, what="a new pid in the pidfile")
+    assert not gone(read_pid(pidfile))
+
+
+# -- stats -----------------------------------------------------------------------------
+
+def test_stats_list_the_daemons(server, tmp_path):
+    stats = str(tmp_path / "stats.sock")
+    srv = server("--stats", stats, "--attach-daemon", "echo listed; exec sleep 300",
+                 "--attach-daemon", "exit 1")
+    srv.wait_for_log("] listed", "starting it again in 1s")
+
+    def document():
+        with socket.socket(socket.AF_UNIX) as s:
+            s.connect(stats)
+            data = b""
+            while chunk := s.recv(65536):
+                data += chunk
+        return json.loads(data)
+
+    doc = poll(lambda: (lambda d: d if d["daemons"][1]["respawns"] >= 1 else None)(
+        document()), 10, what="a respawn counted")
+    first, second = doc["daemons"]
+    (pid,) = daemon_pids(srv.log_text())[1]
+    assert first["cmd"] == "echo listed; exec sleep 300" and first["pid"] == pid
+    assert first["respawns"] == 0 and first["status"] == "running"
+    assert second["cmd"] == "exit 1" and second["last_exit"] == "exit code 1"
+
+
+# -- values ----------------------------------------------------------------------------
+
+def test_attach_daemon2_keys_as_uwsgi_reads_them():
+    warnings = []
+    spec = daemonspec.parse(daemonspec.ATTACH2, "command=celery worker\\, -B,stopsignal=INT,"
+                            "reload_signal=1,touch=/a;/b,stdin=1,control=1,freq=3,uid=33",
+                            warnings.append)
+    assert spec.command == "celery worker, -B" and spec.stop_signal == signal.SIGINT
+    assert spec.reload_signal == signal.SIGHUP and spec.touch == ("/a", "/b")
+    assert spec.stdin and spec.control and spec.freq == 3 and not spec.smart
+    assert warnings == ["uid=33 is ignored: run uwsgigw as that user (uid =) or use "
+                        "su/setpriv in the command"]
+    smart = daemonspec.parse(daemonspec.SMART, "/run/x.pid,5 memcached -d")
+    assert (smart.pidfile, smart.freq, smart.command, smart.daemonize) == (
+        "/run/x.pid", 5, "memcached -d", False)
+    assert daemonspec.parse(daemonspec.SMART2, "/run/y.pid sleep 9").daemonize
+
+
+@pytest.mark.parametrize("kind, text", [
+    (daemonspec.ATTACH2, "freq=3"), (daemonspec.ATTACH2, "cmd=x,stopsignal=NOPE"),
+    (daemonspec.ATTACH2, "cmd=x,oops"), (daemonspec.SMART, "/run/x.pid"),
+    (daemonspec.SMART, "/run/x.pid,soon cmd"), (daemonspec.ATTACH, "  "),
+])
+def test_bad_daemon_values_say_what_would_fit(kind, text):
+    with pytest.raises(BadValue):
+        daemonspec.parse(kind, text)
+
+
+def test_a_bad_value_stops_start_up_naming_the_option(uwsgigw_factory):
+    srv = uwsgigw_factory("--module", APP, "--master", "--attach-daemon2", "freq=3",
+                          wait=False)
+    assert exit_status(srv) != 0
+    assert "attach-daemon2 = 'freq=3': expected cmd=COMMAND" in srv.log_text()
+    assert "Traceback" not in srv.log_text()
