@@ -86,8 +86,13 @@ def server(uwsgigw_factory, tmp_path):
 
 
 def read_pid(path, timeout: float = 10.0) -> int:
-    return poll(lambda: path.exists() and path.read_text().strip().isdigit()
-                and int(path.read_text()), timeout, what="pid in %s" % path)
+    def pid():
+        try:
+            text = path.read_text().strip()
+        except FileNotFoundError:
+            return 0
+        return int(text) if text.isdigit() else 0
+    return poll(pid, timeout, what="pid in %s" % path)
 
 
 # -- output, directory, restarts ------------------------------------------------------
@@ -118,15 +123,15 @@ def test_a_daemon_that_keeps_dying_is_restarted_slower_and_slower(server):
     assert srv.alive()
 
 
-def test_a_daemon_that_ran_a_while_is_restarted_at_once(server, tmp_path):
-    # (its runtime is not measured here: one that runs >= 10 s is not backed off,
-    # which this test shows through the first, prompt restart of a quick exit)
+def test_a_daemon_killed_from_outside_is_started_again(server, tmp_path):
     srv = server("--attach-daemon", "echo tick; exec sleep 300")
     (pid,) = daemon_pids(srv.wait_for_log("] tick"))[1]
     os.kill(pid, signal.SIGKILL)
-    log = srv.wait_for_log("killed by signal 9 (SIGKILL)", "starting it again in 1s")
-    poll(lambda: len(daemon_pids(srv.log_text())[1]) == 2, 5, what="a second start")
-    assert srv.log_text().count("] tick\n") == 2, log
+    srv.wait_for_log('daemon 1 "echo tick; exec sleep 300" (pid %d) killed by signal 9 '
+                     '(SIGKILL) after' % pid, "starting it again in 1s")
+    poll(lambda: srv.log_text().count("] tick\n") == 2, 5, what="a second start")
+    (first, second) = daemon_pids(srv.log_text())[1]
+    assert first == pid and not gone(second)
 
 
 # -- stop ----------------------------------------------------------------------------
@@ -304,3 +309,9 @@ def test_a_bad_value_stops_start_up_naming_the_option(uwsgigw_factory):
     assert exit_status(srv) != 0
     assert "attach-daemon2 = 'freq=3': expected cmd=COMMAND" in srv.log_text()
     assert "Traceback" not in srv.log_text()
+
+
+def test_attached_daemons_imply_the_master_as_in_uwsgi(uwsgigw_factory, tmp_path):
+    srv = uwsgigw_factory("--module", APP, "--attach-daemon", "echo without-master; "
+                          "exec sleep 300", cwd=str(tmp_path))
+    srv.wait_for_log("] without-master", "master (pid %d)" % srv.pid)

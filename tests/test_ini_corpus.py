@@ -187,6 +187,10 @@ def test_corpus_values_that_need_uwsgi_rules(tmp_path):
 
 HTTP_FILES = [p for p in FILES if keys_in(p) & set(HTTP_KEYS)]
 SOCKET_KEYS = ("socket", "uwsgi-socket")
+DAEMON_KEYS = ("attach-daemon", "attach-daemon2", "smart-attach-daemon", "smart-attach-daemon2")
+# Each attached daemon becomes this stand-in: the commands (Celery, manage.py,
+# redis-server) are not here; the stand-in says which line it replaces.
+DAEMON_STANDIN = "echo corpus-daemon-%d; exec sleep 300"
 # Lines that name this machine's absent things: dropped (their users, virtualenvs
 # and log files are not here; daemonize/logto would take the log from the test).
 DROPPED = {"uid", "gid", "home", "virtualenv", "pythonpath", "daemonize", "logto",
@@ -201,8 +205,8 @@ STILL_WARNED = {
     "002": {"auto-procname", "add-header", "static-map", "static-gzip-all",
             "offload-threads"},
     "003": {"cron"},
-    "004": {"disable-write-exception", "max-fd", "hook-pre-app", "attach-daemon"},
-    "005": {"static-map", "static-gzip-dir", "attach-daemon"},
+    "004": {"disable-write-exception", "max-fd", "hook-pre-app"},
+    "005": {"static-map", "static-gzip-dir"},
     "006": {"guid"},  # a typo: not an option
     "012": {"cheaper", "auto-procname", "procname-prefix", "ignore-sigpipe",
             "ignore-write-errors", "disable-write-exception", "logger", "log-route",
@@ -212,11 +216,11 @@ STILL_WARNED = {
     "016": {"hook-master-start"},
     "017": {"no-orphans", "max-worker-lifetime", "logger", "log-route", "log-encoder",
             "logger-req", "log-req-encoder"},
-    "020": {"exec-pre", "attach-daemon", "static-map", "gevent", "gevent-early-monkey-patch",
+    "020": {"exec-pre", "static-map", "gevent", "gevent-early-monkey-patch",
             "import", "log-master", "logformat-strftime", "log-date", "log-buffering"},
     "022": {"static-map"},
     "024": {"static-map /static"},
-    "026": {"process", "attach-daemon", "unique-cron", "req-logger", "logger", "log-route"},
+    "026": {"process", "unique-cron", "req-logger", "logger", "log-route"},
     "028": {"paste", "paste-logger"},
     "031": set(),
     "032": set(),
@@ -246,13 +250,14 @@ app = flask = application
 def rewrite(path: Path, workdir: Path) -> tuple[str, list[str], list[str]]:
     """The file with its listen addresses on free loopback ports (unix sockets
     in ``workdir``), its chdir, pidfile and stats there, its app the stand-in,
-    at most 2 processes, and the lines naming this machine's users, virtualenvs
-    and log files left out: (text, HTTP addresses, uwsgi addresses). Every
-    other line is kept, as are the other sections."""
+    at most 2 processes, its attached daemons stand-ins, and the lines naming
+    this machine's users, virtualenvs and log files left out: (text, HTTP
+    addresses, uwsgi addresses). Every other line is kept, as are the other
+    sections."""
     from uwsgigw.devnginx import free_port
 
     out, http, uwsgi = [], [], []
-    section = ""
+    section, daemons = "", 0
     for line in path.read_text(encoding="utf-8").splitlines():
         stripped = line.strip()
         if stripped.startswith("["):
@@ -280,6 +285,9 @@ def rewrite(path: Path, workdir: Path) -> tuple[str, list[str], list[str]]:
             line = "%s = 2" % key
         elif key == "module":
             line = "module = corpus_standin"  # the file's callable = picks the name
+        elif key in DAEMON_KEYS:
+            daemons += 1
+            line = "attach-daemon = " + DAEMON_STANDIN % daemons
         elif key in DROPPED:
             continue
         out.append(line)
@@ -334,3 +342,34 @@ def test_corpus_http_file_starts_and_serves(path, factories, tmp_path):
     for key in keys_in(path):
         if key.startswith("http"):
             assert key not in UNSUPPORTED and "'%s'" % key not in log, (key, log)
+
+
+# -- the files that attach daemons start them ------------------------------------------
+
+DAEMON_FILES = [p for p in FILES if keys_in(p) & set(DAEMON_KEYS)]
+
+
+@pytest.mark.parametrize("path", DAEMON_FILES, ids=[p.name[:3] for p in DAEMON_FILES])
+def test_corpus_daemon_file_starts_its_daemons(path, factories, tmp_path):
+    """Each corpus file that attaches daemons (004, 005, 018, 020, 026), put on
+    this machine (rewrite: its commands replaced by stand-ins), starts every
+    daemon its INI logic keeps (if-env blocks included), with their output in
+    the log, and no warning about attach-daemon."""
+    from uwsgigw.cli import load
+
+    name = path.name[:3]
+    workdir = tmp_path / "srv"
+    workdir.mkdir()
+    text, http, uwsgi = rewrite(path, workdir)
+    env = {"PYTHONPATH": str(workdir), **FILE_ENV.get(name, {})}
+    (workdir / "corpus_standin.py").write_text(STANDIN % path.name)
+    ini = workdir / path.name
+    ini.write_text(text)
+    kept = load(["--ini", str(ini)], env).attach_daemon
+    assert kept and all(re.fullmatch(DAEMON_STANDIN.replace("%d", r"\d+"), c) for c in kept)
+    server = factories.uwsgigw("--ini", str(ini), socket=(http + uwsgi)[0], env=env,
+                               cwd=str(workdir))
+    log = server.wait_for_log(*["] %s" % c.split(";")[0][5:] for c in kept])
+    assert log.count("started daemon ") == len(kept)
+    warned = {m.group(1) for m in map(WARNED_KEY.search, log.splitlines()) if m}
+    assert not warned & set(DAEMON_KEYS), log

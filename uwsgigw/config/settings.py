@@ -94,11 +94,14 @@ class Config:
     @property
     def runs_master(self) -> bool:
         """A master runs with master = true, several workers, or any feature
-        only a master provides: harakiri, recycling and the stats server
-        (stats.py; as in uWSGI, stats implies master)."""
+        only a master provides: harakiri, recycling, the stats server
+        (stats.py; as in uWSGI, stats implies master) and attached daemons
+        (uWSGI's UWSGI_OPT_MASTER options)."""
         return bool(self.master or self.processes > 1 or self.harakiri or self.max_requests
                     or self.reload_on_rss or self.reload_on_as or self.stats
-                    or self.stats_http not in (None, "on"))
+                    or self.stats_http not in (None, "on")
+                    or self.attach_daemon or self.attach_daemon2 or self.smart_attach_daemon
+                    or self.smart_attach_daemon2)
 
     def or_default(self, attr: str) -> Any:
         """The value, or the option's default when it is 0: uWSGI's

@@ -47,7 +47,6 @@ from .. import log
 from ..config import daemonspec
 from ..config.daemonspec import DaemonSpec
 from . import proctree
-from .services import MasterService
 from .workerproc import describe_status
 
 MARKER = "_UWSGIGW_DAEMON"  # (not UWSGIGW_*: those are options) "<master pid>:<key>"
@@ -62,7 +61,7 @@ READ_MAX = 1 << 18  # bytes read from one pipe per loop turn, so one daemon cann
 LINE_MAX = 8192  # a longer line is logged in pieces
 
 
-def from_config(cfg, master) -> MasterService | None:
+def from_config(cfg, master) -> "Daemons | None":
     specs = []
     for kind in daemonspec.KINDS:
         for text in getattr(cfg, kind.replace("-", "_")) or ():
@@ -113,7 +112,10 @@ class Daemon:
                             self.launcher) if p]
 
 
-class Daemons(MasterService):
+class Daemons:
+    """The attached daemons as a master service: services.MasterService's hooks
+    (not its subclass, so that services.py may import this module)."""
+
     name = "daemons"
 
     def __init__(self, specs: list[DaemonSpec], master, mercy: float, honour_stdin: bool):
@@ -547,9 +549,10 @@ def _read_pid(path: str | None) -> int:
 
 
 def _write_pid(path: str, pid: int, d: Daemon) -> None:
-    try:
-        with open(path, "w") as f:
+    try:  # whole or not at all: a reader never sees it empty
+        with open(path + ".tmp", "w") as f:
             f.write("%d\n" % pid)
+        os.replace(path + ".tmp", path)
     except OSError as exc:
         log.error("%s: cannot write its pidfile %s: %s" % (d.describe(), path, exc.strerror))
 

@@ -186,7 +186,7 @@ class Master:
         return max(timeout, 0.005)
 
     def _sleep(self, timeout: float) -> None:
-        reads, writes = [self._wake_r] + self.services.fds(), []  # services: their pipes
+        reads, writes = [self._wake_r, *self.services.fds()], []
         if self.stats is not None:  # stats.py: non-blocking, served from this loop
             more, writes = self.stats.fds()
             reads += more
@@ -194,13 +194,13 @@ class Master:
             ready, writable, _ = select.select(reads, writes, [], timeout)
         except InterruptedError:
             return
+        self.services.readable(ready)  # (services.py: the pipes of their children)
         if self._wake_r in ready:
             try:
                 while os.read(self._wake_r, 4096):
                     pass
             except BlockingIOError:
                 pass
-        self.services.readable(ready)
         if self.stats is not None and (len(ready) > (self._wake_r in ready) or writable):
             try:
                 self.stats.handle(ready, writable)

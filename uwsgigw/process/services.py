@@ -12,9 +12,6 @@ Points in the master's life, in order:
   (the JSON value :meth:`MasterService.hand_over` returned), before the loop;
 - ``tick(now)``: every loop turn (``now``: ``time.monotonic()`` seconds);
   ``deadline(now)`` bounds the loop's sleep so the next tick comes in time;
-- ``fds()``: descriptors the loop's sleep also waits on (readable), e.g. the
-  pipes children write their output to; ``readable(fds)``: those of them
-  that are readable now (read without blocking: they are O_NONBLOCK);
 - ``reaped(pid, status)``: a child that is not a worker exited
   (``os.waitpid`` status); True if the service owned it;
 - ``generation_ready(reloaded)``: a generation of workers all accept, at the
@@ -24,7 +21,10 @@ Points in the master's life, in order:
   deadlines still apply through ``tick``);
 - ``hand_over()``: the master re-executes (SIGHUP): what the next image's
   ``adopt`` needs, as JSON-able data; the service's processes keep running;
-- ``stats()``: its part of the stats document (stats.py), JSON-able.
+- ``stats()``: its part of the stats document (stats.py), JSON-able;
+- ``fds()``: descriptors (pipes from its children) the master's select
+  waits on to read; ``readable(fds)``: those of them that are readable now
+  (read them without blocking).
 """
 
 from __future__ import annotations
@@ -52,12 +52,6 @@ class MasterService:
     def reaped(self, pid: int, status: int) -> bool:
         return False
 
-    def fds(self) -> list[int]:
-        return []
-
-    def readable(self, fds: list[int]) -> None:
-        pass
-
     def generation_ready(self, reloaded: bool) -> None:
         pass
 
@@ -72,6 +66,12 @@ class MasterService:
 
     def stats(self) -> Any:
         return None
+
+    def fds(self) -> list[int]:
+        return []
+
+    def readable(self, fds: list[int]) -> None:
+        pass
 
 
 def build(cfg, master) -> list[MasterService]:
@@ -132,20 +132,6 @@ class Services:
                 log.exception("internal error in the master's %s (reaped)" % service.name)
         return False
 
-    def fds(self) -> list[int]:
-        return [fd for fds in self._each("fds") if fds for fd in fds]
-
-    def readable(self, ready: list[int]) -> None:
-        """Give each service the ready descriptors it asked to wait on."""
-        for service, fds in zip(self.items, self._each("fds")):
-            mine = [fd for fd in (fds or ()) if fd in ready]
-            if mine:
-                try:
-                    service.readable(mine)
-                except Exception:
-                    log.exception("internal error in the master's %s (readable)"
-                                  % service.name)
-
     def generation_ready(self, reloaded: bool) -> None:
         self._each("generation_ready", reloaded)
 
@@ -162,3 +148,10 @@ class Services:
     def stats(self) -> dict:
         return {s.name: doc for s, doc in zip(self.items, self._each("stats"))
                 if doc is not None}
+
+    def fds(self) -> list[int]:
+        return [fd for fds in self._each("fds") if fds for fd in fds]
+
+    def readable(self, fds: list[int]) -> None:
+        if fds:
+            self._each("readable", fds)
