@@ -315,3 +315,19 @@ def test_attached_daemons_imply_the_master_as_in_uwsgi(uwsgigw_factory, tmp_path
     srv = uwsgigw_factory("--module", APP, "--attach-daemon", "echo without-master; "
                           "exec sleep 300", cwd=str(tmp_path))
     srv.wait_for_log("] without-master", "master (pid %d)" % srv.pid)
+
+
+def test_back_off_doubles_while_it_keeps_dying_and_resets_after_a_good_run():
+    from types import SimpleNamespace
+
+    from uwsgigw.process.daemons import Daemons
+
+    specs = [daemonspec.parse(daemonspec.ATTACH, "x"),
+             daemonspec.parse(daemonspec.ATTACH2, "cmd=y,max_throttle=5")]
+    service = Daemons(specs, SimpleNamespace(pid=os.getpid(), workers={}), 60.0, False)
+    plain, capped = service.daemons
+    assert [service._backoff(plain, 0.5) for _ in range(8)] == [1, 2, 4, 8, 16, 32, 60, 60]
+    assert service._backoff(plain, 10.0) == 0 and plain.fails == 0  # ran 10 s: at once
+    assert service._backoff(plain, 0.1) == 1
+    assert [service._backoff(capped, 0.1) for _ in range(4)] == [1, 2, 4, 5]
+    assert plain.key != capped.key and len(plain.key) == 8

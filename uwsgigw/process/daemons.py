@@ -59,6 +59,9 @@ GIVE_UP_AFTER = 5.0  # seconds after SIGKILL: a process that cannot die is left 
 IMMEDIATE_MERCY = 1.0  # SIGINT/SIGQUIT stop: the master's IMMEDIATE_STOP_WAIT
 READ_MAX = 1 << 18  # bytes read from one pipe per loop turn, so one daemon cannot starve
 LINE_MAX = 8192  # a longer line is logged in pieces
+# systemd's words to the master alone: a daemon must not notify or take sockets for it
+SYSTEMD_ONLY = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID",
+                "LISTEN_FDNAMES")
 
 
 def from_config(cfg, master) -> "Daemons | None":
@@ -135,7 +138,6 @@ class Daemons:
         self.stopping = False
         self.next_check = 0.0
         self.next_scan = 0.0
-        self.gone_at = 0.0  # stopping: when the last SIGKILLs went out
 
     # -- starting ----------------------------------------------------------------
 
@@ -183,7 +185,7 @@ class Daemons:
         spec = d.spec
         read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
         os.set_blocking(read_fd, False)
-        env = dict(os.environ)
+        env = {k: v for k, v in os.environ.items() if k not in SYSTEMD_ONLY}
         env[MARKER] = self.marker + d.key
         stdin = 0 if (self.honour_stdin or spec.stdin) else -1
         argv = ["/bin/sh", "-c", spec.command]
