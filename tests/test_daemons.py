@@ -331,3 +331,16 @@ def test_back_off_doubles_while_it_keeps_dying_and_resets_after_a_good_run():
     assert service._backoff(plain, 0.1) == 1
     assert [service._backoff(capped, 0.1) for _ in range(4)] == [1, 2, 4, 5]
     assert plain.key != capped.key and len(plain.key) == 8
+
+
+def test_with_log_json_daemon_output_and_exits_are_json_events(server):
+    srv = server("--log-json", "--attach-daemon", "echo as-json; exit 4")
+    srv.wait_for_log('"output":"as-json"', '"phase":"exit"')
+    events = [json.loads(line) for line in srv.log_text().splitlines()
+              if line.startswith("{") and '"event":"daemon"' in line]
+    output = next(e for e in events if e["phase"] == "output")
+    assert output["daemon"] == 1 and output["msg"].endswith("] as-json")
+    spawn = next(e for e in events if e["phase"] == "spawn")
+    exit_ = next(e for e in events if e["phase"] == "exit")
+    assert exit_["daemon_pid"] == spawn["daemon_pid"] and exit_["status"] == "exit code 4"
+    assert exit_["level"] == "warning" and exit_["restart_in"] == 1

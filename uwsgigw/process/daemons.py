@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 from .. import log
 from ..config import daemonspec
 from ..config.daemonspec import DaemonSpec
+from ..observe.reqlog import event
 from . import proctree
 from .workerproc import describe_status
 
@@ -194,8 +195,9 @@ class Daemons:
         try:
             pid = os.fork()
             if pid == 0:
-                _child(argv, env, spec.chdir, stdin, write_fd,
-                       die_with_master=not spec.smart, master=self.master.pid)
+                proctree.exec_in_session(argv, env, spec.chdir, stdin, write_fd,
+                                         die_with_master=not spec.smart,
+                                         master=self.master.pid)
         except OSError as exc:
             os.close(read_fd)
             log.error("%s: cannot start it: %s; retrying in %gs" % (d.describe(), exc,
@@ -205,7 +207,7 @@ class Daemons:
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             os.close(write_fd)
-        self.streams[read_fd] = [d.label, b""]
+        self.streams[read_fd] = [d.label, b"", d.number]
         d.spawns += 1
         d.started, d.started_wall = time.monotonic(), time.time()
         d.status, d.kill_at, d.checks, d.monitored = "running", 0.0, 0, False
@@ -215,8 +217,9 @@ class Daemons:
             d.pid = pid
             if spec.daemonize:
                 _write_pid(spec.pidfile, pid, d)
-        log.info("%s %s (pid %d)" % ("started" if d.spawns == 1 else "restarted",
-                                     d.describe(), pid))
+        event("daemon", "%s %s (pid %d)" % ("started" if d.spawns == 1 else "restarted",
+                                            d.describe(), pid),
+              phase="spawn", daemon=d.number, daemon_pid=pid, command=spec.command)
 
     # -- exits -------------------------------------------------------------------
 
@@ -243,24 +246,28 @@ class Daemons:
         pid, d.pid, d.kill_at = d.pid, 0, 0.0
         d.last_exit = how
         self._stop_leftovers(d, now)
+        fields = {"phase": "exit", "daemon": d.number, "daemon_pid": pid, "status": how,
+                  "seconds": round(ran, 3)}
         if self.stopping or d.status == "stopping" or d.retired:
-            log.info("%s (pid %d) %s" % (d.describe(), pid, how))
+            event("daemon", "%s (pid %d) %s" % (d.describe(), pid, how), **fields)
             d.status = "stopped"
             return
         if d.spec.control:
-            log.error("%s (pid %d) %s; it is a control daemon: stopping the server" % (
-                d.describe(), pid, how))
+            event("daemon", "%s (pid %d) %s; it is a control daemon: stopping the server" % (
+                d.describe(), pid, how), "error", **fields)
             d.status = "stopped"
             os.kill(self.master.pid, signal.SIGTERM)
             return
         if d.status == "restarting":
-            log.info("%s (pid %d) %s; starting it again" % (d.describe(), pid, how))
+            event("daemon", "%s (pid %d) %s; starting it again" % (d.describe(), pid, how),
+                  restart_in=0, **fields)
             delay = 0.0
         else:
             delay = self._backoff(d, ran)
-            log.warning("%s (pid %d) %s after %.1fs; %s" % (
+            event("daemon", "%s (pid %d) %s after %.1fs; %s" % (
                 d.describe(), pid, how, ran,
-                "starting it again in %gs" % delay if delay else "starting it again"))
+                "starting it again in %gs" % delay if delay else "starting it again"),
+                "warning", restart_in=delay, **fields)
         d.status, d.next_start = "waiting", now + delay
 
     def _backoff(self, d: Daemon, ran: float) -> float:
@@ -437,7 +444,7 @@ class Daemons:
 
     def readable(self, fds: list[int]) -> None:
         for fd in fds:
-            stream = self.streams.get(fd)
+            stream = self.streams.get(fd)  # [label, pending bytes, daemon number]
             if stream is None:
                 continue
             got, eof = 0, False
@@ -452,10 +459,10 @@ class Daemons:
                     eof = True
                     break
                 got += len(data)
-                stream[1] = _log_lines(stream[0], stream[1] + data)
+                stream[1] = _log_lines(stream, stream[1] + data)
             if eof:
                 if stream[1]:
-                    _log_lines(stream[0], stream[1] + b"\n")
+                    _log_lines(stream, stream[1] + b"\n")
                 del self.streams[fd]
                 os.close(fd)
 
@@ -476,8 +483,8 @@ class Daemons:
                 "kill_in": max(0.0, d.kill_at - now) if d.kill_at else None,
                 "monitored": d.monitored, "last_exit": d.last_exit, "mtimes": d.mtimes,
             } for d in self.daemons if d.status != "idle" or d.pid],
-            "streams": [[fd, label, pending.decode("latin-1")]
-                        for fd, (label, pending) in self.streams.items()],
+            "streams": [[fd, label, pending.decode("latin-1"), number]
+                        for fd, (label, pending, number) in self.streams.items()],
             "condemned": [[pid, max(0.0, at - now)] for pid, at in self.condemned.items()],
         }
 
@@ -501,13 +508,13 @@ class Daemons:
             d.next_start = now + float(item.get("wait") or 0)
             d.kill_at = now + float(item["kill_in"]) if item.get("kill_in") is not None else 0
             d.last_exit, d.mtimes = item.get("last_exit", ""), dict(item.get("mtimes") or {})
-        for fd, label, pending in state.get("streams", []):
+        for fd, label, pending, number in state.get("streams", []):
             try:
                 os.set_inheritable(fd, False)
                 os.set_blocking(fd, False)
             except OSError:
                 continue  # not inherited: that output is lost, the daemon is not
-            self.streams[fd] = [label, pending.encode("latin-1")]
+            self.streams[fd] = [label, pending.encode("latin-1"), number]
         for pid, left in state.get("condemned", []):
             self.condemned[int(pid)] = now + float(left)
 
@@ -528,8 +535,9 @@ class Daemons:
         return next((d for d in self.daemons if d.key == key), None)
 
 
-def _log_lines(label: str, data: bytes) -> bytes:
-    """Log each complete line of ``data``; return the incomplete rest."""
+def _log_lines(stream: list, data: bytes) -> bytes:
+    """Log each complete line of ``data`` (with log-json: as "daemon" events with
+    the text in "output"); return the incomplete rest."""
     *lines, rest = data.split(b"\n")
     if len(rest) > LINE_MAX:
         lines.append(rest)
@@ -537,7 +545,8 @@ def _log_lines(label: str, data: bytes) -> bytes:
     for line in lines:
         for start in range(0, max(len(line), 1), LINE_MAX):
             text = line[start:start + LINE_MAX].rstrip(b"\r").decode("utf-8", "replace")
-            log.info("[%s] %s" % (label, text))
+            event("daemon", "[%s] %s" % (stream[0], text), phase="output", daemon=stream[2],
+                  output=text)
     return rest
 
 
@@ -557,39 +566,3 @@ def _write_pid(path: str, pid: int, d: Daemon) -> None:
         os.replace(path + ".tmp", path)
     except OSError as exc:
         log.error("%s: cannot write its pidfile %s: %s" % (d.describe(), path, exc.strerror))
-
-
-def _child(argv, env, chdir, stdin: int, out: int, die_with_master: bool, master: int):
-    """In the forked child: a session of its own, default signals, the pipe as
-    stdout/stderr, no other descriptor, then exec. Never returns."""
-    try:
-        os.setsid()
-        if die_with_master:
-            proctree.die_with_parent(signal.SIGKILL)
-            if os.getppid() != master:
-                os._exit(0)
-        signal.set_wakeup_fd(-1)
-        for sig in signal.valid_signals():
-            if sig in (signal.SIGKILL, signal.SIGSTOP):
-                continue
-            try:
-                if signal.getsignal(sig) not in (signal.SIG_DFL, None):
-                    signal.signal(sig, signal.SIG_DFL)
-            except (OSError, ValueError):
-                pass
-        signal.pthread_sigmask(signal.SIG_SETMASK, [])
-        if chdir:
-            os.chdir(chdir)
-        if stdin < 0:
-            stdin = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(stdin, 0)
-        os.dup2(out, 1)
-        os.dup2(out, 2)
-        proctree.close_fds_from(3)
-        os.execve(argv[0], argv, env)
-    except BaseException as exc:
-        try:
-            os.write(2, ("cannot run %s: %s\n" % (argv[-1], exc)).encode("utf-8", "replace"))
-        except OSError:
-            pass
-    os._exit(127)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
+from typing import NoReturn
 
 PR_SET_CHILD_SUBREAPER = 36
 PR_SET_PDEATHSIG = 1
@@ -148,3 +149,43 @@ def close_fds_from(lowest: int) -> None:
                 os.close(fd)
             except OSError:
                 pass
+
+
+def exec_in_session(argv: list[str], env: dict, chdir: str | None, stdin: int, out: int,
+                    die_with_master: bool, master: int) -> NoReturn:
+    """In a forked child: a session (process group) of its own, SIGKILL when
+    the master dies (``die_with_master``), default signal handling and none
+    blocked, ``stdin`` (-1: /dev/null) and ``out`` as fds 0, 1 and 2 and no
+    other descriptor, ``chdir``, then ``execve(argv[0], argv, env)``. Never
+    returns: exit code 127 (the reason on ``out``) if the exec fails."""
+    try:
+        os.setsid()
+        if die_with_master:
+            die_with_parent(signal.SIGKILL)
+            if os.getppid() != master:
+                os._exit(0)
+        signal.set_wakeup_fd(-1)
+        for sig in signal.valid_signals():
+            if sig in (signal.SIGKILL, signal.SIGSTOP):
+                continue
+            try:
+                if signal.getsignal(sig) not in (signal.SIG_DFL, None):
+                    signal.signal(sig, signal.SIG_DFL)
+            except (OSError, ValueError):
+                pass
+        signal.pthread_sigmask(signal.SIG_SETMASK, [])
+        if chdir:
+            os.chdir(chdir)
+        if stdin < 0:
+            stdin = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(stdin, 0)
+        os.dup2(out, 1)
+        os.dup2(out, 2)
+        close_fds_from(3)
+        os.execve(argv[0], argv, env)
+    except BaseException as exc:
+        try:
+            os.write(2, ("cannot run %s: %s\n" % (argv[-1], exc)).encode("utf-8", "replace"))
+        except OSError:
+            pass
+    os._exit(127)
