@@ -11,6 +11,7 @@ import socket
 import time
 
 import pytest
+from conftest import short_tmpdir
 from test_master_support import APP, exit_status, poll
 
 from uwsgigw.config import daemonspec
@@ -344,3 +345,25 @@ def test_with_log_json_daemon_output_and_exits_are_json_events(server):
     exit_ = next(e for e in events if e["phase"] == "exit")
     assert exit_["daemon_pid"] == spawn["daemon_pid"] and exit_["status"] == "exit code 4"
     assert exit_["level"] == "warning" and exit_["restart_in"] == 1
+
+
+def test_a_daemon_removed_from_the_ini_is_stopped_by_the_reload(server, tmp_path):
+    ini = tmp_path / "site.ini"
+    sock = os.path.join(short_tmpdir(), "d.sock")
+    head = "[uwsgi]\nsocket = %s\n" % sock
+    ini.write_text(head + "attach-daemon = echo kept; exec sleep 300\n"
+                   "attach-daemon = echo dropped; exec sleep 301\n")
+    srv = server("--ini", str(ini), socket=sock)
+    srv.wait_for_log("] kept", "] dropped")
+    pids = daemon_pids(srv.log_text())
+    ini.write_text(head + "attach-daemon = echo kept; exec sleep 300\n")
+    mark = srv.log_mark()
+    os.kill(srv.pid, signal.SIGHUP)
+    srv.wait_for_log('stopping daemon 2 "echo dropped; exec sleep 301" (pid %d): no longer '
+                     'configured' % pids[2][0], "restarted daemon 1", since=mark, timeout=20)
+    poll(lambda: gone(pids[2][0]), 10, what="the dropped daemon gone")
+    ini.write_text(head)  # none left: the reloaded image still stops the last one
+    mark = srv.log_mark()
+    os.kill(srv.pid, signal.SIGHUP)
+    srv.wait_for_log("reloaded in", "no longer configured", since=mark, timeout=20)
+    poll(lambda: not marked(srv.pid), 10, what="no daemon left")

@@ -65,7 +65,9 @@ SYSTEMD_ONLY = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", 
                 "LISTEN_FDNAMES")
 
 
-def from_config(cfg, master) -> "Daemons | None":
+def from_config(cfg, master) -> "Daemons":
+    """The service, also without daemons: a reloaded image whose configuration
+    no longer has any must still stop those its predecessor handed over."""
     specs = []
     for kind in daemonspec.KINDS:
         for text in getattr(cfg, kind.replace("-", "_")) or ():
@@ -73,9 +75,7 @@ def from_config(cfg, master) -> "Daemons | None":
                 specs.append(daemonspec.parse(kind, text))
             except ValueError as exc:  # checked at start-up already; never crash here
                 log.error("%s = %s: %s; not started" % (kind, text, exc))
-    if not specs:
-        return None
-    if not proctree.become_subreaper():
+    if specs and not proctree.become_subreaper():
         log.warning("cannot become a child subreaper: processes that attached daemons "
                     "detach (setsid, double fork) may outlive the server")
     return Daemons(specs, master, float(cfg.or_default("reload_mercy")),
@@ -400,7 +400,7 @@ class Daemons:
             d.status = "stopped"
 
     def stop(self, immediate: bool) -> None:
-        if self.stopping == "immediate" or (self.stopping and not immediate):
+        if not self.daemons or self.stopping == "immediate" or (self.stopping and not immediate):
             return
         self.stopping = "immediate" if immediate else "graceful"
         now = time.monotonic()
@@ -518,9 +518,10 @@ class Daemons:
         for pid, left in state.get("condemned", []):
             self.condemned[int(pid)] = now + float(left)
 
-    def stats(self) -> list[dict]:
-        """uWSGI's "daemons" list (cmd, pid, respawns) and what uwsgigw adds."""
-        return [{"cmd": d.spec.command, "pid": d.pid, "respawns": max(0, d.spawns - 1),
+    def stats(self) -> list[dict] | None:
+        """uWSGI's "daemons" list (cmd, pid, respawns) and what uwsgigw adds;
+        None (no key, as in uWSGI) without daemons."""
+        return None if not self.daemons else [{"cmd": d.spec.command, "pid": d.pid, "respawns": max(0, d.spawns - 1),
                  "status": d.status, "kind": d.spec.kind, "pidfile": d.spec.pidfile or "",
                  "since": int(d.started_wall), "last_exit": d.last_exit}
                 for d in self.daemons]
