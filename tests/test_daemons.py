@@ -367,3 +367,30 @@ def test_a_daemon_removed_from_the_ini_is_stopped_by_the_reload(server, tmp_path
     os.kill(srv.pid, signal.SIGHUP)
     srv.wait_for_log("reloaded in", "no longer configured", since=mark, timeout=20)
     poll(lambda: not marked(srv.pid), 10, what="no daemon left")
+
+
+def test_stdin_is_dev_null_unless_honoured(tmp_path):
+    import subprocess
+
+    from conftest import server_env, uwsgigw_cmd
+    from uwsgigw.devnginx import stop_process_group
+
+    sock = os.path.join(short_tmpdir(), "i.sock")
+    log = tmp_path / "stdin.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(uwsgigw_cmd(
+            "--socket", sock, "--module", APP, "--attach-daemon", "echo a; exec sleep 300",
+            "--attach-daemon2", "cmd=echo b; exec sleep 301,stdin=1"),
+            stdin=subprocess.PIPE, stdout=out, stderr=subprocess.STDOUT, env=server_env(),
+            cwd=str(tmp_path), start_new_session=True)
+    try:
+        poll(lambda: "] a\n" in log.read_text() and "] b\n" in log.read_text(), 20,
+             what="both daemons")
+        pids = daemon_pids(log.read_text())
+        stdin_of = lambda pid: os.readlink("/proc/%d/fd/0" % pid)  # noqa: E731
+        assert stdin_of(pids[1][0]) == "/dev/null"
+        assert stdin_of(pids[2][0]) == stdin_of(proc.pid) and "pipe:" in stdin_of(proc.pid)
+    finally:
+        stop_process_group(proc)
+        for pid in marked(proc.pid):
+            os.kill(pid, signal.SIGKILL)

@@ -134,6 +134,7 @@ class Daemons:
             self.daemons.append(Daemon(spec, spec.key(nth), number))
         self.streams: dict[int, list] = {}  # read fd -> [label, pending bytes]
         self.condemned: dict[int, float] = {}  # pid -> SIGKILL time (left-over processes)
+        self.killed: dict[int, float] = {}  # pid -> when SIGKILL was sent to it
         self.started = False
         self.adopted = False
         self.stopping = False
@@ -236,6 +237,7 @@ class Daemons:
                 return True
         if pid in self.condemned:
             del self.condemned[pid]
+            self.killed.pop(pid, None)
             return True
         return False  # an orphan reaped by the master (PID 1, subreaper): nothing to do
 
@@ -311,11 +313,16 @@ class Daemons:
         for pid, kill_at in list(self.condemned.items()):
             if not proctree.alive(pid):
                 del self.condemned[pid]
+                self.killed.pop(pid, None)
+            elif pid in self.killed:
+                if now >= self.killed[pid] + GIVE_UP_AFTER:
+                    log.error("pid %d does not die even from SIGKILL; leaving it" % pid)
+                    del self.condemned[pid], self.killed[pid]
             elif now >= kill_at:
                 log.warning("pid %d (left by an attached daemon) did not stop; killing it"
                             % pid)
                 proctree.signal_group(pid, signal.SIGKILL)
-                self.condemned[pid] = now + GIVE_UP_AFTER
+                self.killed[pid] = now
         if now >= self.next_check and self.started and not self.stopping:
             self.next_check = now + CHECK_EVERY
             for d in self.daemons:
@@ -427,10 +434,6 @@ class Daemons:
             if not signalled:
                 proctree.signal_group(pid, d.spec.stop_signal if d else signal.SIGTERM)
             self.condemned[pid] = now + mercy
-        for pid, kill_at in list(self.condemned.items()):
-            if kill_at < now - GIVE_UP_AFTER:
-                log.error("pid %d does not die even from SIGKILL; leaving it" % pid)
-                del self.condemned[pid]
 
     def busy(self) -> bool:
         if not self.stopping:
