@@ -394,3 +394,21 @@ def test_stdin_is_dev_null_unless_honoured(tmp_path):
         stop_process_group(proc)
         for pid in marked(proc.pid):
             os.kill(pid, signal.SIGKILL)
+
+
+def test_an_immediate_stop_kills_a_stubborn_daemon_within_a_second(server):
+    srv = server("--attach-daemon", "trap '' TERM; echo stubborn; while :; do sleep 0.1; done")
+    (pid,) = daemon_pids(srv.wait_for_log("] stubborn"))[1]
+    started = time.monotonic()
+    os.kill(srv.pid, signal.SIGINT)
+    assert exit_status(srv) == 0
+    assert time.monotonic() - started < 3  # not reload-mercy's 60 s
+    assert gone(pid) and "did not stop within 1s; killing it" in srv.log_text()
+
+
+def test_a_daemon_dies_with_a_killed_master(server):
+    srv = server("--attach-daemon", "echo orphaned-if-not-killed; exec sleep 300")
+    (pid,) = daemon_pids(srv.wait_for_log("] orphaned-if-not-killed"))[1]
+    assert os.getsid(pid) == pid != os.getsid(srv.pid)  # the server's group kill misses it
+    os.kill(srv.pid, signal.SIGKILL)
+    poll(lambda: gone(pid), 5, what="the daemon gone with its master")
