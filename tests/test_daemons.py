@@ -168,14 +168,35 @@ def test_no_orphan_after_stop_even_when_the_daemon_calls_setsid(server, tmp_path
         in srv.log_text()
 
 
-def test_what_a_dead_daemon_left_running_is_stopped_before_it_starts_again(server, tmp_path):
+def test_what_a_failed_daemon_left_running_is_stopped_before_it_starts_again(server,
+                                                                            tmp_path):
     left = tmp_path / "left.pid"
-    srv = server("--attach-daemon",
-                 "setsid sh -c 'echo $$ > %s; exec sleep 300' & echo parent; sleep 0.3" % left)
+    srv = server("--attach-daemon", "setsid sh -c 'echo $$ > %s; exec sleep 300' & "
+                 "echo parent; sleep 0.3; exit 2" % left)
     srv.wait_for_log("] parent")
     first = read_pid(left)
-    srv.wait_for_log("left 1 process running (pid %d): sending signal 15" % first)
+    srv.wait_for_log("exit code 2 after", "left pid %d running: sending signal 15" % first)
     poll(lambda: gone(first), 5, what="the left-over process gone")
+
+
+def test_a_daemon_that_detaches_is_followed_not_restarted(server, tmp_path):
+    # corpus 018: "attach-daemon = setsid watchmedo ...": where the shell execs
+    # setsid (bash does; exec says so for dash), setsid forks, being a process
+    # group leader, and its parent exits 0 at once.
+    followed = tmp_path / "followed.pid"
+    srv = server("--attach-daemon", "exec setsid sh -c 'echo $$ > %s; exec sleep 300'"
+                 % followed)
+    pid = read_pid(followed)
+    log = srv.wait_for_log("exit code 0 and left pid %d running: following it" % pid)
+    time.sleep(2.5)  # two checks of the process tree: it is left alone
+    assert not gone(pid) and "restarted daemon 1" not in srv.log_text(), log
+    os.kill(pid, signal.SIGTERM)
+    srv.wait_for_log("the processes it left are gone; starting it again", "restarted daemon 1")
+    second = poll(lambda: (lambda p: p if p != pid else 0)(read_pid(followed)), 10,
+                  what="a new detached process")
+    os.kill(srv.pid, signal.SIGTERM)
+    assert exit_status(srv) == 0
+    assert gone(second) and not marked(srv.pid)
 
 
 def test_an_orphan_landing_on_the_master_is_reaped(server, tmp_path):

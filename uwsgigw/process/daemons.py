@@ -48,6 +48,7 @@ from ..config import daemonspec
 from ..config.daemonspec import DaemonSpec
 from ..observe.reqlog import event
 from . import proctree
+from .outpipes import OutPipes
 from .workerproc import describe_status
 
 MARKER = "_UWSGIGW_DAEMON"  # (not UWSGIGW_*: those are options) "<master pid>:<key>"
@@ -58,8 +59,6 @@ CHECK_EVERY = 1.0  # pidfiles and touched files, as uWSGI does
 SCAN_EVERY = 0.1  # the process tree, while waiting for processes to go
 GIVE_UP_AFTER = 5.0  # seconds after SIGKILL: a process that cannot die is left (logged)
 IMMEDIATE_MERCY = 1.0  # SIGINT/SIGQUIT stop: the master's IMMEDIATE_STOP_WAIT
-READ_MAX = 1 << 18  # bytes read from one pipe per loop turn, so one daemon cannot starve
-LINE_MAX = 8192  # a longer line is logged in pieces
 # systemd's words to the master alone: a daemon must not notify or take sockets for it
 SYSTEMD_ONLY = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID",
                 "LISTEN_FDNAMES")
@@ -101,6 +100,7 @@ class Daemon:
     last_exit: str = ""
     mtimes: dict = field(default_factory=dict)
     retired: bool = False  # no longer configured (after a reload): stop, never restart
+    detached: list = field(default_factory=list)  # what it left when it exited 0 (followed)
 
     @property
     def label(self) -> str:
@@ -132,7 +132,7 @@ class Daemons:
         for number, spec in enumerate(specs, 1):
             nth = seen[spec.key()] = seen.get(spec.key(), -1) + 1
             self.daemons.append(Daemon(spec, spec.key(nth), number))
-        self.streams: dict[int, list] = {}  # read fd -> [label, pending bytes]
+        self.out = OutPipes()
         self.condemned: dict[int, float] = {}  # pid -> SIGKILL time (left-over processes)
         self.killed: dict[int, float] = {}  # pid -> when SIGKILL was sent to it
         self.started = False
@@ -163,13 +163,14 @@ class Daemons:
             elif d.spec.smart:
                 if d.spec.notifypid and d.pid:
                     proctree.signal_group(d.pid, d.spec.reload_signal or signal.SIGHUP)
-            elif d.spec.reload_signal and d.pid:
-                log.info("%s (pid %d): reload: sending it signal %d" % (
-                    d.describe(), d.pid, d.spec.reload_signal))
-                proctree.signal_group(d.pid, d.spec.reload_signal)
-            elif d.pid and d.status == "running":
-                log.info("%s (pid %d): reload: restarting it to run the deployed code" % (
-                    d.describe(), d.pid))
+            elif d.spec.reload_signal and (d.pid or d.detached):
+                log.info("%s (pid %s): reload: sending it signal %d" % (
+                    d.describe(), d.pid or _pids(d.detached), d.spec.reload_signal))
+                for pid in [d.pid] if d.pid else d.detached:
+                    proctree.signal_group(pid, d.spec.reload_signal)
+            elif d.status in ("running", "detached") and (d.pid or d.detached):
+                log.info("%s (pid %s): reload: restarting it to run the deployed code" % (
+                    d.describe(), d.pid or _pids(d.detached)))
                 self._ask_to_stop(d, now, self.mercy, "restarting")
 
     def _first_start(self, d: Daemon) -> None:
@@ -185,8 +186,10 @@ class Daemons:
 
     def _spawn(self, d: Daemon) -> None:
         spec = d.spec
-        read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
-        os.set_blocking(read_fd, False)
+        try:
+            read_fd, write_fd = self.out.open(d.label, d.number)
+        except OSError as exc:
+            return self._cannot_start(d, exc)
         env = {k: v for k, v in os.environ.items() if k not in SYSTEMD_ONLY}
         env[MARKER] = self.marker + d.key
         stdin = 0 if (self.honour_stdin or spec.stdin) else -1
@@ -200,18 +203,15 @@ class Daemons:
                                          die_with_master=not spec.smart,
                                          master=self.master.pid)
         except OSError as exc:
-            os.close(read_fd)
-            log.error("%s: cannot start it: %s; retrying in %gs" % (d.describe(), exc,
-                                                                      MAX_DELAY))
-            d.status, d.next_start = "waiting", time.monotonic() + MAX_DELAY
-            return
+            self.out.discard(read_fd)
+            return self._cannot_start(d, exc)
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             os.close(write_fd)
-        self.streams[read_fd] = [d.label, b"", d.number]
         d.spawns += 1
         d.started, d.started_wall = time.monotonic(), time.time()
         d.status, d.kill_at, d.checks, d.monitored = "running", 0.0, 0, False
+        d.detached = []
         if spec.smart and not spec.daemonize:
             d.launcher = pid
         else:
@@ -221,6 +221,10 @@ class Daemons:
         event("daemon", "%s %s (pid %d)" % ("started" if d.spawns == 1 else "restarted",
                                             d.describe(), pid),
               phase="spawn", daemon=d.number, daemon_pid=pid, command=spec.command)
+
+    def _cannot_start(self, d: Daemon, exc: OSError) -> None:
+        log.error("%s: cannot start it: %s; retrying in %gs" % (d.describe(), exc, MAX_DELAY))
+        d.status, d.next_start = "waiting", time.monotonic() + MAX_DELAY
 
     # -- exits -------------------------------------------------------------------
 
@@ -247,9 +251,16 @@ class Daemons:
         ran = now - d.started
         pid, d.pid, d.kill_at = d.pid, 0, 0.0
         d.last_exit = how
-        self._stop_leftovers(d, now)
         fields = {"phase": "exit", "daemon": d.number, "daemon_pid": pid, "status": how,
                   "seconds": round(ran, 3)}
+        left = self._left_by(d)
+        if left and status == 0 and d.status == "running" and not (self.stopping or d.retired):
+            d.status, d.detached = "detached", left  # setsid cmd, cmd &: it meant to detach
+            event("daemon", "%s (pid %d) %s and left %s running: following %s; it starts "
+                  "again once they are gone" % (d.describe(), pid, how, _pids(left),
+                                                "them" if len(left) > 1 else "it"), **fields)
+            return
+        self._stop_leftovers(d, now, left)
         if self.stopping or d.status == "stopping" or d.retired:
             event("daemon", "%s (pid %d) %s" % (d.describe(), pid, how), **fields)
             d.status = "stopped"
@@ -279,18 +290,20 @@ class Daemons:
         d.fails += 1
         return min(FIRST_DELAY * 2 ** (d.fails - 1), float(d.spec.max_throttle or MAX_DELAY))
 
-    def _stop_leftovers(self, d: Daemon, now: float) -> None:
-        """What a daemon left running when its main process exited gets its
-        stop signal, and SIGKILL after reload-mercy (systemd does the same)."""
+    def _left_by(self, d: Daemon) -> list[int]:
+        """The processes still carrying ``d``'s marker (not yet condemned)."""
         if d.spec.smart and not d.spec.daemonize:
-            return  # its processes are meant to outlive the command
-        left = [pid for pid, value in self._marked().items() if value.endswith(":" + d.key)
-                and pid not in self.condemned]
+            return []  # its processes are meant to outlive the command
+        return sorted(pid for pid, value in self._marked().items()
+                      if value.endswith(":" + d.key) and pid not in self.condemned)
+
+    def _stop_leftovers(self, d: Daemon, now: float, left: list[int]) -> None:
+        """What a daemon left running when it failed (or was restarted) gets its
+        stop signal, and SIGKILL after reload-mercy (systemd does the same)."""
         if not left:
             return
-        log.warning("%s left %d process%s running (pid %s): sending signal %d" % (
-            d.describe(), len(left), "es" if len(left) > 1 else "",
-            ", ".join(map(str, sorted(left))), d.spec.stop_signal))
+        log.warning("%s left %s running: sending signal %d" % (
+            d.describe(), _pids(left), d.spec.stop_signal))
         mercy = IMMEDIATE_MERCY if self.stopping == "immediate" else self.mercy
         for pid in left:
             proctree.signal_group(pid, d.spec.stop_signal)
@@ -326,6 +339,8 @@ class Daemons:
         if now >= self.next_check and self.started and not self.stopping:
             self.next_check = now + CHECK_EVERY
             for d in self.daemons:
+                if d.detached:
+                    self._check_detached(d, now)
                 if d.spec.smart and d.status == "running":
                     self._check_pidfile(d, now)
                 if d.spec.touch and d.status == "running":
@@ -370,6 +385,16 @@ class Daemons:
                 d.describe(), d.spec.pidfile, d.spec.freq))
             d.status, d.next_start = "waiting", now + self._backoff(d, now - d.started)
 
+    def _check_detached(self, d: Daemon, now: float) -> None:
+        """A detached daemon starts again once all it left is gone (a scan of
+        the process tree only when the pids it is known by are gone)."""
+        d.detached = [p for p in d.detached if proctree.alive(p)] or self._left_by(d)
+        if not d.detached:
+            log.info("%s: the processes it left are gone; starting it again" % d.describe())
+            restart = d.status == "restarting"
+            d.status = "waiting"
+            d.next_start = now + (0.0 if restart else self._backoff(d, now - d.started))
+
     def _check_touch(self, d: Daemon, now: float) -> None:
         for path in d.spec.touch:
             try:
@@ -395,13 +420,16 @@ class Daemons:
         d.status = status
         for pid in set(d.children() + [d.pid]) - {0}:
             proctree.signal_group(pid, d.spec.stop_signal)
+        if d.detached:
+            self._stop_leftovers(d, now, d.detached)  # followed until gone (tick)
         d.kill_at = now + mercy if d.children() else 0.0
         if d.spec.smart and d.pid and d.pid not in d.children():
             self.condemned.setdefault(d.pid, now + mercy)  # followed until it is gone
 
     def _stop_one(self, d: Daemon, now: float, mercy: float, why: str) -> None:
-        if d.pid or d.launcher:
-            log.info("stopping %s (pid %d): %s" % (d.describe(), d.pid or d.launcher, why))
+        if d.pid or d.launcher or d.detached:
+            log.info("stopping %s (pid %s): %s" % (d.describe(), d.pid or d.launcher
+                                                   or _pids(d.detached), why))
             self._ask_to_stop(d, now, mercy, "stopping")
         else:
             d.status = "stopped"
@@ -443,37 +471,14 @@ class Daemons:
     # -- output ------------------------------------------------------------------
 
     def fds(self) -> list[int]:
-        return list(self.streams)
+        return self.out.fds()
 
     def readable(self, fds: list[int]) -> None:
-        for fd in fds:
-            stream = self.streams.get(fd)  # [label, pending bytes, daemon number]
-            if stream is None:
-                continue
-            got, eof = 0, False
-            while got < READ_MAX:
-                try:
-                    data = os.read(fd, 65536)
-                except BlockingIOError:
-                    break
-                except OSError:
-                    data = b""
-                if not data:
-                    eof = True
-                    break
-                got += len(data)
-                stream[1] = _log_lines(stream, stream[1] + data)
-            if eof:
-                if stream[1]:
-                    _log_lines(stream, stream[1] + b"\n")
-                del self.streams[fd]
-                os.close(fd)
+        self.out.read(fds)
 
     # -- reload and stats --------------------------------------------------------
 
     def hand_over(self) -> dict:
-        for fd in self.streams:
-            os.set_inheritable(fd, True)
         now = time.monotonic()
         return {
             "started": self.started,
@@ -485,9 +490,9 @@ class Daemons:
                 "status": d.status, "fails": d.fails, "wait": max(0.0, d.next_start - now),
                 "kill_in": max(0.0, d.kill_at - now) if d.kill_at else None,
                 "monitored": d.monitored, "last_exit": d.last_exit, "mtimes": d.mtimes,
+                "detached": d.detached,
             } for d in self.daemons if d.status != "idle" or d.pid],
-            "streams": [[fd, label, pending.decode("latin-1"), number]
-                        for fd, (label, pending, number) in self.streams.items()],
+            "streams": self.out.hand_over(),
             "condemned": [[pid, max(0.0, at - now)] for pid, at in self.condemned.items()],
         }
 
@@ -511,21 +516,17 @@ class Daemons:
             d.next_start = now + float(item.get("wait") or 0)
             d.kill_at = now + float(item["kill_in"]) if item.get("kill_in") is not None else 0
             d.last_exit, d.mtimes = item.get("last_exit", ""), dict(item.get("mtimes") or {})
-        for fd, label, pending, number in state.get("streams", []):
-            try:
-                os.set_inheritable(fd, False)
-                os.set_blocking(fd, False)
-            except OSError:
-                continue  # not inherited: that output is lost, the daemon is not
-            self.streams[fd] = [label, pending.encode("latin-1"), number]
+            d.detached = [int(p) for p in item.get("detached") or ()]
+        self.out.adopt(state.get("streams", []))
         for pid, left in state.get("condemned", []):
             self.condemned[int(pid)] = now + float(left)
 
     def stats(self) -> list[dict] | None:
         """uWSGI's "daemons" list (cmd, pid, respawns) and what uwsgigw adds;
         None (no key, as in uWSGI) without daemons."""
-        return None if not self.daemons else [{"cmd": d.spec.command, "pid": d.pid, "respawns": max(0, d.spawns - 1),
-                 "status": d.status, "kind": d.spec.kind, "pidfile": d.spec.pidfile or "",
+        return None if not self.daemons else [{
+                 "cmd": d.spec.command, "pid": d.pid or (d.detached or [0])[0],
+                 "respawns": max(0, d.spawns - 1), "status": d.status, "kind": d.spec.kind, "pidfile": d.spec.pidfile or "",
                  "since": int(d.started_wall), "last_exit": d.last_exit}
                 for d in self.daemons]
 
@@ -539,19 +540,8 @@ class Daemons:
         return next((d for d in self.daemons if d.key == key), None)
 
 
-def _log_lines(stream: list, data: bytes) -> bytes:
-    """Log each complete line of ``data`` (with log-json: as "daemon" events with
-    the text in "output"); return the incomplete rest."""
-    *lines, rest = data.split(b"\n")
-    if len(rest) > LINE_MAX:
-        lines.append(rest)
-        rest = b""
-    for line in lines:
-        for start in range(0, max(len(line), 1), LINE_MAX):
-            text = line[start:start + LINE_MAX].rstrip(b"\r").decode("utf-8", "replace")
-            event("daemon", "[%s] %s" % (stream[0], text), phase="output", daemon=stream[2],
-                  output=text)
-    return rest
+def _pids(pids: list[int]) -> str:
+    return "pid%s %s" % ("s" if len(pids) > 1 else "", ", ".join(map(str, pids)))
 
 
 def _read_pid(path: str | None) -> int:
