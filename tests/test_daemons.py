@@ -433,3 +433,19 @@ def test_a_daemon_dies_with_a_killed_master(server):
     assert os.getsid(pid) == pid != os.getsid(srv.pid)  # the server's group kill misses it
     os.kill(srv.pid, signal.SIGKILL)
     poll(lambda: gone(pid), 5, what="the daemon gone with its master")
+
+
+def test_a_reload_restarts_a_detached_daemon_too(server, tmp_path):
+    followed = tmp_path / "followed.pid"
+    srv = server("--attach-daemon", "exec setsid sh -c 'echo $$ > %s; exec sleep 300'"
+                 % followed)
+    pid = read_pid(followed)
+    srv.wait_for_log("left pid %d running: following it" % pid)
+    mark = srv.log_mark()
+    os.kill(srv.pid, signal.SIGHUP)
+    srv.wait_for_log("reload: restarting it to run the deployed code",
+                     "the processes it left are gone; starting it again", "restarted daemon 1",
+                     since=mark, timeout=20)
+    assert gone(pid)
+    poll(lambda: (lambda p: p if p != pid else 0)(read_pid(followed)), 10,
+         what="the new detached process")

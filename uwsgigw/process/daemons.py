@@ -12,9 +12,12 @@ What a container's only process must do for the commands next to the app
 - a daemon that exits is started again, at once if it ran for a while,
   after 1, 2, 4 ... seconds (at most ``max_throttle``, default 60) while it
   keeps dying within 10 s of its start; each exit is logged with its status.
-  What it left running (even ``setsid`` processes) is stopped first, as
-  systemd does for a service's control group; ``control=1``: its exit stops
-  the server instead;
+  When it failed, what it left running (even ``setsid`` processes) is
+  stopped, as systemd does for a service's control group; when it exited 0
+  leaving processes (``setsid cmd``, ``cmd &``: it meant to detach), those
+  are followed and it starts again once they are all gone (uWSGI would start
+  it again at once, piling up copies); ``control=1``: its exit stops the
+  server instead;
 - a graceful reload keeps every daemon and its pipe across the master's
   re-exec (handed over, same pid as parent); once the new workers accept,
   ``attach-daemon`` processes are restarted (stop signal, then SIGKILL after
