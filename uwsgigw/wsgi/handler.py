@@ -112,7 +112,7 @@ class WorkerContext:
             post_buffering=cfg.post_buffering,
             post_buffering_bufsize=cfg.post_buffering_bufsize,
             limit_post=cfg.limit_post,
-            pick_app=apps.picker(),
+            pick_app=_picker(cfg, apps),
             base_environ=base_environ(errors=ErrorStream(), file_wrapper=FileWrapper,
                                       multithread=cfg.threads > 1,
                                       multiprocess=cfg.processes > 1),
@@ -134,6 +134,17 @@ class WorkerContext:
             kinds=kinds,
             apps=[(name, app) for name, app in apps.named() if kinds[id(app)] == "asgi"],
         )
+
+
+def _picker(cfg: Config, apps: AppTable):
+    """environ -> the app to run: app.py's picker, with the static maps in
+    front when static-map (or static-map2, check-static) is set."""
+    from ..cycle.static import StaticFiles  # start-up only
+    static = StaticFiles.from_config(cfg)
+    if static is None:
+        return apps.picker()
+    from ..cycle.static_app import static_picker
+    return static_picker(apps.picker(), static, cfg.file_serve_mode or "")
 
 
 class _Exchange(StartResponse):
@@ -194,8 +205,9 @@ class _Exchange(StartResponse):
         return True
 
 
-def sendfile_all(conn, fd: int, offset: int, timeout: float) -> int:
-    """``os.sendfile`` from ``offset`` to EOF; each wait bounded by ``timeout``.
+def sendfile_all(conn, fd: int, offset: int, timeout: float, count: int | None = None) -> int:
+    """``os.sendfile`` from ``offset``, ``count`` bytes (None: to EOF); each
+    wait bounded by ``timeout``; returns the bytes sent.
 
     The connection is a bare ``_socket.socket`` (no Python ``sendfile``):
     blocking mode plus SO_SNDTIMEO gives the bound without a poll per chunk.
@@ -206,15 +218,17 @@ def sendfile_all(conn, fd: int, offset: int, timeout: float) -> int:
                     struct.pack("ll", seconds, int((timeout - seconds) * 1e6)))
     out = conn.fileno()
     total = 0
-    while True:
+    while count is None or total < count:
         try:
-            sent = os.sendfile(out, fd, offset, 1 << 20)
+            sent = os.sendfile(out, fd, offset, 1 << 20 if count is None
+                               else min(1 << 20, count - total))
         except BlockingIOError:
             raise socket.timeout("sendfile: no progress in %gs (socket-timeout)" % timeout)
         if sent == 0:
             return total
         offset += sent
         total += sent
+    return total
 
 
 def send_all(conn: socket.socket, data: bytes, timeout: float) -> None:
@@ -500,7 +514,7 @@ class ConnectionHandler(request.FailureTurns):
         exchange.write(b"")
         if not exchange.head_only:
             exchange.tx += sendfile_all(self._sock(self.fd), fd, os.lseek(fd, 0, os.SEEK_CUR),
-                                        self.ctx.socket_timeout)
+                                        self.ctx.socket_timeout, wrapper.length)
 
     def _fail(self, exchange, failure: request.Failure) -> None:
         """Answer the failure's status if nothing was sent yet; else (or when
