@@ -188,6 +188,10 @@ def test_corpus_values_that_need_uwsgi_rules(tmp_path):
 HTTP_FILES = [p for p in FILES if keys_in(p) & set(HTTP_KEYS)]
 SOCKET_KEYS = ("socket", "uwsgi-socket")
 CRON_KEYS = ("cron", "unique-cron")
+DAEMON_KEYS = ("attach-daemon", "attach-daemon2", "smart-attach-daemon", "smart-attach-daemon2")
+# Each attached daemon becomes this stand-in: the commands (Celery, manage.py,
+# redis-server) are not here; the stand-in says which line it replaces.
+DAEMON_STANDIN = "echo corpus-daemon-%d; exec sleep 300"
 # Lines that name this machine's absent things: dropped (their users, virtualenvs
 # and log files are not here; daemonize/logto would take the log from the test).
 DROPPED = {"uid", "gid", "home", "virtualenv", "pythonpath", "daemonize", "logto",
@@ -196,13 +200,13 @@ DROPPED = {"uid", "gid", "home", "virtualenv", "pythonpath", "daemonize", "logto
 FILE_ENV = {"002": {"UWSGI_WORKERS": "2", "UWSGI_THREADS": "2"},
             "020": {"UWSGI_WORKERS": "2"}}
 # What stays warned about in each file, correctly: uWSGI options uwsgigw does
-# not run (attach-daemon, loggers, ...) and lines that are not options
+# not run (loggers, cron, ...) and lines that are not options
 # (typos, a missing '='), as keys. No http-* key may be among them.
 STILL_WARNED = {
     "002": {"auto-procname", "add-header"},
     "003": set(),
-    "004": {"disable-write-exception", "max-fd", "hook-pre-app", "attach-daemon"},
-    "005": {"attach-daemon"},
+    "004": {"disable-write-exception", "max-fd", "hook-pre-app"},
+    "005": set(),
     "006": {"guid"},  # a typo: not an option
     "012": {"auto-procname", "procname-prefix", "ignore-sigpipe",
             "ignore-write-errors", "disable-write-exception", "logger", "log-route",
@@ -212,11 +216,11 @@ STILL_WARNED = {
     "016": {"hook-master-start"},
     "017": {"no-orphans", "logger", "log-route", "log-encoder",
             "logger-req", "log-req-encoder"},
-    "020": {"exec-pre", "attach-daemon", "gevent", "gevent-early-monkey-patch",
+    "020": {"exec-pre", "gevent", "gevent-early-monkey-patch",
             "import", "log-master", "logformat-strftime", "log-date", "log-buffering"},
     "022": set(),
     "024": {"static-map /static"},
-    "026": {"process", "attach-daemon", "req-logger", "logger", "log-route"},
+    "026": {"process", "req-logger", "logger", "log-route"},
     "028": {"paste", "paste-logger"},
     "031": set(),
     "032": set(),
@@ -246,13 +250,14 @@ app = flask = application
 def rewrite(path: Path, workdir: Path) -> tuple[str, list[str], list[str]]:
     """The file with its listen addresses on free loopback ports (unix sockets
     in ``workdir``), its chdir, pidfile and stats there, its app the stand-in,
-    its cron commands stubs that echo their number, at most 2 processes, and
-    the lines naming this machine's users, virtualenvs and log files left out: (text, HTTP addresses, uwsgi addresses). Every
-    other line is kept, as are the other sections."""
+    its cron commands stubs that echo their number, its attached daemons
+    stand-ins, at most 2 processes, and the lines naming this machine's users,
+    virtualenvs and log files left out: (text, HTTP addresses, uwsgi
+    addresses). Every other line is kept, as are the other sections."""
     from uwsgigw.devnginx import free_port
 
     out, http, uwsgi, crons = [], [], [], []
-    section = ""
+    section, daemons = "", 0
     for line in path.read_text(encoding="utf-8").splitlines():
         stripped = line.strip()
         if stripped.startswith("["):
@@ -286,6 +291,9 @@ def rewrite(path: Path, workdir: Path) -> tuple[str, list[str], list[str]]:
             crons.append(value)
             line = "%s = %s echo corpus cron: %d" % (key, " ".join(value.split()[:5]),
                                                      len(crons))
+        elif key in DAEMON_KEYS:
+            daemons += 1
+            line = "attach-daemon = " + DAEMON_STANDIN % daemons
         elif key in DROPPED:
             continue
         out.append(line)
@@ -426,3 +434,34 @@ def test_corpus_reload_and_lifetime_files_start_without_a_warning_for_them(path,
                         "reloaded in", since=mark, timeout=20)
     resp = healthcheck.request(uwsgi[0], target="/corpus")
     assert resp.status == 200
+
+
+# -- the files that attach daemons start them ------------------------------------------
+
+DAEMON_FILES = [p for p in FILES if keys_in(p) & set(DAEMON_KEYS)]
+
+
+@pytest.mark.parametrize("path", DAEMON_FILES, ids=[p.name[:3] for p in DAEMON_FILES])
+def test_corpus_daemon_file_starts_its_daemons(path, factories, tmp_path):
+    """Each corpus file that attaches daemons (004, 005, 018, 020, 026), put on
+    this machine (rewrite: its commands replaced by stand-ins), starts every
+    daemon its INI logic keeps (if-env blocks included), with their output in
+    the log, and no warning about attach-daemon."""
+    from uwsgigw.cli import load
+
+    name = path.name[:3]
+    workdir = tmp_path / "srv"
+    workdir.mkdir()
+    text, http, uwsgi = rewrite(path, workdir)
+    env = {"PYTHONPATH": str(workdir), **FILE_ENV.get(name, {})}
+    (workdir / "corpus_standin.py").write_text(STANDIN % path.name)
+    ini = workdir / path.name
+    ini.write_text(text)
+    kept = load(["--ini", str(ini)], env).attach_daemon
+    assert kept and all(re.fullmatch(DAEMON_STANDIN.replace("%d", r"\d+"), c) for c in kept)
+    server = factories.uwsgigw("--ini", str(ini), socket=(http + uwsgi)[0], env=env,
+                               cwd=str(workdir))
+    log = server.wait_for_log(*["] %s" % c.split(";")[0][5:] for c in kept])
+    assert log.count("started daemon ") == len(kept)
+    warned = {m.group(1) for m in map(WARNED_KEY.search, log.splitlines()) if m}
+    assert not warned & set(DAEMON_KEYS), log

@@ -99,7 +99,8 @@ def test_mapped_options_say_what_they_map_to():
     ("https", "use socket = ADDRESS here and uwsgi_pass ADDRESS in nginx"),
     ("https-socket", "http-socket = ADDRESS and proxy_pass"),
     ("check-static-docroot", "serve these from nginx with a location block"),
-    ("attach-daemon", "run it as its own systemd unit"),
+    ("legion-attach-daemon", "legions (clusters electing a lord) are not supported"),
+    ("attach-control-daemon", "attach-daemon2 = cmd=COMMAND,control=1"),
     ("legion-cron", "cron = on one host"), ("touch-mules-reload", "SIGHUP"),
 ])
 def test_unsupported_options_say_what_to_do_instead(name, advice):

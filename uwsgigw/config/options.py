@@ -24,7 +24,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from . import cronspec, options_static, optypes
+from . import cronspec, daemonspec, options_static, optypes
 from .uwsgi_compat import UNSUPPORTED, Unsupported, groups
 
 IMPLEMENTED = "implemented"
@@ -148,6 +148,7 @@ _PARSERS: dict[str, Callable[[Option, str, optypes.Warn], Any]] = {
     CRON2: lambda o, t, w: cronspec.canonical(cronspec.parse_cron2(t, w), CRON2),
     COUNT_OR_WORD: _count_or_word,
 }
+_PARSERS.update({kind: daemonspec.check(kind) for kind in daemonspec.KINDS})
 
 SOCKETS, APP, PROCS, REQS, HTTP, LOGS, RECYCLE, CONF, STATIC = (
     "Sockets", "Application", "Processes", "Requests", "HTTP sockets", "Logging",
@@ -277,6 +278,30 @@ OPTIONS: list[Option] = [
            "document per connection in uWSGI's schema, for uwsgitop and the Prometheus "
            "uwsgi exporters; served by the master", PROCS, aliases=("stats-server",),
            metavar="ADDRESS"),
+    Option("attach-daemon", daemonspec.ATTACH, [], "run COMMAND (through /bin/sh -c, from "
+           "chdir) beside the workers once they accept, with its output in the log, "
+           "restarted when it exits (slower and slower if it keeps dying), restarted "
+           "after a graceful reload so it runs the deployed code, stopped with the "
+           "server (SIGTERM to its process group, SIGKILL after reload-mercy; processes "
+           "it left, even setsid ones, are stopped too)", PROCS, multi=True,
+           metavar="COMMAND"),
+    Option("attach-daemon2", daemonspec.ATTACH2, [], "attach-daemon with settings: "
+           "cmd=COMMAND plus any of stopsignal=, reloadsignal= (sent on a graceful "
+           "reload instead of a restart), touch=FILE;FILE (restart when touched), "
+           "pidfile= (followed as in smart-attach-daemon), daemonize=1 (with pidfile: "
+           "uwsgigw writes it), freq=, control=1 (its exit stops the server), stdin=1, "
+           "chdir=, max_throttle=SECONDS, notifypid=1; signals as numbers or names",
+           PROCS, multi=True, metavar="KEY=VALUE,..."),
+    Option("smart-attach-daemon", daemonspec.SMART, [], "run COMMAND, which forks itself "
+           "and writes PIDFILE; the master follows that pid, restarts the command when "
+           "it is gone (or FREQ seconds pass without a live pid in the file, default 10) "
+           "and keeps it running across graceful reloads", PROCS, multi=True,
+           metavar="PIDFILE[,FREQ] COMMAND"),
+    Option("smart-attach-daemon2", daemonspec.SMART2, [], "smart-attach-daemon for a "
+           "command that does not fork itself: uwsgigw writes PIDFILE", PROCS,
+           multi=True, metavar="PIDFILE[,FREQ] COMMAND"),
+    Option("daemons-honour-stdin", BOOL, False, "attached daemons inherit the master's "
+           "stdin instead of /dev/null", PROCS),
     Option("stats-http", BOOL_OR_ADDRESS, None, "true: the stats socket speaks HTTP, as "
            "in uWSGI (GET / is the JSON, GET /metrics the same figures in Prometheus "
            "text format); an ADDRESS: serve that HTTP on its own socket, next to the "

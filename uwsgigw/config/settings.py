@@ -95,13 +95,16 @@ class Config:
     def runs_master(self) -> bool:
         """A master runs with master = true, several workers, or any feature
         only a master provides: harakiri, recycling, watched (touch-*) files,
-        cron jobs and the stats server (stats.py; as in uWSGI, stats implies master)."""
+        cron jobs, attached daemons (uWSGI's UWSGI_OPT_MASTER options) and the
+        stats server (stats.py; as in uWSGI, stats implies master)."""
         return bool(self.master or self.processes > 1 or self.harakiri or self.max_requests
                     or self.reload_on_rss or self.reload_on_as or self.stats
                     or self.stats_http not in (None, "on") or self.max_worker_lifetime
                     or self.touch_reload or self.touch_chain_reload
                     or self.touch_workers_reload or self.touch_logreopen
-                    or self.cron or self.unique_cron or self.cron2)
+                    or self.cron or self.unique_cron or self.cron2
+                    or self.attach_daemon or self.attach_daemon2 or self.smart_attach_daemon
+                    or self.smart_attach_daemon2)
 
     def or_default(self, attr: str) -> Any:
         """The value, or the option's default when it is 0: uWSGI's

@@ -48,9 +48,14 @@ _GROUPS: list[tuple[str, str]] = [
         check-static-docroot! collect-header pull-header
     """),
     ("run it as its own systemd unit (or supervisor program)", """
-        attach-daemon attach-daemon2 attach-control-daemon smart-attach-daemon
-        smart-attach-daemon2 legion-attach-daemon legion-smart-attach-daemon
-        legion-smart-attach-daemon2 daemons-honour-stdin! worker-exec worker-exec2
+        worker-exec worker-exec2
+    """),
+    ("legions (clusters electing a lord) are not supported: use attach-daemon on one "
+     "server, or a systemd unit", """
+        legion-attach-daemon legion-smart-attach-daemon legion-smart-attach-daemon2
+    """),
+    ("use attach-daemon2 = cmd=COMMAND,control=1 (its exit stops the server)", """
+        attach-control-daemon
     """),
     ("uWSGI's legion (a job run by the cluster's lord) is not supported: run the job "
      "with cron = on one host only, or as a Kubernetes CronJob / systemd timer", """
