@@ -315,11 +315,11 @@ def test_missing_equals_is_pointed_out(tmp_path):
 
 
 def test_unsupported_uwsgi_option_says_what_to_do(tmp_path):
-    cfg = cfg_from(tmp_path, "[uwsgi]\nsocket = :1\ntouch-reload = /srv/app/reload\n"
+    cfg = cfg_from(tmp_path, "[uwsgi]\nsocket = :1\ntouch-mules-reload = /srv/app/reload\n"
                              "legion-attach-daemon = lords celery worker\n")
     path = tmp_path / "site.ini"
     assert cfg.warnings[:2] == [
-        "%s:3: 'touch-reload' is a uWSGI option uwsgigw does not support: reload with SIGHUP "
+        "%s:3: 'touch-mules-reload' is a uWSGI option uwsgigw does not support: reload with SIGHUP "
         "(uwsgigw --reload PIDFILE) from your deploy script or a systemd .path unit; "
         "ignored" % path,
         "%s:4: 'legion-attach-daemon' is a uWSGI option uwsgigw does not support: legions "

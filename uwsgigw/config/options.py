@@ -24,7 +24,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from . import cronspec, daemonspec, options_static, optypes
+from . import cronspec, daemonspec, options_jobs, options_static, optypes
 from .uwsgi_compat import UNSUPPORTED, Unsupported, groups
 
 IMPLEMENTED = "implemented"
@@ -278,51 +278,10 @@ OPTIONS: list[Option] = [
            "document per connection in uWSGI's schema, for uwsgitop and the Prometheus "
            "uwsgi exporters; served by the master", PROCS, aliases=("stats-server",),
            metavar="ADDRESS"),
-    Option("attach-daemon", daemonspec.ATTACH, [], "run COMMAND (through /bin/sh -c, from "
-           "chdir) beside the workers once they accept, with its output in the log, "
-           "restarted when it exits (slower and slower if it keeps dying), restarted "
-           "after a graceful reload so it runs the deployed code, stopped with the "
-           "server (SIGTERM to its process group, SIGKILL after reload-mercy; processes "
-           "it left, even setsid ones, are stopped too)", PROCS, multi=True,
-           metavar="COMMAND"),
-    Option("attach-daemon2", daemonspec.ATTACH2, [], "attach-daemon with settings: "
-           "cmd=COMMAND plus any of stopsignal=, reloadsignal= (sent on a graceful "
-           "reload instead of a restart), touch=FILE;FILE (restart when touched), "
-           "pidfile= (followed as in smart-attach-daemon), daemonize=1 (with pidfile: "
-           "uwsgigw writes it), freq=, control=1 (its exit stops the server), stdin=1, "
-           "chdir=, max_throttle=SECONDS, notifypid=1; signals as numbers or names",
-           PROCS, multi=True, metavar="KEY=VALUE,..."),
-    Option("smart-attach-daemon", daemonspec.SMART, [], "run COMMAND, which forks itself "
-           "and writes PIDFILE; the master follows that pid, restarts the command when "
-           "it is gone (or FREQ seconds pass without a live pid in the file, default 10) "
-           "and keeps it running across graceful reloads", PROCS, multi=True,
-           metavar="PIDFILE[,FREQ] COMMAND"),
-    Option("smart-attach-daemon2", daemonspec.SMART2, [], "smart-attach-daemon for a "
-           "command that does not fork itself: uwsgigw writes PIDFILE", PROCS,
-           multi=True, metavar="PIDFILE[,FREQ] COMMAND"),
-    Option("daemons-honour-stdin", BOOL, False, "attached daemons inherit the master's "
-           "stdin instead of /dev/null", PROCS),
     Option("stats-http", BOOL_OR_ADDRESS, None, "true: the stats socket speaks HTTP, as "
            "in uWSGI (GET / is the JSON, GET /metrics the same figures in Prometheus "
            "text format); an ADDRESS: serve that HTTP on its own socket, next to the "
            "plain stats socket", PROCS, metavar="true|ADDRESS", flag_value="true"),
-    Option("cron", CRON, [], "run a shell command from the master, as uWSGI does: "
-           "MINUTE HOUR DAY MONTH WEEKDAY COMMAND in local time, -1 (or *) for any, -N (or */N) "
-           "for every N (the value is a multiple of N; no ranges or lists); day and weekday both given: either matches. "
-           "/bin/sh -c COMMAND from chdir, in its own process group; its output goes to "
-           "the log as [cron N] lines (N: its place among the cron, then unique-cron, then "
-           "cron2 lines), its exit status is logged; a reload does not stop it", PROCS, multi=True,
-           metavar="MIN HOUR DAY MON WDAY CMD"),
-    Option("unique-cron", CRON, [], "like cron, but a run is skipped (and logged) while "
-           "the previous run of the job is still going, also across a reload",
-           PROCS, multi=True, metavar="MIN HOUR DAY MON WDAY CMD"),
-    Option("cron2", CRON2, [], "a cron job as key=value,... COMMAND: minute, hour, day, "
-           "month, week (default -1), unique=1, harakiri=SECONDS (0: none for this job); "
-           "legion= is not supported", PROCS, multi=True,
-           metavar="KEY=VALUE,... CMD"),
-    Option("cron-harakiri", INT, 0, "kill (SIGKILL, its process group) a cron run that "
-           "takes longer than this many seconds, and log it (0: no limit)", PROCS,
-           metavar="SECONDS"),
     # -- requests ------------------------------------------------------------
     Option("buffer-size", BUFFER, 4096, "largest uwsgi vars block (request headers) "
            "accepted, in bytes; 65536 is read as 65535, the protocol maximum", REQS,
@@ -462,7 +421,9 @@ OPTIONS: list[Option] = [
            "making it an option: NAME=VALUE", CONF, aliases=("set-ph",),
            multi=True, metavar="NAME=VALUE"),
 ]
-# -- static files: the rows live in options_static.py (only for this file's length)
+# -- attached daemons and cron jobs (options_jobs.py), static files (options_static.py):
+# rows kept apart only for this file's length
+OPTIONS += [Option(group=PROCS, **row) for row in options_jobs.ROWS]
 OPTIONS += [Option(group=STATIC, **row) for row in options_static.ROWS]
 
 BY_NAME: dict[str, Option] = {}
