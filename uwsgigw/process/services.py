@@ -26,43 +26,8 @@ Points in the master's life, in order:
 
 from __future__ import annotations
 
-from typing import Any
-
 from .. import log
-
-
-class MasterService:
-    """Base: every hook does nothing. ``name`` keys the handover and stats."""
-
-    name = "service"
-
-    def adopt(self, state: Any) -> None:
-        pass
-
-    def tick(self, now: float) -> None:
-        pass
-
-    def deadline(self, now: float) -> float | None:
-        """Seconds until the service needs its next tick; None: no need."""
-        return None
-
-    def reaped(self, pid: int, status: int) -> bool:
-        return False
-
-    def generation_ready(self, reloaded: bool) -> None:
-        pass
-
-    def stop(self, immediate: bool) -> None:
-        pass
-
-    def busy(self) -> bool:
-        return False
-
-    def hand_over(self) -> Any:
-        return None
-
-    def stats(self) -> Any:
-        return None
+from .servicebase import MasterService
 
 
 def build(cfg, master) -> list[MasterService]:
@@ -77,7 +42,8 @@ def build(cfg, master) -> list[MasterService]:
 
 def _factories() -> list:
     """Each module's ``from_config(cfg, master) -> MasterService | None``."""
-    return []
+    from . import listenclose
+    return [listenclose.from_config]
 
 
 class Services:
