@@ -20,12 +20,16 @@ import os
 import re
 import signal
 import socket
+import sys
 import threading
 import time
 
 import pytest
 
-from conftest import _build_packet, nginx_vars, parse_response, to_pairs, wait_until
+from conftest import (_build_packet, nginx_vars, parse_response, short_tmpdir, to_pairs,
+                      uwsgigw_cmd, wait_until)
+from test_master_support import Launched, launch_env
+from test_master_systemd import activating
 
 SLOW = 2.0  # seconds the request in flight takes
 QUEUED = 3  # connections waiting in the listen queue at the SIGTERM
@@ -158,3 +162,33 @@ def test_sigterm_serves_the_listen_queue_then_refuses(factories, kind, transport
     if prompt:
         assert refused_during_slow, "refused only after the slow request ended:\n" + log
         assert not late, "%d connections accepted after the stop began" % len(late)
+
+
+@pytest.mark.timeout(60)
+def test_socket_activation_keeps_connections_for_the_next_start(tmp_path):
+    """Under systemd socket activation systemd keeps its own copy of the
+    socket (this test plays systemd): the stopped server's connections are
+    not refused but wait in the queue for the next start, as they should."""
+    path = os.path.join(short_tmpdir(), "activated.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(64)
+    fd = listener.fileno()
+    cmd = [sys.executable, "-c", activating([fd]),
+           *uwsgigw_cmd("--module", "drain_apps:wsgi", "--master", "--processes", "2")]
+    server = Launched(cmd, str(tmp_path / "log"), launch_env(), pass_fds=(fd,))
+    try:
+        wait_until(lambda: "ready to accept requests" in server.log_text(), 15, what="ready")
+        first = Sent(path, "uwsgi", "POST", "/echo", BODY)
+        assert first.wait() == (200, ECHO, "")
+        os.kill(server.pid, signal.SIGTERM)
+        assert server.proc.wait(20) == 0
+        later = connect(path)  # queued on systemd's copy, not refused
+        later.sendall(request_bytes("uwsgi", "GET", "/"))
+        listener.settimeout(5)
+        conn, _ = listener.accept()  # the next start would take it: it is there
+        conn.close()
+        later.close()
+    finally:
+        server.stop()
+        listener.close()
