@@ -460,7 +460,7 @@ def trusted_peer(conn: socket.socket, peer: tuple[str, str], allow) -> bool:
 def server_of(listener) -> tuple[str, str]:
     """(SERVER_NAME, SERVER_PORT) of a request without Host."""
     try:
-        address = listener.sock.getsockname()
+        address = listener.address
     except OSError:
         return "localhost", "80"
     if isinstance(address, tuple):

@@ -104,6 +104,7 @@ class AsyncWorker(WorkerBase):
         self.loop: asyncio.AbstractEventLoop | None = None
         self.loop_name = ""
         self.accepting = False
+        self.serving = False  # start-up done: connections can be served
         self.active = 0  # connection tasks (and drains) in flight
         self.tasks: set = set()
         self.inflight: set[Exchange] = set()  # requests an app is running
@@ -178,11 +179,17 @@ class AsyncWorker(WorkerBase):
             ctx.worker_id, os.getpid(), self.loop_name, ctx.concurrency,
             ", %d thread%s for WSGI apps" % (self.threads, "s" if self.threads > 1 else "")
             if self.pool is not None else ""))
+        self.serving = True
+        if self.closed_listeners:  # TERM/HUP during start-up: what waits is served
+            self._take_queued()
+            if self.active and self._done.done():  # _stopped found nothing to wait for
+                self._done = self.loop.create_future()
         if not self.stopping:
             self.slot.state = ACCEPTING
             self._resume()
             if ctx.harakiri or ctx.track_requests:
                 self._heartbeat = self.loop.call_later(HEARTBEAT, self._beat)
+        if not self.stopping or self.active:
             await self._done
         if self._heartbeat is not None:
             self._heartbeat.cancel()
@@ -222,17 +229,39 @@ class AsyncWorker(WorkerBase):
             except OSError as exc:
                 self._accept_failed(exc)
                 return
-            conn.setblocking(False)
-            if http and conn.family != socket.AF_UNIX:
-                # An answer written in pieces (a streamed body, WebSocket
-                # frames) must not wait for the client's delayed ACK (Nagle).
-                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if http and self.front is not None and not self.ctx.proxy_protocol:
-                self.front.adopt(conn, listener)
-            elif http:
-                self.spawn(serve_http_connection(self, conn, listener))
-            else:
-                self.spawn(serve_connection(self, conn))
+            self._open(conn, listener)
+
+    def _open(self, conn: socket.socket, listener) -> None:
+        """Serve a new connection ``conn`` of ``listener`` in its protocol."""
+        http = listener.protocol == "http"
+        conn.setblocking(False)
+        if http and conn.family != socket.AF_UNIX:
+            # An answer written in pieces (a streamed body, WebSocket
+            # frames) must not wait for the client's delayed ACK (Nagle).
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if http and self.front is not None and not self.ctx.proxy_protocol:
+            self.front.adopt(conn, listener)
+        elif http:
+            self.spawn(serve_http_connection(self, conn, listener))
+        else:
+            self.spawn(serve_connection(self, conn))
+
+    def _take_queued(self) -> None:
+        """TERM/HUP (workerbase.stop, run by the loop): serve every connection
+        waiting in the listening sockets' queues, async-concurrency or not
+        (at most a backlog's worth), and close this process's copies. A stop
+        during start-up (lifespan) leaves it to _main, once it can serve."""
+        if not self.serving:
+            return
+        self._pause()
+        allow = self.ctx.peers
+        count = 0
+        for listener in self.listeners:
+            sock = peers.guard(listener.sock, allow)
+            count += self._take_all(sock.accept, lambda pair, listener=listener:
+                                    self._open(pair[0], listener))
+        self._close_listeners()
+        self._log_taken(count)
 
     def spawn(self, coro, counted: bool = False) -> None:
         """Run ``coro`` as a task counted against async-concurrency
@@ -309,7 +338,7 @@ class AsyncWorker(WorkerBase):
                                      head.modifier1, ex.started, elapsed, ctx.pid,
                                      ctx.worker_id, 0, requests, total))
         if self.limits:
-            self._check_limits()  # sets self.stopping via self.stop()
+            self._check_limits()  # sets self.stopping via self.stop(take_queued=False)
 
     def _beat(self) -> None:
         """Keep the scoreboard fresh; cancel requests past harakiri."""

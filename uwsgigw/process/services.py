@@ -45,9 +45,9 @@ def build(cfg, master) -> list[MasterService]:
 
 def _factories() -> list:
     """Each module's ``from_config(cfg, master) -> MasterService | None``."""
-    from . import chain, cheaper, cron, daemons, lifetime, touch
+    from . import chain, cheaper, cron, daemons, lifetime, listenclose, touch
     return [cron.from_config, daemons.from_config, cheaper.from_config, chain.from_config,
-            lifetime.from_config, touch.from_config]
+            lifetime.from_config, touch.from_config, listenclose.from_config]
 
 
 class Services:

@@ -11,6 +11,7 @@ serves each connection in its listener's protocol.
 from __future__ import annotations
 
 import errno
+import functools
 import grp
 import ipaddress
 import os
@@ -39,6 +40,12 @@ class Listener:
 
     def fileno(self) -> int:
         return self.sock.fileno()
+
+    @functools.cached_property
+    def address(self):
+        """``getsockname()``, kept: a stopping worker reads it before closing
+        its copy (workerbase.py). Raises OSError (not kept) when unknown."""
+        return self.sock.getsockname()
 
     def describe(self) -> str:
         """For log lines: the address, and ``(http)`` for an HTTP listener."""

@@ -15,6 +15,20 @@ from :mod:`faulthandler`'s C-level handler, which writes it from inside the
 signal handler: it works while the interpreter is stuck in C code or waiting
 for the GIL, which a Python-level handler would not. The master's harakiri
 relies on that (see master.py).
+
+A stop asked for by TERM or HUP (the master's graceful stop, its retirement
+of an old generation after a reload, a cheaper/TTOU shrink) first takes
+every connection already waiting in the kernel's queue of each listening
+socket (non-blocking accept until EAGAIN), then closes this process's copy
+of those sockets, and serves what it took before exiting. Closing one copy
+is harmless while another process holds the socket (the master, other
+workers, a new generation, systemd); when the last copy goes (a graceful
+stop: the master closes its own right after signalling the workers, see
+listenclose.py), the kernel refuses new connections (TCP: RST to the SYN,
+ECONNREFUSED on a unix socket), which a proxy retries elsewhere for any
+method, instead of resetting connections it had queued -- after the proxy
+sent a request on them. A worker that recycles itself (max-requests,
+reload-on-*) only stops accepting: the others keep serving the queue.
 """
 
 from __future__ import annotations
@@ -25,6 +39,7 @@ import faulthandler
 import importlib
 import os
 import signal
+import socket
 import time
 from typing import Callable
 
@@ -33,6 +48,13 @@ from ..observe.scoreboard import STOPPING, WorkerSlot, read_statm
 from .recycle import Limits
 
 ACCEPT_BACKOFF = 0.05  # seconds without accept() once descriptors run out
+# Connections a stopping worker takes from one listening socket at most: the
+# queue holds at most its backlog (``listen``, capped by somaxconn), and an
+# accept takes microseconds, so EAGAIN comes long before this.
+TAKE_MAX = 65536
+# accept() errors of a listening descriptor this process closed (another
+# thread of it may still be in its accept loop): not worth a log line.
+CLOSED_ERRNOS = (errno.EBADF, errno.EINVAL, errno.ENOTSOCK)
 
 
 # The worker kinds, imported when used (gunicorn's SUPPORTED_WORKERS does the
@@ -67,6 +89,7 @@ class WorkerBase:
         self.verbose_dump = verbose_dump
         self.stopping = False
         self.started = time.monotonic()  # min-worker-lifetime counts from here
+        self.closed_listeners = False  # this process closed its copies (stop)
 
     def name(self) -> str:
         return "worker %d (pid %d)" % (self.ctx.worker_id, os.getpid())
@@ -97,8 +120,18 @@ class WorkerBase:
 
     # -- stopping ----------------------------------------------------------------
 
-    def stop(self) -> None:
-        """Finish the requests in flight, accept no more (async-signal safe)."""
+    def stop(self, take_queued: bool = True) -> None:
+        """Finish the requests in flight, accept no more (run from a Python
+        signal handler or the worker's loop, never from C).
+
+        ``take_queued`` (TERM or HUP; False when the worker recycles itself):
+        first take the connections waiting in the listening sockets' queues
+        and close this process's copies of those sockets (see the module's
+        docstring); the connections taken are served before the worker
+        exits. Asked again while stopping already, it still takes and closes."""
+        if take_queued and not self.closed_listeners:
+            self.closed_listeners = True
+            self._take_queued()
         if self.stopping:
             return
         self.stopping = True
@@ -107,6 +140,59 @@ class WorkerBase:
 
     def _stopped(self) -> None:
         """Wake whatever waits for connections, so it sees ``stopping``."""
+
+    def _take_queued(self) -> None:
+        """Take what waits in the listening sockets' queues, to be served
+        before exiting, and close this process's copies (a kind's own)."""
+
+    def _close_listeners(self) -> None:
+        """Close this process's copy of every listening socket.
+
+        The descriptor number is not freed: a harmless unbound socket takes
+        its place (dup2), so an accept another thread still makes on it
+        fails (EINVAL, not logged: ``closed_listeners``) instead of reaching
+        whatever descriptor would reuse the number. The address is kept for
+        SERVER_NAME (``Listener.address``)."""
+        placeholder = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            for listener in self.listeners:
+                try:
+                    _ = listener.address  # cached before the close
+                    fd = listener.fileno()
+                    if fd >= 0:
+                        os.dup2(placeholder.fileno(), fd, inheritable=False)
+                except OSError as exc:
+                    log.warning("%s: cannot close its copy of socket %s: %s"
+                                % (self.name(), listener.describe(), exc))
+        finally:
+            placeholder.close()
+
+    def _take_all(self, accept: Callable[[], object], take: Callable[[object], None]) -> int:
+        """``take(accept())`` until the queue is empty (BlockingIOError, or
+        -1 from the C accept), at most TAKE_MAX times; how many were taken.
+        An aborted handshake is skipped; another error is logged and ends it."""
+        count = 0
+        for _ in range(TAKE_MAX):
+            try:
+                conn = accept()
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                if exc.errno in (errno.EINTR, errno.ECONNABORTED, errno.EPROTO):
+                    continue
+                log.rate_limited("accept", "accept() failed while stopping: %s" % exc,
+                                 level="ERROR")
+                break
+            if isinstance(conn, int) and conn < 0:
+                break
+            take(conn)
+            count += 1
+        return count
+
+    def _log_taken(self, count: int) -> None:
+        if count:
+            log.info("%s stopping: serving %d connection%s taken from the listen queue"
+                     % (self.name(), count, "" if count == 1 else "s"))
 
     # -- accepting ---------------------------------------------------------------
 
@@ -139,7 +225,7 @@ class WorkerBase:
                 not limits.too_young(time.monotonic() - self.started):
             log.info("%s recycling: %s" % (self.name(), reason))
             self.slot.stopping_since = time.time()
-            self.stop()
+            self.stop(take_queued=False)  # the others keep serving the queue
 
     # -- diagnostics -------------------------------------------------------------
 

@@ -6,11 +6,15 @@ of the whole pool (the thundering herd uWSGI's ``thunder-lock`` works
 around). A pipe in every set lets a stop request wake all threads at once.
 
 Signals, stopping and recycling are every worker's (workerbase.py); USR2
-adds the request each core is running to the tracebacks.
+adds the request each core is running to the tracebacks. On TERM/HUP the
+signal handler (main thread, between two bytecodes, also while core 0 runs a
+request) takes the queued connections and closes the listening descriptors
+at once; every core, once out of its loop, serves what was taken.
 """
 
 from __future__ import annotations
 
+import collections
 import functools
 import os
 import select
@@ -22,7 +26,7 @@ from ..observe.scoreboard import ACCEPTING, CoreSlot, WorkerSlot
 from ..process import peers
 from ..process.recycle import Limits
 from ..process.sockets import Listener
-from ..process.workerbase import WorkerBase
+from ..process.workerbase import CLOSED_ERRNOS, WorkerBase
 from .handler import ConnectionHandler, WorkerContext
 
 _EXCLUSIVE = getattr(select, "EPOLLEXCLUSIVE", 0)
@@ -43,6 +47,8 @@ class Worker(WorkerBase):
         self.handlers: list[ConnectionHandler | None] = [None] * self.threads
         self.idents = [0] * self.threads
         self._stop_r, self._stop_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        self.pollers: list = []  # each core's epoll set (_take_queued empties them)
+        self.taken: collections.deque[int] = collections.deque()  # fds to serve at the end
 
     def _stopped(self) -> None:
         try:
@@ -61,14 +67,19 @@ class Worker(WorkerBase):
         self._serve(0)
         for thread in others:
             thread.join()
+        # A TERM after every core had left its loop (a recycling worker).
+        self._serve_taken(self.handlers[0])
 
     def _serve(self, core: int) -> None:
         handler = ConnectionHandler(self.ctx, core)
         self.handlers[core] = handler
         self.idents[core] = threading.get_ident()
         poller = select.epoll()
+        self.pollers.append(poller)
         by_fd = {}
         for listener in self.listeners:
+            if self.closed_listeners:
+                break  # TERM before this core started: the taken ones are served below
             poller.register(listener.fileno(), select.EPOLLIN | _EXCLUSIVE)
             # uwsgi-allow-from: accept() of a guarded TCP socket closes and
             # logs other peers (peers.py); without the option, the bare socket.
@@ -99,7 +110,8 @@ class Worker(WorkerBase):
                         except BlockingIOError:
                             break  # queue empty, or another worker got it
                         except OSError as exc:
-                            self._accept_failed(exc)
+                            if not (self.closed_listeners and exc.errno in CLOSED_ERRNOS):
+                                self._accept_failed(exc)
                             break
                         if conn < 0:
                             break  # the C accept's "queue empty"
@@ -115,6 +127,39 @@ class Worker(WorkerBase):
                 self._drain(handler, poller, by_fd)
         finally:
             poller.close()
+        self._serve_taken(handler)
+
+    def _take_queued(self) -> None:
+        """TERM/HUP (workerbase.stop, in the signal handler): take every
+        connection waiting in the listening sockets' queues, then close this
+        process's copies. Each core's epoll set lets go of the listeners
+        first: with EPOLLEXCLUSIVE a set that nobody waits on any more could
+        still take the kernel's one wake-up for a new connection, which
+        another worker (a new generation after a reload) should get."""
+        fds = [listener.fileno() for listener in self.listeners]
+        for poller in list(self.pollers):
+            for fd in fds:
+                try:
+                    poller.unregister(fd)
+                except (OSError, ValueError):  # not registered, or the set is closed
+                    pass
+        count = 0
+        for listener in self.listeners:
+            accept = fd_accept(peers.guard(listener.sock, self.ctx.peers), self.ctx.fastpath)
+            count += self._take_all(accept, self.taken.append)
+        self._close_listeners()
+        self._log_taken(count)
+
+    def _serve_taken(self, handler: ConnectionHandler | None) -> None:
+        """Serve the connections the stop took (the cores share them)."""
+        if handler is None:
+            handler = ConnectionHandler(self.ctx, 0)
+        while True:
+            try:
+                conn = self.taken.popleft()
+            except IndexError:
+                return
+            handler.handle(conn)
 
     def _drain(self, handler: ConnectionHandler, poller, by_fd: dict) -> None:
         """Serve the connections the kernel already handed to this thread.
