@@ -137,6 +137,8 @@ static PyMethodDef fp_methods[] = {
      "http_frame(status, headers, version, head_only, keep_alive) -> (head, headers_count, "
      "mode, length, keep_alive) | None: framing.http_head's common case"},
     {"http_date", fp_http_date_py, METH_NOARGS, "http_date() -> the Date of this second"},
+    {"openat2", (PyCFunction)(void (*)(void))fp_openat2_py, METH_FASTCALL,
+     "openat2(dirfd, path, flags, resolve) -> fd | -errno (fastpath_open.c)"},
     {"init", fp_init, METH_VARARGS,
      "init(ResponseError, HeadersAlreadySent, build_head, FileWrapper, RequestHead, "
      "RequestRecord, slot_layout)"},

@@ -234,6 +234,7 @@ int fp_field_is(const fp_hfield *f, const char *lit, uint32_t n);
 PyObject *fp_http_parse_py(PyObject *mod, PyObject *args);
 PyObject *fp_http_environ_py(PyObject *mod, PyObject *args);
 PyObject *fp_http_date_py(PyObject *mod, PyObject *noargs);
+PyObject *fp_openat2_py(PyObject *mod, PyObject *const *args, Py_ssize_t nargs);
 PyObject *fp_http_frame_py(PyObject *mod, PyObject *const *args, Py_ssize_t nargs);
 
 

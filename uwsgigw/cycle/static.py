@@ -100,6 +100,7 @@ class _Root:
 
     path: bytes
     real: bytes = b""
+    real_text: str = ""  # (real, decoded once)
     fd: int = -1
     is_file: bool = False
 
@@ -122,6 +123,7 @@ class _Root:
         if stat.S_ISDIR(mode):
             OPENAT2.probe(fd)
         self.real, self.fd, self.is_file = real, fd, stat.S_ISREG(mode)
+        self.real_text = os.fsdecode(real)
         return True
 
 
@@ -449,8 +451,9 @@ class StaticFiles:
         validators = [("Last-Modified", rules.http_date(mtime)), ("ETag", tag)]
         caching = rules.caching_headers(self.expires, name, str(environ.get("REQUEST_URI", "")),
                                         path_info, ctype, mtime, time.time()) if self.expires else []
-        answer = StaticAnswer(200, [], found.fd, 0, size, os.fsdecode(found.name), None,
-                              os.fsdecode(found.base.real), os.fsdecode(found.relpath))
+        answer = StaticAnswer(200, [], found.fd, 0, size,
+                              name if coding is None else os.fsdecode(found.name), None,
+                              found.base.real_text, os.fsdecode(found.relpath))
         inm = environ.get("HTTP_IF_NONE_MATCH")
         if inm is not None:
             not_modified = rules.none_match(str(inm), tag)
