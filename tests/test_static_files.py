@@ -201,10 +201,15 @@ def test_raw_paths_never_leave_the_map(server, raw):
     assert got.status in (400, 403, 404)
 
 
-def test_a_static_hit_is_logged_and_counted(server):
+@pytest.mark.parametrize("path, status", [("/static/style.css", 200),
+                                          ("/static/big.bin", 200)])
+def test_a_static_hit_is_logged_with_its_status_and_no_error(server, path, status):
     mark = server.log_mark()
-    assert ask(server, "/static/style.css").status == 200
-    server.wait_for_log("GET /static/style.css", since=mark)
+    assert ask(server, path).status == status
+    line = server.wait_for_log("GET %s =>" % path, since=mark)
+    assert "HTTP/1.1 %d)" % status in line, line
+    text = server.log_since(mark)
+    assert "ERROR" not in text and "Traceback" not in text, text
 
 
 HTTP_DRIVERS = [name for name, (_, http) in DRIVERS.items() if http]

@@ -99,17 +99,18 @@ class StaticResponder:
                         "headers": [(n.lower().encode("latin-1"), v.encode("latin-1"))
                                     for n, v in headers]})
             offset, left = answer.offset, answer.length if body else 0
+            data = b""
             while left > 0:
                 # A pread from the page cache; nginx's own static module
                 # reads the same way from its event loop.
                 data = os.pread(answer.fd, min(_ASGI_CHUNK, left), offset)
                 if not data:
-                    break  # the file shrank: the framing shows the cut
+                    return  # the file shrank: the response stays incomplete (a cut)
                 offset += len(data)
                 left -= len(data)
                 await send({"type": "http.response.body", "body": data,
                             "more_body": left > 0})
-            else:
+            if not data:  # nothing was sent: the one (empty) body message
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             answer.close()
