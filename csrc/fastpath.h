@@ -126,6 +126,9 @@ typedef struct {
     int head_size;
     int status;
     int aborted; /* cut short after the head: close without finishing (ending.py) */
+    /* HTTP: the body goes on from the event loop (a sendfile the client was
+     * slow to take: http_front.py); serve_http stops the batch there. */
+    int offloaded;
 } Exchange;
 
 extern PyTypeObject ExchangeType;

@@ -19,7 +19,7 @@ PyObject *fp_new_exchange(int fd, int head_only, double timeout)
     x->sent = 0;
     x->tx = 0;
     x->headers_count = x->head_size = x->status = 0;
-    x->aborted = 0;
+    x->aborted = x->offloaded = 0;
     x->http = x->keep_alive = 0;
     x->mode = FP_BODY_NONE;
     x->length = x->body_sent = 0;
@@ -432,7 +432,7 @@ static int Exchange_init(Exchange *x, PyObject *args, PyObject *kw)
     x->sent = 0;
     x->tx = 0;
     x->headers_count = x->head_size = x->status = 0;
-    x->aborted = 0;
+    x->aborted = x->offloaded = 0;
     return 0;
 }
 
@@ -488,7 +488,12 @@ static PyMemberDef Exchange_members[] = {
      "0 on a uwsgi socket, else the request's HTTP version: 10 or 11"},
     {"keep_alive", T_BOOL, offsetof(Exchange, keep_alive), 0,
      "HTTP: the connection may carry another request"},
-    {"body_sent", T_LONGLONG, offsetof(Exchange, body_sent), READONLY, NULL},
+    {"body_sent", T_LONGLONG, offsetof(Exchange, body_sent), 0,
+     "HTTP: body bytes sent (a sendfile outside the exchange adds its own)"},
+    {"mode", T_INT, offsetof(Exchange, mode), READONLY, "HTTP: FP_BODY_* (framing.py)"},
+    {"length", T_LONGLONG, offsetof(Exchange, length), READONLY, "HTTP: Content-Length"},
+    {"offloaded", T_BOOL, offsetof(Exchange, offloaded), 0,
+     "HTTP: the body goes on from the event loop; serve_http returns 4"},
     {NULL}};
 
 PyTypeObject ExchangeType = {

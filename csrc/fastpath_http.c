@@ -278,6 +278,8 @@ static int run_request(Core *c, int fd, PyObject *env, int head_only, int v10,
     r.modifier1 = 0;
     r.started = started;
     rc = fp_end_request(c, e, &r, rc);
+    if (rc >= 0 && e->offloaded)
+        keep = 2; /* the front sends the rest, then decides */
     Py_DECREF(x);
     return rc < 0 ? -1 : keep;
 }
@@ -316,7 +318,7 @@ static int keep_pending(PyObject *pending, const char *data, size_t n)
     return 0;
 }
 
-enum { SERVE_WAIT = 0, SERVE_SERVED = 1, SERVE_CLOSE = 2, SERVE_DECLINE = 3 };
+enum { SERVE_WAIT = 0, SERVE_SERVED = 1, SERVE_CLOSE = 2, SERVE_DECLINE = 3, SERVE_OFFLOAD = 4 };
 
 /* Core.serve_http(fd, pending, conn, stopping) -> int.
  *
@@ -324,8 +326,10 @@ enum { SERVE_WAIT = 0, SERVE_SERVED = 1, SERVE_CLOSE = 2, SERVE_DECLINE = 3 };
  * the connection's bytes not yet used) and serves every complete request
  * the parser takes, in order. Returns 0 (nothing complete: wait), 1 (served
  * some, the connection waits for the next), 2 (close it: the client closed,
- * or the answer said Connection: close, or a response was cut short) or 3
- * (a request the parser declined: ``pending`` starts with it, for llhttp).
+ * or the answer said Connection: close, or a response was cut short), 3
+ * (a request the parser declined: ``pending`` starts with it, for llhttp)
+ * or 4 (a response's body goes on from the event loop: the hooks' send_file
+ * set exchange.offloaded; what is pending waits for it).
  * ``conn``: (REMOTE_ADDR, REMOTE_PORT, SERVER_NAME, SERVER_PORT, trusted);
  * ``stopping``: the worker is stopping (answers say Connection: close);
  * ``budget`` (optional): requests to serve at most in this call, -1 for no
@@ -418,12 +422,16 @@ PyObject *fp_core_serve_http(Core *c, PyObject *const *args, Py_ssize_t nargs)
             code = SERVE_CLOSE;
             break;
         }
+        if (rc == 2) {
+            code = SERVE_OFFLOAD; /* what is pending waits for the file's end */
+            break;
+        }
         if (budget > 0 && --budget == 0)
             break; /* max-requests: the caller checks it before what is pending */
     }
     if (code != SERVE_CLOSE && keep_pending(pending, data + off, n - off) < 0)
         return NULL;
-    if (eof && code != SERVE_DECLINE)
+    if (eof && code != SERVE_DECLINE && code != SERVE_OFFLOAD)
         code = SERVE_CLOSE; /* the client sends no more: what it sent is answered */
     else if (code == SERVE_WAIT && served)
         code = SERVE_SERVED;

@@ -117,12 +117,13 @@ def test_unknown_flag_suggests_the_closest_option():
 
 def test_unsupported_uwsgi_flag_gets_the_same_message_as_in_ini(tmp_path):
     ini = tmp_path / "a.ini"
-    ini.write_text("[uwsgi]\nstatic-map = /static=/srv\n")
+    ini.write_text("[uwsgi]\ncollect-header = X-A a\n")
     from_ini = load(["--ini", str(ini), "--check"], {}).warnings[0].split(": ", 1)[1]
-    cfg = load(["-s", ":1", "--static-map", "/static=/srv", "--static-gzip-all", "-w", "app"], {})
-    assert sorted(cfg.warnings) == ["command line (--static-gzip-all): " + from_ini.replace(
-                                        "'static-map'", "'static-gzip-all'"),
-                                    "command line (--static-map): " + from_ini]
+    cfg = load(["-s", ":1", "--collect-header", "X-A a", "--check-static-docroot", "-w", "app"],
+               {})
+    assert sorted(cfg.warnings) == ["command line (--check-static-docroot): " + from_ini.replace(
+                                        "'collect-header'", "'check-static-docroot'"),
+                                    "command line (--collect-header): " + from_ini]
 
 
 def test_https_only_on_the_command_line_explains_the_missing_socket():

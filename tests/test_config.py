@@ -315,12 +315,12 @@ def test_missing_equals_is_pointed_out(tmp_path):
 
 
 def test_unsupported_uwsgi_option_says_what_to_do(tmp_path):
-    cfg = cfg_from(tmp_path, "[uwsgi]\nsocket = :1\nstatic-map = /static=/srv/static\n"
+    cfg = cfg_from(tmp_path, "[uwsgi]\nsocket = :1\ntouch-reload = /srv/app/reload\n"
                              "attach-daemon = celery worker\n")
     path = tmp_path / "site.ini"
     assert cfg.warnings[:2] == [
-        "%s:3: 'static-map' is a uWSGI option uwsgigw does not support: serve static files "
-        "from nginx with a location block (location /static/ { alias /path/to/static/; }); "
+        "%s:3: 'touch-reload' is a uWSGI option uwsgigw does not support: reload with SIGHUP "
+        "(uwsgigw --reload PIDFILE) from your deploy script or a systemd .path unit; "
         "ignored" % path,
         "%s:4: 'attach-daemon' is a uWSGI option uwsgigw does not support: run it as its own "
         "systemd unit (or supervisor program); ignored" % path,

@@ -195,26 +195,25 @@ DROPPED = {"uid", "gid", "home", "virtualenv", "pythonpath", "daemonize", "logto
 FILE_ENV = {"002": {"UWSGI_WORKERS": "2", "UWSGI_THREADS": "2"},
             "020": {"UWSGI_WORKERS": "2"}}
 # What stays warned about in each file, correctly: uWSGI options uwsgigw does
-# not run (static-map, attach-daemon, loggers, ...) and lines that are not options
+# not run (attach-daemon, loggers, ...) and lines that are not options
 # (typos, a missing '='), as keys. No http-* key may be among them.
 STILL_WARNED = {
-    "002": {"auto-procname", "add-header", "static-map", "static-gzip-all",
-            "offload-threads"},
+    "002": {"auto-procname", "add-header"},
     "003": {"cron"},
     "004": {"disable-write-exception", "max-fd", "hook-pre-app", "attach-daemon"},
-    "005": {"static-map", "static-gzip-dir", "attach-daemon"},
+    "005": {"attach-daemon"},
     "006": {"guid"},  # a typo: not an option
     "012": {"cheaper", "auto-procname", "procname-prefix", "ignore-sigpipe",
             "ignore-write-errors", "disable-write-exception", "logger", "log-route",
             "log-encoder"},
-    "013": {"cheaper", "offload-threads", "static-map", "static-gzip-all", "log-master"},
+    "013": {"cheaper", "log-master"},
     "014": set(),
     "016": {"hook-master-start"},
     "017": {"no-orphans", "max-worker-lifetime", "logger", "log-route", "log-encoder",
             "logger-req", "log-req-encoder"},
-    "020": {"exec-pre", "attach-daemon", "static-map", "gevent", "gevent-early-monkey-patch",
+    "020": {"exec-pre", "attach-daemon", "gevent", "gevent-early-monkey-patch",
             "import", "log-master", "logformat-strftime", "log-date", "log-buffering"},
-    "022": {"static-map"},
+    "022": set(),
     "024": {"static-map /static"},
     "026": {"process", "attach-daemon", "unique-cron", "req-logger", "logger", "log-route"},
     "028": {"paste", "paste-logger"},
@@ -222,7 +221,7 @@ STILL_WARNED = {
     "032": set(),
     "034": set(),
     "035": set(),
-    "040": {"static-map"},
+    "040": set(),
 }
 WARNED_KEY = re.compile(r" WARNING \S+:\d+: '([^']+)' is (?:a uWSGI option uwsgigw does not "
                         r"support|not a uwsgigw or uWSGI option|not an option)")

@@ -98,7 +98,7 @@ def test_mapped_options_say_what_they_map_to():
 @pytest.mark.parametrize("name, advice", [
     ("https", "use socket = ADDRESS here and uwsgi_pass ADDRESS in nginx"),
     ("https-socket", "http-socket = ADDRESS and proxy_pass"),
-    ("static-map", "serve static files from nginx with a location block"),
+    ("check-static-docroot", "serve these from nginx with a location block"),
     ("attach-daemon", "run it as its own systemd unit"),
     ("cron", "systemd timer"), ("touch-reload", "SIGHUP"),
 ])
@@ -109,8 +109,8 @@ def test_unsupported_options_say_what_to_do_instead(name, advice):
 def test_listeners_and_flags():
     assert {"https", "https-socket", "fastcgi-socket"} <= LISTENERS
     assert not {"http", "http-socket", "http11-socket"} & LISTENERS  # options now
-    assert UNSUPPORTED["static-gzip-all"].takes_value is False
-    assert UNSUPPORTED["static-map"].takes_value is True
+    assert UNSUPPORTED["check-static-docroot"].takes_value is False
+    assert UNSUPPORTED["collect-header"].takes_value is True
 
 
 def test_every_corpus_key_in_the_uwsgi_source_is_known():

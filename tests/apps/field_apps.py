@@ -98,6 +98,13 @@ def wsgi(environ, start_response):
         start_response("200 OK", [("Content-Type", "application/json"),
                                   ("Content-Length", str(len(out)))])
         return [out]
+    if path == "/file":  # wsgi.file_wrapper, with a Content-Length unless nolength
+        f = open(q["path"], "rb")
+        headers = [("Content-Type", "application/octet-stream")]
+        if not q.get("nolength"):
+            headers.append(("Content-Length", str(os.fstat(f.fileno()).st_size)))
+        start_response("200 OK", headers)
+        return environ["wsgi.file_wrapper"](f, 65536)
     if path == "/slow":
         time.sleep(float(q.get("s", "0.3")))
         start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "5")])

@@ -41,11 +41,13 @@ from ..cycle import request
 from ..cycle.request import RequestHead
 from ..observe import reqlog
 from .http_asgi import AsgiHttpExchange, serve_asgi
+from .offload import Offload, send_file
 from .http_connection import (DRAIN_QUIET, HttpRequest, forwarded, log_head_timeout,
                               log_no_request, peer_of, send_all, serve_http_connection,
                               server_of, trusted_peer)
 
 _WAIT, _SERVED, _CLOSE = 0, 1, 2  # Core.serve_http's answers (3: declined, to llhttp)
+_OFFLOAD = 4  # ... and: a file's rest is the loop's to send (offload.py)
 _SWEEP = 0.25  # seconds between timeout sweeps
 _FAILED = (None, None, None)  # an exc_info for start_response: nothing was sent
 _READ = 65536
@@ -66,16 +68,18 @@ class HttpHooks(request.FailureTurns):
     the rare turns of a request, answered in HTTP through the exchange
     itself, so C frames them like any response."""
 
-    def __init__(self, worker) -> None:
+    def __init__(self, worker, offloads: bool = False) -> None:
         self.worker = worker
         self.env: dict | None = None
+        self.offloads = offloads  # on the loop's thread: a slow file goes to the loop
+        self.offload: Offload | None = None  # what send_file left for the loop
 
     def _count_exception(self) -> None:
         self.worker.count_exception()
 
-    @staticmethod
-    def send_file(exchange, wrapper) -> None:
-        exchange.send_result(iter(wrapper))
+    def send_file(self, exchange, wrapper) -> None:
+        self.offload = send_file(exchange, wrapper, self.offloads,
+                                 request.describe(self.env) if self.offloads else "")
 
     @staticmethod
     def _fail(exchange, failure: request.Failure) -> None:
@@ -114,12 +118,13 @@ class HttpFront:
             http_keepalive=ctx.http_keepalive,
             forwarded=functools.partial(forwarded, trusted=ctx.forwarded_allow),
             stop_flag_address=ctypes.addressof(worker.stop_signalled))
-        core = fastpath.Core(HttpHooks(worker), settings)
         self.asgi = set(ctx.kinds.values()) == {"asgi"}
         # WSGI with one thread: the app runs here, on the loop's thread; with
         # more, in the pool, each thread with a Core of its own (its hooks
         # hold the request's env) counting on the same slot (under the GIL).
         self.inline = not self.asgi and worker.threads == 1
+        self.hooks = HttpHooks(worker, offloads=self.inline)
+        core = fastpath.Core(self.hooks, settings)
         self.serve = core.serve_http if self.inline else core.read_http
         self._settings = settings
         self._local = threading.local()
@@ -271,7 +276,49 @@ class FrontConnection:
         if answer == _CLOSE:
             self.close()
             return
+        if answer == _OFFLOAD:
+            offload, front.hooks.offload = front.hooks.offload, None
+            self.served = True
+            self._start_offload(offload)
+            return
         self._hand_over()
+
+    def _start_offload(self, offload: Offload) -> None:
+        """The rest of a file goes out from the loop as the socket drains;
+        this connection reads nothing meanwhile (a pipelined request waits
+        in ``pending``); then it goes on as after any answer."""
+        if not self.paused:
+            self.loop.remove_reader(self.fd)
+            self.paused = True
+        self.task = offload  # (the sweep leaves it be: its own timeout applies)
+        offload.progress = self.loop.time()
+        self.loop.add_writer(self.fd, self._offload_step, offload)
+        self._offload_check(offload)
+
+    def _offload_step(self, offload: Offload) -> None:
+        done = offload.step(self.loop.time())
+        if done is not None:
+            self._end_offload(offload, done)
+
+    def _offload_check(self, offload: Offload) -> None:
+        if self.task is not offload:
+            return
+        timeout = self.ctx.socket_timeout
+        waited = self.loop.time() - offload.progress
+        if waited >= timeout:
+            offload.timed_out(timeout)
+            self._end_offload(offload, False)
+            return
+        self.loop.call_later(timeout - waited + 0.01, self._offload_check, offload)
+
+    def _end_offload(self, offload: Offload, done: bool) -> None:
+        self.loop.remove_writer(self.fd)
+        offload.close()
+        self.task = None
+        exchange = offload.exchange
+        if self.worker.limits:
+            self.worker._check_limits()
+        self._answered(done and exchange.keep_alive)
 
     async def _asgi(self, head: tuple) -> None:
         """Run one ASGI request, then read again (or close)."""
@@ -390,6 +437,10 @@ class FrontConnection:
         front = self.front
         if not self.paused:
             front.loop.remove_reader(self.fd)
+        if type(self.task) is Offload:
+            front.loop.remove_writer(self.fd)
+            self.task.close()
+            self.task = None
         front.connections.discard(self)
         self.conn.close()
         front.worker.connection_done()

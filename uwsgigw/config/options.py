@@ -24,7 +24,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from . import optypes
+from . import options_static, optypes
 from .uwsgi_compat import UNSUPPORTED, Unsupported, groups
 
 IMPLEMENTED = "implemented"
@@ -56,7 +56,7 @@ class Option:
     minimum: int | None = 0
     choices: tuple[str, ...] = ()
     # What start-up warns about when missing on this machine: "dir", "file",
-    # "parent", "socket", "pythonpath", "user", "group", "owner" (--check
+    # "map", "parent", "socket", "pythonpath", "user", "group", "owner" (--check
     # predicts them in preflight.py, as errors where start-up would stop).
     check: str | None = None
     metavar: str = "VALUE"
@@ -133,11 +133,12 @@ _PARSERS: dict[str, Callable[[Option, str, optypes.Warn], Any]] = {
     PLUGIN: _plugin,
     BOOL_OR_ADDRESS: _bool_or_address,
     NETWORKS: lambda o, t, w: optypes.normalise(t),
+    **options_static.PARSERS,
 }
 
-SOCKETS, APP, PROCS, REQS, HTTP, LOGS, RECYCLE, CONF = (
+SOCKETS, APP, PROCS, REQS, HTTP, LOGS, RECYCLE, CONF, STATIC = (
     "Sockets", "Application", "Processes", "Requests", "HTTP sockets", "Logging",
-    "Timeouts and recycling", "Configuration")
+    "Timeouts and recycling", "Configuration", "Static files")
 
 OPTIONS: list[Option] = [
     # -- sockets -------------------------------------------------------------
@@ -360,6 +361,8 @@ OPTIONS: list[Option] = [
            "making it an option: NAME=VALUE", CONF, aliases=("set-ph",),
            multi=True, metavar="NAME=VALUE"),
 ]
+# -- static files: the rows live in options_static.py (only for this file's length)
+OPTIONS += [Option(group=STATIC, **row) for row in options_static.ROWS]
 
 BY_NAME: dict[str, Option] = {}
 for _opt in OPTIONS:
@@ -468,7 +471,7 @@ prints the effective configuration, with where each value came from."""
 def settings_markdown() -> str:
     """The README's settings reference, generated from the tables."""
     out = [_INTRO]
-    for group in (SOCKETS, APP, PROCS, REQS, HTTP, LOGS, RECYCLE, CONF):
+    for group in (SOCKETS, APP, PROCS, REQS, HTTP, LOGS, RECYCLE, STATIC, CONF):
         out += ["", "### " + group, "", "| option | also | default | meaning |",
                 "|---|---|---|---|"]
         out += [_row(o) for o in OPTIONS if o.group == group]

@@ -379,6 +379,9 @@ def _check_one(check: str, value: str, chdir: str | None) -> str | None:
         return None if _exists(value, None, os.path.isdir) else "no such directory"
     if check == "file":
         return None if _exists(value, chdir, os.path.isfile) else "no such file"
+    if check == "map":  # static-map's /PREFIX=DIR or check-static's DIR (after chdir)
+        target = value.partition("=")[2] or value
+        return None if _exists(target, chdir) else "no such directory (skipped until it exists)"
     if check in ("parent", "socket"):
         if check == "socket" and (value.startswith("@") or (":" in value and not value.startswith(("/", ".")))):
             return None

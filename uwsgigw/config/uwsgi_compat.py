@@ -43,17 +43,9 @@ _GROUPS: list[tuple[str, str]] = [
      "uwsgigw's own is socket-timeout", """
         https-timeout http-session-timeout
     """),
-    ("serve static files from nginx with a location block "
-     "(location /static/ { alias /path/to/static/; })", """
-        static-map static-map2 static-gzip-all! static-gzip-dir static-gzip-prefix
-        static-gzip-ext static-gzip-suffix static-gzip static-expires
-        static-expires-mtime static-expires-type static-expires-type-mtime
-        static-expires-uri static-expires-uri-mtime static-expires-path-info
-        static-expires-path-info-mtime static-index static-skip-ext static-safe
-        static-cache-paths static-cache-paths-name check-static static-check
-        check-static-docroot! offload-threads offload-thread
-        static-offload-to-thread file-serve-mode fileserve-mode honour-range!
-        mimefile mime-file collect-header pull-header
+    ("serve these from nginx with a location block (location /static/ { alias "
+     "/path/to/static/; }); uwsgigw's static-map family covers the rest", """
+        check-static-docroot! collect-header pull-header
     """),
     ("run it as its own systemd unit (or supervisor program)", """
         attach-daemon attach-daemon2 attach-control-daemon smart-attach-daemon

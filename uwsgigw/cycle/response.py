@@ -170,20 +170,26 @@ class FileWrapper:
     """``wsgi.file_wrapper``: lets the server ``sendfile()`` a real file.
 
     Iterating it (what middleware that rewrites bodies does) still works.
+    ``length`` (bytes, None: to EOF) bounds what is sent from the file's
+    current position: static files set it for a byte range (cycle/static_app.py).
     """
 
-    __slots__ = ("filelike", "blksize")
+    __slots__ = ("filelike", "blksize", "length")
 
     def __init__(self, filelike, blksize: int = 65536):
         self.filelike = filelike
         self.blksize = blksize
+        self.length: int | None = None
 
     def __iter__(self):
         read = self.filelike.read
-        while True:
-            data = read(self.blksize)
+        left = self.length
+        while left is None or left > 0:
+            data = read(self.blksize if left is None else min(self.blksize, left))
             if not data:
                 return
+            if left is not None:
+                left -= len(data)
             yield data
 
     def close(self) -> None:

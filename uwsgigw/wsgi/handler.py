@@ -194,8 +194,9 @@ class _Exchange(StartResponse):
         return True
 
 
-def sendfile_all(conn, fd: int, offset: int, timeout: float) -> int:
-    """``os.sendfile`` from ``offset`` to EOF; each wait bounded by ``timeout``.
+def sendfile_all(conn, fd: int, offset: int, timeout: float, count: int | None = None) -> int:
+    """``os.sendfile`` from ``offset``, ``count`` bytes (None: to EOF); each
+    wait bounded by ``timeout``; returns the bytes sent.
 
     The connection is a bare ``_socket.socket`` (no Python ``sendfile``):
     blocking mode plus SO_SNDTIMEO gives the bound without a poll per chunk.
@@ -206,15 +207,17 @@ def sendfile_all(conn, fd: int, offset: int, timeout: float) -> int:
                     struct.pack("ll", seconds, int((timeout - seconds) * 1e6)))
     out = conn.fileno()
     total = 0
-    while True:
+    while count is None or total < count:
         try:
-            sent = os.sendfile(out, fd, offset, 1 << 20)
+            sent = os.sendfile(out, fd, offset, 1 << 20 if count is None
+                               else min(1 << 20, count - total))
         except BlockingIOError:
             raise socket.timeout("sendfile: no progress in %gs (socket-timeout)" % timeout)
         if sent == 0:
             return total
         offset += sent
         total += sent
+    return total
 
 
 def send_all(conn: socket.socket, data: bytes, timeout: float) -> None:
@@ -500,7 +503,7 @@ class ConnectionHandler(request.FailureTurns):
         exchange.write(b"")
         if not exchange.head_only:
             exchange.tx += sendfile_all(self._sock(self.fd), fd, os.lseek(fd, 0, os.SEEK_CUR),
-                                        self.ctx.socket_timeout)
+                                        self.ctx.socket_timeout, wrapper.length)
 
     def _fail(self, exchange, failure: request.Failure) -> None:
         """Answer the failure's status if nothing was sent yet; else (or when
