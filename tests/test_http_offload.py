@@ -15,7 +15,6 @@ import struct
 import time
 
 import pytest
-from conftest import wait_until
 from framed_client import Connection, fetch
 
 KINDS = {

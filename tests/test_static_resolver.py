@@ -589,7 +589,7 @@ static-cache-paths-name = paths
     assert cfg.offload_threads == 4
     assert not [w for w in cfg.warnings if "on this machine" not in w]
     notes = "\n".join(cfg.notes)
-    for name in ("honour-range", "file-serve-mode", "offload-threads",
+    for name in ("honour-range", "offload-threads",
                  "static-offload-to-thread", "static-cache-paths", "static-cache-paths-name"):
         assert "%s is accepted" % name in notes
     sf = StaticFiles.from_config(cfg)

@@ -42,6 +42,10 @@ STATIC_LINE = "alias /srv/mysite1/static/;"
 HTTP_UPSTREAM_LINE = "server 127.0.0.1:8000;"
 HTTP_KEEPALIVE_LINE = "keepalive 16;"
 HTTP_PROXY_LINE = "proxy_pass http://uwsgigw_http;"
+# nginx/upstream-rolling.conf (uwsgi_pass to a pool of servers): its server lines,
+# whose address is rewritten and whose parameters (max_fails, ...) are kept.
+POOL_SITE = "upstream-rolling.conf"
+POOL_SERVER_RE = re.compile(r"^(\s*)server 127\.0\.0\.1:800\d\b([^;]*);\s*$")
 
 MIME_TYPES = "/etc/nginx/mime.types"
 TEMP_DIRS = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
@@ -170,6 +174,25 @@ def render_http_site(site_text: str, *, listen: str, upstream: str, static_dir: 
     return _replace_line(text, STATIC_LINE, "alias %s/;" % static_dir.rstrip("/"), source)
 
 
+def render_pool_site(site_text: str, *, listen: str, servers: list[str], params_path: str,
+                     source: str = POOL_SITE) -> str:
+    """nginx/upstream-rolling.conf with its machine-specific lines rewritten:
+    ``servers`` (uwsgi sockets, ``host:port`` or ``unix:/path``) replace the
+    addresses of its ``server 127.0.0.1:800N ...;`` lines in order, one each
+    (DevNginxError when the counts differ)."""
+    lines = site_text.splitlines(keepends=True)
+    hits = [i for i, line in enumerate(lines) if POOL_SERVER_RE.match(line)]
+    if len(hits) != len(servers):
+        raise DevNginxError("%s: %d upstream servers given, but the file has %d lines "
+                            "'server 127.0.0.1:800N ...;' to template"
+                            % (source, len(servers), len(hits)))
+    for i, target in zip(hits, servers):
+        m = POOL_SERVER_RE.match(lines[i])
+        lines[i] = "%sserver %s%s;\n" % (m.group(1), normalize_upstream(target), m.group(2))
+    text = _replace_line("".join(lines), LISTEN_LINE, "listen %s;" % listen, source)
+    return _replace_line(text, INCLUDE_LINE, "include %s;" % params_path, source)
+
+
 def render_main(workdir: str, site_path: str, user: str | None = None) -> str:
     """The main nginx.conf: one worker, foreground, everything under workdir.
     ``user``: the workers' user (root only can set it), as a distribution's nginx has."""
@@ -240,19 +263,21 @@ def render_stream_main(workdir: str, *, listen: str, upstream: str, module: str 
 class DevNginx:
     """A private nginx process in front of one uwsgi upstream.
 
-    ``upstream`` is a unix socket path (``unix:/p`` or ``/p``) or ``host:port``.
+    ``upstream`` is a unix socket path (``unix:/p`` or ``/p``) or ``host:port``;
+    with ``site="upstream-rolling.conf"`` a list of them (the pool).
     ``port=0`` picks a free port (retrying if another process takes it first).
     """
 
-    def __init__(self, upstream: str, *, port: int = 0, host: str = "127.0.0.1",
+    def __init__(self, upstream: str | list[str], *, port: int = 0, host: str = "127.0.0.1",
                  workdir: str | None = None, nginx_dir: str | os.PathLike | None = None,
                  static_dir: str | None = None, tls: tuple[str, str] | None = None,
                  upstream_extra: str = "", user: str | None = None, site: str = "site.conf",
                  http_keepalive: bool = True):
         self.upstream = upstream
         self.upstream_extra = upstream_extra
-        # site.conf (uwsgi_pass), site-http.conf (proxy_pass), or "stream": a TCP
-        # proxy sending the PROXY protocol (render_stream_main)
+        # site.conf (uwsgi_pass), site-http.conf (proxy_pass), upstream-rolling.conf
+        # (uwsgi_pass to a pool), or "stream": a TCP proxy sending the PROXY
+        # protocol (render_stream_main)
         self.site = site
         self.http_keepalive = http_keepalive  # site-http.conf: idle upstream connections
         self.user = user
@@ -321,6 +346,11 @@ class DevNginx:
                                params_path=params_path, static_dir=self.static_dir,
                                source=str(site_src), tls=self.tls,
                                upstream_extra=self.upstream_extra)
+        elif self.site == POOL_SITE:
+            pool_src = self.nginx_dir / POOL_SITE
+            servers = [self.upstream] if isinstance(self.upstream, str) else self.upstream
+            site = render_pool_site(pool_src.read_text(), listen=listen, servers=list(servers),
+                                    params_path=params_path, source=str(pool_src))
         else:
             http_src = self.nginx_dir / self.site
             site = render_http_site(http_src.read_text(), listen=listen,

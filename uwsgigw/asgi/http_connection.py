@@ -30,6 +30,7 @@ import time
 from .. import log
 from ..cycle import request
 from ..cycle.request import RequestHead
+from ..cycle.static_app import is_static
 from ..protocol.errors import BodyTooLarge, ProtocolError
 from ..protocol.http import END, HttpHead, RequestParser, environ_vars, websocket_upgrade
 from ..wsgi.http_exchange import HttpExchange, run_app
@@ -313,7 +314,9 @@ class HttpConnection:
                       and not self.parser.upgraded)
         app = ctx.pick_app(env)
         try:
-            if app is not None and ctx.kinds.get(id(app)) == "asgi":
+            # A static hit (cycle/static_app.py) runs as ASGI here: from the
+            # loop, a slow downloader costs a descriptor, not a pool thread.
+            if app is not None and (ctx.kinds.get(id(app)) == "asgi" or is_static(app)):
                 if self.parser.upgraded and websocket_upgrade(head):
                     from .websocket import serve_websocket  # the connection is its own now
                     done = await serve_websocket(self, head, env, app, record_head, started)

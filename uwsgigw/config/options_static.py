@@ -160,13 +160,15 @@ ROWS: list[dict[str, Any]] = [
     dict(name="honour-range", kind="bool", default=False, help="honour Range requests",
          status="mapped", maps_to="single byte ranges of static files are always "
          "honoured (206/416, If-Range); a multi-range request gets the whole file"),
-    dict(name="file-serve-mode", kind="choice", default=None, help="uWSGI: answer static "
-         "hits with an X-Sendfile or X-Accel-Redirect header instead of the file",
-         aliases=("fileserve-mode",), choices=("x-sendfile", "xsendfile",
+    dict(name="file-serve-mode", kind="choice", default=None, help="answer static-map hits "
+         "(200/206) with no body and X-Accel-Redirect (x-accel-redirect, nginx: the file's "
+         "real path, for an internal nginx location: nginx/static-accel.conf) or X-Sendfile "
+         "(x-sendfile, apache) so the web server sends the file; unset: the worker sends it "
+         "with sendfile(2)",
+         aliases=("fileserve-mode",), choices=("x-sendfile", "xsendfile", "apache",
                                                "x-accel-redirect", "xaccelredirect",
                                                "nginx"),
-         status="mapped", maps_to="the worker sends the file itself with sendfile(2); "
-         "the header modes are not used", metavar="MODE"),
+         metavar="MODE"),
     dict(name="offload-threads", kind="int", default=0, help="uWSGI: threads per worker "
          "that send static files", aliases=("offload-thread",), status="mapped",
          maps_to=_SENDFILE, metavar="N"),

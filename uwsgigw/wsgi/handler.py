@@ -112,7 +112,7 @@ class WorkerContext:
             post_buffering=cfg.post_buffering,
             post_buffering_bufsize=cfg.post_buffering_bufsize,
             limit_post=cfg.limit_post,
-            pick_app=apps.picker(),
+            pick_app=_picker(cfg, apps),
             base_environ=base_environ(errors=ErrorStream(), file_wrapper=FileWrapper,
                                       multithread=cfg.threads > 1,
                                       multiprocess=cfg.processes > 1),
@@ -134,6 +134,17 @@ class WorkerContext:
             kinds=kinds,
             apps=[(name, app) for name, app in apps.named() if kinds[id(app)] == "asgi"],
         )
+
+
+def _picker(cfg: Config, apps: AppTable):
+    """environ -> the app to run: app.py's picker, with the static maps in
+    front when static-map (or static-map2, check-static) is set."""
+    from ..cycle.static import StaticFiles  # start-up only
+    static = StaticFiles.from_config(cfg)
+    if static is None:
+        return apps.picker()
+    from ..cycle.static_app import static_picker
+    return static_picker(apps.picker(), static, cfg.file_serve_mode or "")
 
 
 class _Exchange(StartResponse):
