@@ -131,6 +131,17 @@ def no_accel(probes: dict) -> list[str]:
         "x-accel-redirect:" not in p.get("raw", "").lower() for p in per_file.values())]
 
 
+# Server CPU per request (lower is better): steadier than req/s on a busy box.
+CPU_INFO = (
+    ("1k", "uwsgigw", "uwsgi", "(3) uwsgigw / (2) uWSGI static-map, 1 KB"),
+    ("1m", "uwsgigw", "uwsgi", "(3) uwsgigw / (2) uWSGI static-map, 1 MB"),
+    ("1k", "uwsgigw-http", "granian", "(6) uwsgigw http-socket / (5) Granian, 1 KB"),
+    ("1m", "uwsgigw-http", "granian", "(6) uwsgigw http-socket / (5) Granian, 1 MB"),
+    ("1k", "uwsgigw-accel", "uwsgi-accel", "(4) uwsgigw accel / uWSGI accel, 1 KB"),
+    ("1m", "uwsgigw-accel", "uwsgi-accel", "(4) uwsgigw accel / uWSGI accel, 1 MB"),
+)
+
+
 def targets(results, rounds: int, probes: dict | None = None) -> str:
     lines, oks = [], []
     plain = no_accel(probes or {})
@@ -152,6 +163,11 @@ def targets(results, rounds: int, probes: dict | None = None) -> str:
         r = ratio(results, name, a, b)
         if r is not None:
             lines.append("- (info) %s: %.2fx (rounds %.2f-%.2f)" % ((what,) + r))
+    for name, a, b, what in CPU_INFO:
+        r = ratio(results, name, a, b, "cpu")
+        if r is not None:
+            lines.append("- (info) server CPU/request, lower is better, %s: %.2fx "
+                         "(rounds %.2f-%.2f)" % ((what,) + r))
     words = ("all met" if all(oks) else "not measured" if None in oks and all(
         o is not False for o in oks) else "**not all met**")
     lines += ["", "Issue 15 speed targets: %s (%d/%d met)%s" % (
