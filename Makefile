@@ -106,7 +106,7 @@ BENCH_ARGS ?=
 BENCH_PKGS = uwsgi gunicorn flask uvicorn uvicorn-worker fastapi uvloop httptools \
 	granian websockets
 
-.PHONY: bench bench-http bench-ab bench-deps
+.PHONY: bench bench-http bench-static bench-ab bench-deps
 bench-deps: system-deps
 	@command -v wrk >/dev/null 2>&1 || { echo "installing: wrk"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; }
@@ -115,20 +115,25 @@ bench-deps: system-deps
 	$(BENCH_PY) -m pip install -q $(BENCH_PKGS)
 
 # uwsgigw vs uWSGI vs Gunicorn behind one nginx under wrk, then the HTTP
-# listener vs uWSGI, Granian, Gunicorn and Uvicorn (issue 14), then the async
-# bench; report on stdout and in /tmp/uwsgigw-bench/report.md.
-# BENCH_ARGS="--quick" for a smoke run; "--only http" (or `make bench-http`)
-# or "--only uwsgi" for one part.
+# listener vs uWSGI, Granian, Gunicorn and Uvicorn (issue 14), static files
+# vs nginx, uWSGI and Granian (issue 15), then the async bench; report on stdout and in /tmp/uwsgigw-bench/report.md.
+# BENCH_ARGS="--quick" for a smoke run; "--only http" (or `make bench-http`),
+# "--only static" (or `make bench-static`) or "--only uwsgi" for one part.
 bench: bench-deps
 	$(BENCH_PY) -m pip install -q -e .
 	$(BENCH_PY) tests/bench/run_bench.py $(BENCH_ARGS)
-	$(if $(findstring --only http,$(BENCH_ARGS)),,$(BENCH_PY) tests/bench/bench_asgi.py \
+	$(if $(or $(findstring --only http,$(BENCH_ARGS)),$(findstring --only static,$(BENCH_ARGS))),,$(BENCH_PY) tests/bench/bench_asgi.py \
 		$(if $(findstring --quick,$(BENCH_ARGS)),--rounds 1 --seconds 2))
 
 # Only the HTTP part (tests/bench/bench_http.py); BENCH_ARGS as for bench.
 bench-http: bench-deps
 	$(BENCH_PY) -m pip install -q -e .
 	$(BENCH_PY) tests/bench/run_bench.py --only http $(BENCH_ARGS)
+
+# Only the static-file part (tests/bench/bench_static.py, issue 15); BENCH_ARGS as for bench.
+bench-static: bench-deps
+	$(BENCH_PY) -m pip install -q -e .
+	$(BENCH_PY) tests/bench/run_bench.py --only static $(BENCH_ARGS)
 
 # A/B: the working tree vs the git revision BASE (default: the merge base with
 # main, see tests/bench/README.md), each built as a wheel into its own venv in

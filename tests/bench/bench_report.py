@@ -136,7 +136,7 @@ def render(info: dict, results: dict, workloads: dict, decoder_text: str,
            "- Machine: %s CPUs, %s, Linux %s; load %s" % (
                m["nproc"], m["cpu"], m["kernel"], m["load"]),
            "- Versions: " + "; ".join("%s %s" % kv for kv in v.items())]
-    if getattr(args, "only", None) == "http":
+    if getattr(args, "only", None) in ("http", "static"):
         return "\n".join(out + ["", http_text])
     if http_text:
         out += ["", "## uwsgi protocol behind nginx `uwsgi_pass` (issue 7)", ""]

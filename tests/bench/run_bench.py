@@ -1,9 +1,11 @@
 """`make bench`: uwsgigw vs uWSGI vs Gunicorn behind the same nginx, under wrk,
-then the HTTP listener vs uWSGI, Granian, Gunicorn, Uvicorn (bench_http.py).
+then the HTTP listener vs uWSGI, Granian, Gunicorn, Uvicorn (bench_http.py), then
+static files vs nginx, uWSGI's static-map and Granian's static route (bench_static.py).
 
     python tests/bench/run_bench.py                 # full run (about 20 minutes)
     python tests/bench/run_bench.py --quick         # 1 round, 2 s per run
     python tests/bench/run_bench.py --only http     # the HTTP part alone (issue 14)
+    python tests/bench/run_bench.py --only static   # the static-file part alone (issue 15)
     python tests/bench/run_bench.py --workloads hello,flask --servers uwsgigw,uwsgi
 
 Each server runs the same app (tests/bench/apps.py) with 2 workers and a
@@ -38,6 +40,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_http  # noqa: E402
+import bench_static  # noqa: E402
+import bench_static_servers  # noqa: E402
 import bench_procs as procs  # noqa: E402
 from bench_procs import free_port, port_open  # noqa: E402
 import bench_servers as servers  # noqa: E402
@@ -332,9 +336,12 @@ def parse_args(argv: list[str] | None = None):
                    help="run Gunicorn over HTTP behind proxy_pass even if it has "
                         "--protocol uwsgi (what older releases get)")
     p.add_argument("--no-decoder", action="store_true", help="skip the decoder microbenchmark")
-    p.add_argument("--only", choices=("uwsgi", "http"),
-                   help="run only the uwsgi_pass part (issue 7) or only the HTTP part "
-                        "(issue 14, bench_http.py); default: both")
+    p.add_argument("--only", choices=("uwsgi", "http", "static"),
+                   help="run only the uwsgi_pass part (issue 7), the HTTP part "
+                        "(issue 14, bench_http.py) or the static-file part (issue 15, "
+                        "bench_static.py); default: all three")
+    p.add_argument("--static-peers", default=",".join(bench_static_servers.PEERS),
+                   help="static part: comma list of %s" % ", ".join(bench_static_servers.PEERS))
     p.add_argument("--http-parts", default=",".join(bench_http.PARTS),
                    help="HTTP part: comma list of %s" % ", ".join(bench_http.PARTS))
     p.add_argument("--http-connections", type=int, default=16,
@@ -362,6 +369,11 @@ def parse_args(argv: list[str] | None = None):
     args.servers = [s for s in args.servers.split(",") if s]
     args.log_off_workloads = [w for w in args.log_off_workloads.split(",") if w]
     args.http_parts = [w for w in args.http_parts.split(",") if w]
+    args.static_peers = [w for w in args.static_peers.split(",") if w]
+    for peer in args.static_peers:
+        if peer not in bench_static_servers.PEERS:
+            p.error("unknown static peer %r (choose from %s)" % (
+                peer, ", ".join(bench_static_servers.PEERS)))
     for part in args.http_parts:
         if part not in bench_http.PARTS:
             p.error("unknown HTTP part %r (choose from %s)" % (
@@ -381,10 +393,12 @@ def preflight(args) -> None:
     if shutil.which("wrk") is None:
         raise SystemExit("wrk not found: apt-get install wrk")
     only = getattr(args, "only", "uwsgi")  # bench_ab.py's args have no --only
-    if only != "http":
+    if only in (None, "uwsgi"):
         servers.check_installed(args.servers)
-    if only != "uwsgi":
+    if only in (None, "http"):
         bench_http.preflight(args)
+    if only in (None, "static"):
+        bench_static.preflight(args)
     if os.geteuid() != 0:
         print("warning: not root; nginx's `user root;` is ignored and it must be able "
               "to reach the sockets as you", file=sys.stderr)
@@ -445,7 +459,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     bench, results = None, {}
     decoder_text, decoder_ratios = "", {}
-    if args.only != "http":
+    if args.only in (None, "uwsgi"):
         done = run_plan(args, make_plan(args))
         if isinstance(done, int):
             return done
@@ -456,15 +470,18 @@ def main(argv: list[str] | None = None) -> int:
             decoder_text = decoder_bench.format_markdown(decoder_results)
             decoder_ratios = decoder_bench.ratios(decoder_results)
     http_text, status = "", 0
-    if args.only != "uwsgi":
-        done = run_http(args)
+    for part, title, runner in (("http", "HTTP listener (issue 14)", bench_http),
+                                ("static", "Static files (issue 15)", bench_static)):
+        if args.only not in (None, part):
+            continue
+        done = run_part(args, part, runner)
         if done == 130:
             return done
-        if isinstance(done, int):  # the uwsgi part's results are still reported
-            http_text, status = ("## HTTP listener (issue 14)\n\n**The HTTP part failed** "
-                                 "(see stderr).\n"), done
+        if isinstance(done, int):  # the other parts' results are still reported
+            http_text += "## %s\n\n**The %s part failed** (see stderr).\n" % (title, part)
+            status = done
         else:
-            http_text = done
+            http_text += done
 
     info = {
         "command": command,
@@ -481,11 +498,12 @@ def main(argv: list[str] | None = None) -> int:
     return status
 
 
-def run_http(args):
-    """The HTTP part (bench_http.py) with its own nginx and process registry;
-    its Markdown section, or an exit status if it could not run at all."""
+def run_part(args, part: str, runner):
+    """The HTTP part (bench_http.py) or the static part (bench_static.py), each
+    with its own nginx and process registry; its Markdown section, or an exit
+    status if it could not run at all."""
     registry = procs.Registry()
-    workdir = bench_workdir(args.workdir and os.path.join(args.workdir, "http"))
+    workdir = bench_workdir(args.workdir and os.path.join(args.workdir, part))
 
     def on_term(signum, frame):
         raise SystemExit(128 + signum)
@@ -494,12 +512,12 @@ def run_http(args):
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGHUP, on_term)
     try:
-        return bench_http.run(args, registry, workdir)
+        return runner.run(args, registry, workdir)
     except KeyboardInterrupt:
         print("interrupted: stopping everything the bench started", file=sys.stderr)
         return 130
-    except bench_http.BenchError as exc:
-        print("HTTP bench failed: %s" % exc, file=sys.stderr)
+    except runner.BenchError as exc:
+        print("%s bench failed: %s" % (part, exc), file=sys.stderr)
         return 1
     finally:
         registry.stop_all()
