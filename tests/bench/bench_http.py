@@ -250,15 +250,7 @@ class HttpBench:
             close: bool = False) -> dict:
         argv = ["wrk", "-t1", "-c%d" % connections, "-d%ds" % max(1, int(seconds)),
                 "--timeout", timeout, "-s", self.script10 if close else self.script, url]
-        try:
-            out = subprocess.run(argv, capture_output=True, text=True,
-                                 timeout=seconds + 60).stdout
-        except subprocess.TimeoutExpired:
-            raise BenchError("wrk did not finish: %s" % " ".join(argv)) from None
-        match = re.search(r"BENCHRESULT (.*)", out)
-        if not match:
-            raise BenchError("no result from wrk (%s):\n%s" % (" ".join(argv), out))
-        return {k: float(v) for k, v in (kv.split("=") for kv in match.group(1).split())}
+        return procs.run_wrk(argv, seconds, BenchError)
 
     def measure_crowd(self, key: str, proc: procs.Managed, with_crowd: bool) -> dict:
         if not with_crowd:

@@ -16,6 +16,7 @@ The measurements read /proc directly (proc(5)):
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -212,3 +213,17 @@ def port_open(port: int) -> bool:
     except OSError:
         return False
 
+
+def run_wrk(argv: list[str], seconds: float, error: type = RuntimeError) -> dict:
+    """Run wrk (``argv``, with a Lua script that prints ``BENCHRESULT k=v ...``)
+    for about ``seconds``; the result's numbers, or ``error`` when wrk hangs
+    or prints no result."""
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True,
+                             timeout=seconds + 60).stdout
+    except subprocess.TimeoutExpired:
+        raise error("wrk did not finish: %s" % " ".join(argv)) from None
+    match = re.search(r"BENCHRESULT (.*)", out)
+    if not match:
+        raise error("no result from wrk (%s):\n%s" % (" ".join(argv), out))
+    return {k: float(v) for k, v in (kv.split("=") for kv in match.group(1).split())}

@@ -34,11 +34,9 @@ the other parts hold: ``wrk -t1 -c16`` (``--connections``), ``--warmup`` 1 s,
 from __future__ import annotations
 
 import os
-import re
 import signal
 import socket
 import struct
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -224,15 +222,7 @@ class StaticBench:
     def wrk(self, url: str, seconds: float) -> dict:
         argv = ["wrk", "-t%d" % self.args.threads, "-c%d" % self.args.connections,
                 "-d%ds" % max(1, int(seconds)), "--timeout", "10s", "-s", self.script, url]
-        try:
-            out = subprocess.run(argv, capture_output=True, text=True,
-                                 timeout=seconds + 60).stdout
-        except subprocess.TimeoutExpired:
-            raise BenchError("wrk did not finish: %s" % " ".join(argv)) from None
-        match = re.search(r"BENCHRESULT (.*)", out)
-        if not match:
-            raise BenchError("no result from wrk (%s):\n%s" % (" ".join(argv), out))
-        return {k: float(v) for k, v in (kv.split("=") for kv in match.group(1).split())}
+        return procs.run_wrk(argv, seconds, BenchError)
 
 
 # --- helpers -------------------------------------------------------------------
