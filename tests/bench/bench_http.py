@@ -383,14 +383,9 @@ def run(args, registry: procs.Registry, workdir: str) -> str:
     results: dict[tuple[str, str, str], list[dict]] = {}
     started = time.time()
     bench.start_nginx()
-    total = args.rounds * len(keys)
-    i = 0
-    for rnd in range(args.rounds):
-        k = rnd % len(keys)
-        for key in keys[k:] + keys[:k]:
-            i += 1
-            for (part, mode), r in bench.run_peer(key, rnd).items():
-                results.setdefault((part, mode, key), []).append(r)
-                print("[http %d/%d] %-6s %-6s %-17s %s" % (
-                    i, total, part, mode, key, http_report.progress(r)), file=sys.stderr)
+    for i, total, rnd, key in procs.rotations(args.rounds, keys):
+        for (part, mode), r in bench.run_peer(key, rnd).items():
+            results.setdefault((part, mode, key), []).append(r)
+            print("[http %d/%d] %-6s %-6s %-17s %s" % (
+                i, total, part, mode, key, http_report.progress(r)), file=sys.stderr)
     return http_report.render(args, results, time.time() - started, hs.versions())

@@ -227,3 +227,19 @@ def run_wrk(argv: list[str], seconds: float, error: type = RuntimeError) -> dict
     if not match:
         raise error("no result from wrk (%s):\n%s" % (" ".join(argv), out))
     return {k: float(v) for k, v in (kv.split("=") for kv in match.group(1).split())}
+
+
+def rotate(items: list, k: int) -> list:
+    """``items`` starting at its k-th (modulo its length)."""
+    k %= len(items)
+    return items[k:] + items[:k]
+
+
+def rotations(rounds: int, keys: list):
+    """(i, total, round, key) for every peer of every round, each round
+    starting one peer later (rotate), so no peer always runs first or last."""
+    total, i = rounds * len(keys), 0
+    for rnd in range(rounds):
+        for key in rotate(keys, rnd):
+            i += 1
+            yield i, total, rnd, key

@@ -304,15 +304,10 @@ def run(args, registry: procs.Registry, workdir: str) -> str:
     results: dict[tuple[str, str], list[dict]] = {}
     started = time.time()
     bench.start_nginx()
-    total = args.rounds * len(keys)
-    i = 0
-    for rnd in range(args.rounds):
-        k = rnd % len(keys)
-        for key in keys[k:] + keys[:k]:
-            i += 1
-            for name, r in bench.run_peer(key, rnd).items():
-                results.setdefault((name, key), []).append(r)
-                print("[static %d/%d] %-3s %-13s %s" % (
-                    i, total, name, key, static_report.progress(r)), file=sys.stderr)
+    for i, total, rnd, key in procs.rotations(args.rounds, keys):
+        for name, r in bench.run_peer(key, rnd).items():
+            results.setdefault((name, key), []).append(r)
+            print("[static %d/%d] %-3s %-13s %s" % (
+                i, total, name, key, static_report.progress(r)), file=sys.stderr)
     return static_report.render(args, results, bench.probes, time.time() - started,
                                 versions())

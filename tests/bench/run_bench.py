@@ -43,7 +43,7 @@ import bench_http  # noqa: E402
 import bench_static  # noqa: E402
 import bench_static_servers  # noqa: E402
 import bench_procs as procs  # noqa: E402
-from bench_procs import free_port, port_open  # noqa: E402
+from bench_procs import free_port, port_open, rotate  # noqa: E402
 import bench_servers as servers  # noqa: E402
 import bench_report as report  # noqa: E402
 
@@ -279,11 +279,6 @@ def tail(path: str, n: int = 20) -> str:
             return "\n".join(f.read().splitlines()[-n:])
     except OSError:
         return "(no %s)" % path
-
-
-def rotate(items: list, k: int) -> list:
-    k %= len(items)
-    return items[k:] + items[:k]
 
 
 def make_plan(args) -> list[tuple[bool, int, str, str]]:

@@ -77,7 +77,7 @@ class HttpHooks(request.FailureTurns):
         self.worker.count_exception()
 
     def send_file(self, exchange, wrapper) -> None:
-        self.offload = send_file(exchange, wrapper, request.describe(self.env))
+        self.offload = send_file(exchange, wrapper, self.env)
 
     @staticmethod
     def _fail(exchange, failure: request.Failure) -> None:

@@ -22,17 +22,18 @@ from __future__ import annotations
 import os
 
 from .. import log
+from ..cycle import request
 from ..cycle.response import sendfile_fd
 
 _BODY_LENGTH = 0  # exchange.mode: Content-Length framing (csrc/fastpath.h FP_BODY_*)
 _CHUNK = 1 << 20
 
 
-def send_file(exchange, wrapper, what: str = "") -> Offload | None:
+def send_file(exchange, wrapper, env: dict | None = None) -> Offload | None:
     """Send ``wrapper``'s file as ``exchange``'s body (the C Exchange of an
     HTTP connection with a non-blocking socket). Returns an Offload holding
     the rest when the socket would block, else None once all went out;
-    ``what``: ``METHOD URI``, for its log line. Raises OSError when the client is gone (the request's
+    ``env``: the request's environ, named in an offload's log line. Raises OSError when the client is gone (the request's
     failure turns handle it as for any write)."""
     fd = sendfile_fd(wrapper)
     if fd is None or exchange.head_only:
@@ -56,7 +57,8 @@ def send_file(exchange, wrapper, what: str = "") -> Offload | None:
             exchange.tx += left
             exchange.offloaded = True
             exchange.finish()
-            return Offload(os.dup(fd), offset, left, exchange, what)
+            return Offload(os.dup(fd), offset, left, exchange,
+                           request.describe(env) if env else "")
         if sent == 0:
             break  # the file shrank under us: the short body shows the cut
         offset += sent
