@@ -208,12 +208,14 @@ PyMODINIT_FUNC PyInit__fastpath(void)
     INTERN(HTTP_1_0, "HTTP/1.0");
     INTERN(HTTP_1_1, "HTTP/1.1");
     INTERN(empty, "");
-    if (PyType_Ready(&ExchangeType) < 0 || PyType_Ready(&CoreType) < 0)
+    if (PyType_Ready(&ExchangeType) < 0 || PyType_Ready(&CoreType) < 0 ||
+        PyType_Ready(&StaticCacheType) < 0)
         return NULL;
     m = PyModule_Create(&fp_module);
     if (m == NULL)
         return NULL;
-    if (add_type(m, "Exchange", &ExchangeType) < 0 || add_type(m, "Core", &CoreType) < 0) {
+    if (add_type(m, "Exchange", &ExchangeType) < 0 || add_type(m, "Core", &CoreType) < 0 ||
+        add_type(m, "StaticCache", &StaticCacheType) < 0) {
         Py_DECREF(m);
         return NULL;
     }

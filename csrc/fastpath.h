@@ -16,6 +16,7 @@
  *   fastpath_httpparse.c the restricted HTTP/1.1 request-head parser
  *   fastpath_httphead.c  HTTP response framing: the head, Date, chunks
  *   fastpath_wire.c      sending a response within socket-timeout; tchar
+ *   fastpath_static.c    StaticCache: a repeat static-map hit answered in C
  */
 #ifndef UWSGIGW_FASTPATH_H
 #define UWSGIGW_FASTPATH_H
@@ -138,6 +139,9 @@ PyObject *Exchange_send_result(Exchange *x, PyObject *result);
 /* HTTP: end the body (the last chunk; a short Content-Length aborts). */
 int fp_http_finish(Exchange *x);
 int fp_send_iov(Exchange *x, struct iovec *iov, int cnt);
+/* The uwsgi socket's head for (status, headers) when every part is plainly
+ * valid; else NULL, with an error set only for MemoryError. */
+PyObject *fp_uwsgi_head(PyObject *status, PyObject *headers, int *count);
 extern const unsigned char fp_token_chars[256]; /* RFC 9110 tchar */
 
 /* The HTTP head of x->pending's (status, headers) as framing.http_head
@@ -184,7 +188,20 @@ typedef struct {
     PyObject *forwarded; /* forwarded(env): X-Forwarded-* from a trusted peer */
     int http_keepalive;  /* http-keepalive: 0 closes after every answer */
     const int *stop_flag; /* set by the worker's stop-signal handler, or NULL */
+    PyObject *static_cache; /* a StaticCache (uwsgi sockets), or None */
 } Core;
+
+/* ------------------------------------------------------ static cache -- */
+
+extern PyTypeObject StaticCacheType;
+/* openat2(2) (fastpath_open.c): the descriptor or -errno; GIL released. */
+#define FP_RESOLVE_NO_MAGICLINKS 0x02
+#define FP_RESOLVE_BENEATH 0x08
+int fp_openat2(int dirfd, const char *path, unsigned long long flags,
+               unsigned long long resolve);
+/* 1: the request was a repeat static hit, answered; 0: not one, nothing
+ * sent; -1: an error set once the answer began (fastpath_static.c). */
+int fp_static_serve(PyObject *cache, Exchange *x, PyObject *env);
 
 #define SLOT(c, off, type) (*(type *)((c)->slot + (off)))
 

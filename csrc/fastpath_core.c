@@ -65,6 +65,19 @@ int fp_run_app(Core *c, PyObject *x, PyObject *env)
     PyObject *app, *sr, *result = NULL, *close, *exc;
     int rc = 0;
 
+    if (c->static_cache != Py_None && !((Exchange *)x)->http) {
+        rc = fp_static_serve(c->static_cache, (Exchange *)x, env);
+        if (rc > 0)
+            return 0; /* a repeat static hit, answered in C */
+        if (rc < 0) {
+            exc = take_exception();
+            if (exc != NULL) {
+                rc = call_handling(c, fp.app_failed, exc, x, env);
+                Py_DECREF(exc);
+            }
+            return rc;
+        }
+    }
     app = PyObject_CallOneArg(c->pick_app, env);
     if (app == NULL)
         return -1;
@@ -348,9 +361,14 @@ static int Core_init(Core *c, PyObject *args, PyObject *kw)
     Py_XSETREF(c->new_input, setting(settings, "new_input"));
     Py_XSETREF(c->emit, setting(settings, "emit"));
     Py_XSETREF(c->forwarded, setting(settings, "forwarded"));
+    Py_XSETREF(c->static_cache, setting(settings, "static_cache"));
     if (c->buf == NULL || c->base == NULL || c->pick_app == NULL || c->new_input == NULL ||
-        c->emit == NULL || c->forwarded == NULL)
+        c->emit == NULL || c->forwarded == NULL || c->static_cache == NULL)
         return -1;
+    if (c->static_cache != Py_None && !PyObject_TypeCheck(c->static_cache, &StaticCacheType)) {
+        PyErr_SetString(PyExc_TypeError, "Core: static_cache must be a StaticCache or None");
+        return -1;
+    }
     if (!PyByteArray_Check(c->buf) || !PyDict_CheckExact(c->base)) {
         PyErr_SetString(PyExc_TypeError, "Core: buffer must be a bytearray, "
                                          "base_environ a dict");
@@ -397,6 +415,7 @@ static int Core_traverse(Core *c, visitproc visit, void *arg)
     Py_VISIT(c->new_input);
     Py_VISIT(c->emit);
     Py_VISIT(c->forwarded);
+    Py_VISIT(c->static_cache);
     return 0;
 }
 
@@ -410,6 +429,7 @@ static int Core_clear(Core *c)
     Py_CLEAR(c->new_input);
     Py_CLEAR(c->emit);
     Py_CLEAR(c->forwarded);
+    Py_CLEAR(c->static_cache);
     return 0;
 }
 

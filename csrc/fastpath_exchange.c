@@ -60,7 +60,7 @@ static int header_pair(PyObject *h, PyObject **name, PyObject **value)
  * A first pass sizes the head; the second validates and writes what it
  * finds then, bounded by that size. Allocating the head can run other code
  * (a finalizer), so the second pass trusts nothing the first one saw. */
-static PyObject *fast_head(PyObject *status, PyObject *headers, int *count)
+PyObject *fp_uwsgi_head(PyObject *status, PyObject *headers, int *count)
 {
     const unsigned char *sd;
     Py_ssize_t sn, n, i, size;
@@ -151,7 +151,7 @@ static PyObject *make_head(Exchange *x, int *count)
         Py_DECREF(pending);
         return head;
     }
-    head = fast_head(PyTuple_GET_ITEM(pending, 0), PyTuple_GET_ITEM(pending, 1), count);
+    head = fp_uwsgi_head(PyTuple_GET_ITEM(pending, 0), PyTuple_GET_ITEM(pending, 1), count);
     if (head != NULL || PyErr_Occurred()) {
         Py_DECREF(pending);
         return head;

@@ -21,6 +21,24 @@ struct fp_open_how {
     uint64_t flags, mode, resolve;
 };
 
+/* openat2(2) with the GIL released: the descriptor, or -errno (-ENOSYS
+ * where the platform has no openat2). */
+int fp_openat2(int dirfd, const char *path, unsigned long long flags,
+               unsigned long long resolve)
+{
+#ifdef SYS_openat2
+    struct fp_open_how how = {flags, 0, resolve};
+    long fd;
+    Py_BEGIN_ALLOW_THREADS
+    fd = syscall(SYS_openat2, dirfd, path, &how, sizeof how);
+    Py_END_ALLOW_THREADS
+    return fd >= 0 ? (int)fd : -errno;
+#else
+    (void)dirfd; (void)path; (void)flags; (void)resolve;
+    return -ENOSYS;
+#endif
+}
+
 /* openat2(dirfd, path, flags, resolve) -> the descriptor, or -errno (no
  * exception: a missing file is the common answer). -ENOSYS where the
  * platform has no openat2. */
@@ -29,7 +47,6 @@ PyObject *fp_openat2_py(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
     int dirfd;
     unsigned long long flags, resolve;
     const char *path;
-    long fd;
 
     if (nargs != 4 || !PyBytes_Check(args[1])) {
         PyErr_SetString(PyExc_TypeError, "openat2(dirfd, path: bytes, flags, resolve)");
@@ -43,16 +60,5 @@ PyObject *fp_openat2_py(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
     path = PyBytes_AS_STRING(args[1]);
     if ((size_t)PyBytes_GET_SIZE(args[1]) != strlen(path))
         return PyLong_FromLong(-EINVAL); /* a NUL inside: never a file */
-#ifdef SYS_openat2
-    {
-        struct fp_open_how how = {flags, 0, resolve};
-        Py_BEGIN_ALLOW_THREADS
-        fd = syscall(SYS_openat2, dirfd, path, &how, sizeof how);
-        Py_END_ALLOW_THREADS
-    }
-    return PyLong_FromLong(fd >= 0 ? fd : -errno);
-#else
-    (void)dirfd; (void)flags; (void)resolve; (void)fd;
-    return PyLong_FromLong(-ENOSYS);
-#endif
+    return PyLong_FromLong(fp_openat2(dirfd, path, flags, resolve));
 }

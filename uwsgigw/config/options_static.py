@@ -177,7 +177,8 @@ ROWS: list[dict[str, Any]] = [
     dict(name="static-cache-paths", kind="int", default=0, help="uWSGI: cache resolved "
          "static paths for this many seconds", status="mapped", maps_to="each static "
          "path is resolved by one openat2(2) call beneath its directory, which needs no "
-         "cache (and cannot serve a stale one)", metavar="SECONDS"),
+         "timed cache (and cannot serve a stale one); the C core's store of plain answers "
+         "checks the opened file on every hit", metavar="SECONDS"),
     dict(name="static-cache-paths-name", kind="text", default=None, help="uWSGI: the "
          "cache static-cache-paths uses", status="mapped", maps_to="see "
          "static-cache-paths: there is no path cache", metavar="NAME"),

@@ -70,6 +70,12 @@ class StaticAnswer:
     '..'), for logs; ``root`` and ``relpath``: the real directory it was
     opened beneath and the path below it ('/'-separated, no leading '/'; ""
     when unknown), for an X-Accel-Redirect. ``log``: a line to log (why a 403), or None.
+    ``plain``: (directory descriptor, path opened beneath it, the file's
+    os.stat_result) when the answer depends on nothing but that file and the
+    PATH_INFO -- a 200 from the first map the path matches, opened directly,
+    no gzip variant, no time-based header -- so a repeat of the request may
+    be answered from it after reopening and checking the file (the C core's
+    StaticCache); else None.
     """
 
     status: int
@@ -81,6 +87,7 @@ class StaticAnswer:
     log: str | None = None
     root: str = ""
     relpath: str = ""
+    plain: tuple | None = None
 
     def close(self) -> None:
         """Close ``fd`` (idempotent)."""
@@ -157,6 +164,7 @@ class _Found:
     rel: bytes  # as opened beneath base.fd (the variants are rel + ".gz")
     name: bytes  # the absolute path (for logs, rules and Content-Type)
     relpath: bytes  # name below base.real, b"" when not known
+    direct: bool = False  # opened as the request named it (no index, no static-safe detour)
 
 
 def _located(fd: int, base: _Root, rel: bytes) -> tuple[bytes, bytes]:
@@ -285,9 +293,13 @@ class StaticFiles:
             return None
         if b"\0" in raw:
             return None
+        first = True  # the first map the path matches: a repeat would try it first
         for smap in self.maps:
             rel = smap.relative(raw)
-            if rel is None or not smap.root.ready():
+            if rel is None:
+                continue
+            was_first, first = first, False
+            if not smap.root.ready():
                 continue
             sub, exact = rel
             if smap.root.is_file:
@@ -301,7 +313,7 @@ class StaticFiles:
             if self.skip_ext and os.fsdecode(found.name).endswith(self.skip_ext):
                 os.close(found.fd)
                 return None
-            return self._answer(environ, found, path_info)
+            return self._answer(environ, found, path_info, was_first and found.direct)
         return None
 
     def _open_file_root(self, root: _Root) -> _Found | StaticAnswer | None:
@@ -338,7 +350,10 @@ class StaticFiles:
                 if found is not None:
                     return found
             return None
-        return self._regular(fd, base, rel, st)
+        found = self._regular(fd, base, rel, st)
+        if found is not None and base is root:
+            found.direct = True
+        return found
 
     @staticmethod
     def _is_dir(root: _Root, rel: bytes) -> bool:
@@ -433,12 +448,16 @@ class StaticFiles:
             os.close(variant.fd)
         return None, None, exists
 
-    def _answer(self, environ: dict, found: _Found, path_info: str) -> StaticAnswer:
+    def _answer(self, environ: dict, found: _Found, path_info: str,
+                plain: bool) -> StaticAnswer:
+        """The answer for ``found``; ``plain``: it came from the first map the
+        path matches, opened directly (see StaticAnswer.plain)."""
         name = os.fsdecode(found.name)
         ctype = self.mime.guess(name)
         headers: list[tuple[str, str]] = []
         coding = None
         if self._wants_variant(found.name, name):
+            plain = False  # Accept-Encoding chooses the file
             variant, coding, exists = self._variant(found, environ.get("HTTP_ACCEPT_ENCODING"))
             if variant is not None:
                 os.close(found.fd)
@@ -485,6 +504,11 @@ class StaticFiles:
                 answer.offset, answer.offset + answer.length - 1, size)))
         answer.headers += [("Content-Length", str(answer.length)), ("Accept-Ranges", "bytes")]
         answer.headers += validators + headers + caching
+        if (plain and answer.status == 200 and not caching and b".." not in found.rel
+                and all(rule.what != "uri" for rule in self.expires)):
+            # No Expires now: none will be for this PATH_INFO (a "uri" rule
+            # could match another query string).
+            answer.plain = (found.base.fd, found.rel, st)
         if head:
             answer.close()
             answer.length = 0

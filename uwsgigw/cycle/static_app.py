@@ -53,11 +53,9 @@ class StaticResponder:
             return self.asgi(*args)
         return self.wsgi(*args)
 
-    def _head(self) -> tuple[str, list[tuple[str, str]], bool]:
-        """(status line, headers, has a body to send)."""
+    def head(self) -> tuple[str, list[tuple[str, str]], bool]:
+        """(status line, headers, has a body to send): what the driver sends."""
         answer = self.answer
-        if answer.log:
-            log.warning(answer.log)
         if self.accel and answer.status in (200, 206) and answer.fd is not None:
             path = answer.path
             headers = [(name, value) for name, value in answer.headers
@@ -66,10 +64,14 @@ class StaticResponder:
                 path = path[:-3] if path.endswith(".gz") else path  # nginx: gzip_static
             headers.append((self.accel, quote(path, safe="/") if self.accel[2] == "A"
                             else path))
-            answer.close()
             return status_line(200), headers, False
         return (status_line(answer.status), list(answer.headers),
                 answer.fd is not None and answer.length > 0)
+
+    def _head(self) -> tuple[str, list[tuple[str, str]], bool]:
+        if self.answer.log:
+            log.warning(self.answer.log)
+        return self.head()
 
     def wsgi(self, environ: dict, start_response: Callable):
         status, headers, body = self._head()
@@ -121,21 +123,32 @@ def is_static(app) -> bool:
     return type(app) is StaticResponder
 
 
-def static_picker(pick: Callable[[dict], object], static,
-                  serve_mode: str = "") -> Callable[[dict], object]:
+def static_picker(pick: Callable[[dict], object], static, serve_mode: str = "",
+                  cache=None) -> Callable[[dict], object]:
     """``pick`` (environ -> app or None, app.py's, which strips a mount's
     SCRIPT_NAME) with the static maps in front: a hit's responder, else the
-    app. ``static``: static.StaticFiles; ``serve_mode``: file-serve-mode."""
+    app. ``static``: static.StaticFiles; ``serve_mode``: file-serve-mode;
+    ``cache``: a fastpath.StaticCache that gets every plain answer under the
+    request's PATH_INFO (the uwsgi C core answers its repeats), or None."""
     accel = {"x-accel-redirect": "X-Accel-Redirect", "xaccelredirect": "X-Accel-Redirect",
              "nginx": "X-Accel-Redirect", "x-sendfile": "X-Sendfile",
              "xsendfile": "X-Sendfile", "apache": "X-Sendfile"}.get(serve_mode.lower(), "")
     lookup = static.lookup
 
     def pick_static(env: dict):
+        key = env.get("PATH_INFO")  # as the request came: what the C core looks up
         app = pick(env)
         answer = lookup(env)
         if answer is None:
             return app
-        return StaticResponder(answer, accel)
+        responder = StaticResponder(answer, accel)
+        if cache is not None and answer.plain is not None and (answer.fd is not None
+                                                               or not accel):
+            # (A HEAD's accel answer is the file's own headers: not stored.)
+            dirfd, rel, st = answer.plain
+            status, headers, _ = responder.head()
+            cache.put(key, dirfd, rel, st.st_dev, st.st_ino, st.st_mtime_ns,
+                      st.st_size, status, headers, bool(accel))
+        return responder
 
     return pick_static

@@ -84,6 +84,8 @@ class CoreSettings:
     http_keepalive: bool  # http-keepalive: False closes after every answer
     forwarded: Callable[[dict], None] | None  # X-Forwarded-* of a trusted peer
     stop_flag_address: int  # a C int set by the stop-signal handler (0: none)
+    # uwsgi sockets: repeat static-map hits answered in C (csrc/fastpath_static.c)
+    static_cache: Any = None  # a StaticCache, or None
 
 
 accept = _fastpath.accept
@@ -92,9 +94,10 @@ environ_from = _fastpath.environ_from
 Exchange = _fastpath.Exchange
 uwsgi_line = _fastpath.uwsgi_line  # reqlog's default line, built in C
 Core = _fastpath.Core  # Core(hooks, settings).serve(fd): a request without a body
+StaticCache = _fastpath.StaticCache  # plain static-map answers Core.serve sends again
 http_parse = _fastpath.http_parse  # the C HTTP head parser (tests)
 http_environ = _fastpath.http_environ  # its environ (tests)
 http_date = _fastpath.http_date
 
 __all__ = ["accept", "read_request", "environ_from", "Exchange", "uwsgi_line", "Core",
-           "CoreHooks", "CoreSettings", "http_parse", "http_environ", "http_date"]
+           "CoreHooks", "CoreSettings", "StaticCache", "http_parse", "http_environ", "http_date"]

@@ -75,6 +75,7 @@ class WorkerContext:
     track_requests: bool = False  # copy "METHOD URI" to the slot (harakiri logs it)
     peers: object = None  # peers.AllowList (uwsgi-allow-from), or None: accept anyone
     fastpath: object = None  # uwsgigw.wsgi.fastpath (C request path), or None: Python only
+    static_cache: object = None  # fastpath.StaticCache the picker fills and the C core reads
     # The worker kind that runs the apps (workerbase.WORKERS), and what the
     # async worker (asgi/) reads besides the above.
     kind: str = "sync"
@@ -106,6 +107,12 @@ class WorkerContext:
         from ..process.peers import allow_list
         from ..protocol.environ import base_environ  # start-up only
         kinds = apps.kinds()
+        kind = "asgi" if cfg.asgi or cfg.http_socket or "asgi" in kinds.values() else "sync"
+        # The sync worker's C core answers a repeat static hit itself; the
+        # cache's key is the PATH_INFO nginx sent, so a mount (which rewrites
+        # PATH_INFO in the picker) keeps every hit in Python.
+        pick_app, cache = _picker(cfg, apps, backend.fastpath if kind == "sync"
+                                  and not apps.mounts else None)
         return cls(
             decode=backend.decode,
             fastpath=backend.fastpath,
@@ -114,7 +121,8 @@ class WorkerContext:
             post_buffering=cfg.post_buffering,
             post_buffering_bufsize=cfg.post_buffering_bufsize,
             limit_post=cfg.limit_post,
-            pick_app=_picker(cfg, apps),
+            pick_app=pick_app,
+            static_cache=cache,
             base_environ=base_environ(errors=ErrorStream(), file_wrapper=FileWrapper,
                                       multithread=cfg.threads > 1,
                                       multiprocess=cfg.processes > 1),
@@ -123,7 +131,7 @@ class WorkerContext:
             count_request=counter.incr,
             total_address=counter.address,
             peers=allow_list(cfg.uwsgi_allow_from),
-            kind="asgi" if cfg.asgi or cfg.http_socket or "asgi" in kinds.values() else "sync",
+            kind=kind,
             http_keepalive=cfg.http_keepalive,
             http_keepalive_timeout=float(cfg.http_keepalive_timeout),
             http_headers_timeout=float(cfg.http_headers_timeout),
@@ -138,15 +146,18 @@ class WorkerContext:
         )
 
 
-def _picker(cfg: Config, apps: AppTable):
-    """environ -> the app to run: app.py's picker, with the static maps in
-    front when static-map (or static-map2, check-static) is set. (Their
-    modules are imported with this one, not here: a reload's fresh image
-    builds the context after dropping uid, and may not read the stdlib then.)"""
+def _picker(cfg: Config, apps: AppTable, fastpath=None):
+    """(environ -> the app to run, a fastpath.StaticCache or None): app.py's
+    picker, with the static maps in front when static-map (or static-map2,
+    check-static) is set, and with ``fastpath`` (the C module, or None) a
+    cache their plain answers go to for the C core. (Their modules are
+    imported with this one, not here: a reload's fresh image builds the
+    context after dropping uid, and may not read the stdlib then.)"""
     static = StaticFiles.from_config(cfg)
     if static is None:
-        return apps.picker()
-    return static_picker(apps.picker(), static, cfg.file_serve_mode or "")
+        return apps.picker(), None
+    cache = fastpath.StaticCache() if fastpath is not None else None
+    return static_picker(apps.picker(), static, cfg.file_serve_mode or "", cache), cache
 
 
 class _Exchange(StartResponse):
@@ -286,7 +297,7 @@ class ConnectionHandler(request.FailureTurns):
                 line_fd=log.fd() if reqlog.c_default_line(ctx.log_requests) else -1,
                 emit=self._emit, pid=ctx.pid, worker_id=ctx.worker_id, core=core,
                 http_keepalive=ctx.http_keepalive, forwarded=None,
-                stop_flag_address=0)).serve
+                stop_flag_address=0, static_cache=ctx.static_cache)).serve
 
     @property
     def requests(self) -> int:
