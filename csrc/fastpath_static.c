@@ -176,10 +176,11 @@ int fp_static_serve(PyObject *cache, Exchange *x, PyObject *env)
     struct stat st;
     int fd, rc;
 
+    if (PyDict_GET_SIZE(sc->entries) == 0)
+        return 0; /* nothing stored yet: an app request pays no lookup */
     method = PyDict_GetItemWithError(env, fp.REQUEST_METHOD);
     path = PyDict_GetItemWithError(env, fp.PATH_INFO);
-    if (method == NULL || path == NULL || !PyUnicode_CheckExact(path) ||
-        PyDict_GET_SIZE(sc->entries) == 0)
+    if (method == NULL || path == NULL || !PyUnicode_CheckExact(path))
         goto python;
     if (!(fp_is_str(method, "GET", 3) || fp_is_str(method, "HEAD", 4)))
         goto python;
