@@ -35,9 +35,11 @@
 #include <sys/time.h>
 #include <unistd.h>
 
-/* Bounded so a crawler walking every URL cannot grow a worker: when full,
+/* Bounded so a crawler walking every URL (or every spelling of one: a raw
+ * packet's PATH_INFO may be 64 KiB of "./") cannot grow a worker: when full,
  * the entries are dropped and refilled by the requests that come. */
 #define FP_STATIC_MAX 2048
+#define FP_STATIC_BYTES (1024 * 1024) /* keys and entries, about 3,000 common ones */
 /* Up to this size the body is read and sent with the head in one sendmsg(),
  * as the Python responder does (static_app._SMALL). */
 #define FP_STATIC_SMALL (64 * 1024)
@@ -56,7 +58,26 @@ typedef struct {
 typedef struct {
     PyObject_HEAD
     PyObject *entries; /* PATH_INFO (str) -> packed entry (bytes) */
+    Py_ssize_t bytes;  /* what the entries and their keys hold */
 } StaticCache;
+
+static Py_ssize_t entry_cost(PyObject *path, PyObject *packed)
+{
+    return PyUnicode_GET_LENGTH(path) + PyBytes_GET_SIZE(packed);
+}
+
+/* Drop path's entry (if any), keeping the byte count. */
+static void drop(StaticCache *sc, PyObject *path)
+{
+    PyObject *old = PyDict_GetItemWithError(sc->entries, path);
+
+    if (old != NULL) {
+        sc->bytes -= entry_cost(path, old);
+        if (PyDict_DelItem(sc->entries, path) < 0)
+            PyErr_Clear();
+    }
+    PyErr_Clear();
+}
 
 static PyObject *IF_MODIFIED_SINCE, *IF_NONE_MATCH, *RANGE;
 
@@ -207,8 +228,8 @@ int fp_static_serve(PyObject *cache, Exchange *x, PyObject *env)
     }
     if (fd >= 0)
         close(fd);
-    if (rc == 0 && PyDict_DelItem(sc->entries, path) < 0)
-        PyErr_Clear(); /* gone already: a concurrent miss dropped it */
+    if (rc == 0)
+        drop(sc, path); /* (gone already when a concurrent miss dropped it) */
     Py_DECREF(packed);
     return rc;
 python:
@@ -257,12 +278,21 @@ static PyObject *StaticCache_put(StaticCache *sc, PyObject *args)
     memcpy(w + sizeof e, PyBytes_AS_STRING(rel), (size_t)e.rel_len + 1);
     memcpy(w + sizeof e + e.rel_len + 1, PyBytes_AS_STRING(head), (size_t)e.head_len);
     Py_DECREF(head);
-    if (PyDict_GET_SIZE(sc->entries) >= FP_STATIC_MAX)
+    if (entry_cost(path, packed) > FP_STATIC_BYTES / 16) {
+        Py_DECREF(packed); /* a path this long is an odd spelling: not worth a place */
+        Py_RETURN_FALSE;
+    }
+    drop(sc, path);
+    if (PyDict_GET_SIZE(sc->entries) >= FP_STATIC_MAX ||
+        sc->bytes + entry_cost(path, packed) > FP_STATIC_BYTES) {
         PyDict_Clear(sc->entries);
+        sc->bytes = 0;
+    }
     if (PyDict_SetItem(sc->entries, path, packed) < 0) {
         Py_DECREF(packed);
         return NULL;
     }
+    sc->bytes += entry_cost(path, packed);
     Py_DECREF(packed);
     Py_RETURN_TRUE;
 }
@@ -270,6 +300,7 @@ static PyObject *StaticCache_put(StaticCache *sc, PyObject *args)
 static PyObject *StaticCache_clear_method(StaticCache *sc, PyObject *noargs)
 {
     PyDict_Clear(sc->entries);
+    sc->bytes = 0;
     Py_RETURN_NONE;
 }
 
@@ -290,6 +321,7 @@ static int StaticCache_init(StaticCache *sc, PyObject *args, PyObject *kw)
             return -1;
     }
     Py_XSETREF(sc->entries, PyDict_New());
+    sc->bytes = 0;
     return sc->entries == NULL ? -1 : 0;
 }
 

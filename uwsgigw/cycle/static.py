@@ -327,7 +327,7 @@ class StaticFiles:
     def _resolve(self, root: _Root, rel: bytes) -> _Found | StaticAnswer | None:
         """Open ``rel`` beneath ``root`` (or a static-safe directory); a directory
         gives its first static-index file."""
-        base = root
+        base, detour = root, False
         try:
             fd = open_beneath(root.fd, rel, _FILE_FLAGS)
         except OSError as exc:
@@ -340,6 +340,7 @@ class StaticFiles:
                 if opened is None or isinstance(opened, StaticAnswer):
                     return opened
                 fd, base, rel = opened
+                detour = True
         st = os.fstat(fd) if fd >= 0 else None
         if st is None or stat.S_ISDIR(st.st_mode):
             if fd >= 0:
@@ -351,7 +352,10 @@ class StaticFiles:
                     return found
             return None
         found = self._regular(fd, base, rel, st)
-        if found is not None and base is root:
+        if found is not None and not detour:
+            # Opened as the request named it. After an EXDEV detour (an absolute
+            # or '..' symlink) ``rel`` is the link's target: a repeat opening
+            # that would never see the link change, so it is not "direct".
             found.direct = True
         return found
 

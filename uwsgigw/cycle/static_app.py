@@ -62,8 +62,12 @@ class StaticResponder:
                        if name.lower() in _ACCEL_KEEP]
             if any(n.lower() == "content-encoding" for n, _ in answer.headers):
                 path = path[:-3] if path.endswith(".gz") else path  # nginx: gzip_static
-            headers.append((self.accel, quote(path, safe="/") if self.accel[2] == "A"
-                            else path))
+            # The path's bytes as they are on disk (a name need not be UTF-8):
+            # %-escaped for nginx, which unescapes X-Accel-Redirect; raw
+            # (latin-1, one char per byte) for mod_xsendfile, which does not.
+            raw = os.fsencode(path)
+            headers.append((self.accel, quote(raw, safe="/") if self.accel[2] == "A"
+                            else raw.decode("latin-1")))
             return status_line(200), headers, False
         return (status_line(answer.status), list(answer.headers),
                 answer.fd is not None and answer.length > 0)
@@ -83,9 +87,14 @@ class StaticResponder:
         if answer.length <= _SMALL:
             try:
                 data = os.pread(answer.fd, answer.length, answer.offset)
-            finally:
+            except BaseException:
                 answer.close()
-            return [data]  # a file that shrank meanwhile: the short body shows the cut
+                raise
+            if len(data) == answer.length:
+                answer.close()
+                return [data]
+            # The file shrank since its fstat: the wrapper below sends what is
+            # left and the driver cuts the response visibly (a short sendfile).
         filelike = os.fdopen(answer.fd, "rb", buffering=0)
         answer.fd = None  # the wrapper closes it now
         filelike.seek(answer.offset)

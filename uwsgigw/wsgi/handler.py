@@ -218,9 +218,11 @@ class _Exchange(StartResponse):
         return True
 
 
-def sendfile_all(conn, fd: int, offset: int, timeout: float, count: int | None = None) -> int:
+def sendfile_all(conn, fd: int, offset: int, timeout: float, count: int | None = None,
+                 exchange=None) -> int:
     """``os.sendfile`` from ``offset``, ``count`` bytes (None: to EOF); each
-    wait bounded by ``timeout``; returns the bytes sent.
+    wait bounded by ``timeout``; returns the bytes sent. ``exchange.tx`` (when
+    given) counts them as they go, so a timeout's log line says what was sent.
 
     The connection is a bare ``_socket.socket`` (no Python ``sendfile``):
     blocking mode plus SO_SNDTIMEO gives the bound without a poll per chunk.
@@ -241,6 +243,8 @@ def sendfile_all(conn, fd: int, offset: int, timeout: float, count: int | None =
             return total
         offset += sent
         total += sent
+        if exchange is not None:
+            exchange.tx += sent
     return total
 
 
@@ -526,8 +530,10 @@ class ConnectionHandler(request.FailureTurns):
             return
         exchange.write(b"")
         if not exchange.head_only:
-            exchange.tx += sendfile_all(self._sock(self.fd), fd, os.lseek(fd, 0, os.SEEK_CUR),
-                                        self.ctx.socket_timeout, wrapper.length)
+            sent = sendfile_all(self._sock(self.fd), fd, os.lseek(fd, 0, os.SEEK_CUR),
+                                self.ctx.socket_timeout, wrapper.length, exchange)
+            if wrapper.length is not None and sent < wrapper.length:
+                exchange.aborted = True  # the file was shorter: a visible cut (ending.py)
 
     def _fail(self, exchange, failure: request.Failure) -> None:
         """Answer the failure's status if nothing was sent yet; else (or when
