@@ -219,6 +219,12 @@ class StaticFiles:
     expires: list[rules.ExpiresRule] = field(default_factory=list)
     mime: rules.MimeTable = field(default_factory=rules.MimeTable)
     _gzip_dirs_real: tuple[bytes, ...] | None = None
+    # A static-expires-uri* rule may match another query string: no answer
+    # is then plain (StaticAnswer.plain). Set once, by __post_init__.
+    _uri_expires: bool = False
+
+    def __post_init__(self) -> None:
+        self._uri_expires = any(rule.what == "uri" for rule in self.expires)
 
     @classmethod
     def from_config(cls, cfg: Any) -> "StaticFiles | None":
@@ -509,9 +515,8 @@ class StaticFiles:
         answer.headers += [("Content-Length", str(answer.length)), ("Accept-Ranges", "bytes")]
         answer.headers += validators + headers + caching
         if (plain and answer.status == 200 and not caching and b".." not in found.rel
-                and all(rule.what != "uri" for rule in self.expires)):
-            # No Expires now: none will be for this PATH_INFO (a "uri" rule
-            # could match another query string).
+                and not self._uri_expires):
+            # No Expires now: none will be for this PATH_INFO.
             answer.plain = (found.base.fd, found.rel, st)
         if head:
             answer.close()

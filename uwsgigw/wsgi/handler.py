@@ -218,11 +218,11 @@ class _Exchange(StartResponse):
         return True
 
 
-def sendfile_all(conn, fd: int, offset: int, timeout: float, count: int | None = None,
-                 exchange=None) -> int:
+def sendfile_all(conn, fd: int, offset: int, timeout: float, count: int | None,
+                 exchange) -> int:
     """``os.sendfile`` from ``offset``, ``count`` bytes (None: to EOF); each
-    wait bounded by ``timeout``; returns the bytes sent. ``exchange.tx`` (when
-    given) counts them as they go, so a timeout's log line says what was sent.
+    wait bounded by ``timeout``; returns the bytes sent. ``exchange.tx``
+    counts them as they go, so a timeout's log line says what was sent.
 
     The connection is a bare ``_socket.socket`` (no Python ``sendfile``):
     blocking mode plus SO_SNDTIMEO gives the bound without a poll per chunk.
@@ -243,8 +243,7 @@ def sendfile_all(conn, fd: int, offset: int, timeout: float, count: int | None =
             return total
         offset += sent
         total += sent
-        if exchange is not None:
-            exchange.tx += sent
+        exchange.tx += sent
     return total
 
 
